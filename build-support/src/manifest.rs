@@ -1,0 +1,132 @@
+//! The record of one built variant. Everything downstream reads this; nothing guesses paths.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+use crate::error::{BuildError, Result};
+use crate::source::{write_atomic, Origin};
+use crate::toolchain::Compiler;
+use crate::variant::Variant;
+
+/// Bumped when a field changes meaning; older manifests are then rebuilt.
+pub const SCHEMA: u32 = 1;
+
+/// File name of the manifest inside a variant's cache directory. Written last, atomically:
+/// its presence is what marks a build good.
+pub const FILE_NAME: &str = "manifest.json";
+
+/// A built CPython variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: u32,
+    /// `PY_VERSION`, e.g. `3.13.5`.
+    pub version: String,
+    pub variant: Variant,
+    /// Cache key: source hash + variant flags + compiler.
+    pub key: String,
+    pub source_dir: PathBuf,
+    pub source_hash: String,
+    pub origin: Origin,
+    /// The out-of-tree build directory.
+    pub build_dir: PathBuf,
+    /// The interpreter binary.
+    pub python: PathBuf,
+    /// `libpythonX.Y[d].a`.
+    pub libpython_static: PathBuf,
+    /// `libpythonX.Y[d].so`, when built with `--enable-shared`.
+    pub libpython_shared: Option<PathBuf>,
+    /// `-I` directories for `Python.h` (source Include, build dir for pyconfig.h).
+    pub include_dirs: Vec<PathBuf>,
+    /// Pure-Python standard library (`Lib/` of the source).
+    pub stdlib: PathBuf,
+    /// Compiled extension modules of the build (`build/lib.<plat>-<ver>`).
+    pub platstdlib: PathBuf,
+    pub configure_args: Vec<String>,
+    pub cflags: Vec<String>,
+    /// Libraries a program linking the static libpython also needs (`LIBS`, `SYSLIBS`, `MODLIBS`).
+    pub link_libs: Vec<String>,
+    pub compiler: Compiler,
+    /// `llvm-symbolizer` matching the compiler, for sanitizer stacks.
+    pub symbolizer: Option<PathBuf>,
+    /// Environment the interpreter needs at run time (PYTHONHOME, PYTHONMALLOC, ASAN_OPTIONS, …).
+    pub runtime_env: BTreeMap<String, String>,
+    /// CPython's `Misc/valgrind-python.supp`, for the valgrind variant.
+    pub valgrind_suppressions: Option<PathBuf>,
+    /// Seconds since the epoch when the build finished.
+    pub built_at: u64,
+    /// Wall time of configure + make, seconds.
+    pub build_seconds: f64,
+}
+
+impl Manifest {
+    /// Read a manifest.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = fs::read_to_string(path)
+            .map_err(BuildError::io(format!("reading {}", path.display())))?;
+        serde_json::from_str(&text).map_err(|source| BuildError::Manifest {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Write a manifest atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(
+            path,
+            serde_json::to_string_pretty(self)
+                .expect("manifest serializes")
+                .as_bytes(),
+        )
+    }
+
+    /// The variant's cache directory (parent of `build_dir`).
+    pub fn dir(&self) -> &Path {
+        self.build_dir.parent().unwrap_or(&self.build_dir)
+    }
+
+    /// The run-time environment with the symbolizer added, as `(key, value)` pairs.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .runtime_env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(sym) = &self.symbolizer {
+            env.push(("ASAN_SYMBOLIZER_PATH".into(), sym.display().to_string()));
+        }
+        env
+    }
+
+    /// Every good (manifest-bearing, current-schema) variant in the cache, newest first.
+    pub fn all(cache: &Cache) -> Vec<Manifest> {
+        let Ok(rd) = fs::read_dir(cache.variants_dir()) else {
+            return Vec::new();
+        };
+        let mut all: Vec<Manifest> = rd
+            .flatten()
+            .filter_map(|e| Manifest::load(&e.path().join(FILE_NAME)).ok())
+            .filter(|m| m.schema == SCHEMA && m.python.exists())
+            .collect();
+        all.sort_by(|a, b| b.built_at.cmp(&a.built_at));
+        all
+    }
+
+    /// The newest good build of `variant` (of `version`, if given).
+    pub fn find(cache: &Cache, variant: Variant, version: Option<&str>) -> Result<Manifest> {
+        Manifest::all(cache)
+            .into_iter()
+            .find(|m| {
+                m.variant == variant
+                    && version
+                        .is_none_or(|v| m.version == v || m.version.starts_with(&format!("{v}.")))
+            })
+            .ok_or_else(|| BuildError::NotBuilt {
+                variant: variant.to_string(),
+                cache: cache.root().to_path_buf(),
+            })
+    }
+}

@@ -1,0 +1,69 @@
+//! `cargo xtask`: capisan's user-facing commands. Each subcommand is a small function over the
+//! `capisan-build` and `capisan` crates; the logic lives there.
+
+mod build;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Hunt memory bugs in CPython and its C extensions.
+///
+/// Build interpreter variants (pydebug, ASan+UBSan, valgrind, release) from real CPython source,
+/// cached outside the checkout under ~/.cache/capisan (or $CAPISAN_CACHE).
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install (Debian/Ubuntu, as root) or list the system packages capisan needs.
+    Setup(build::SetupArgs),
+    /// Fetch CPython source (Debian's source package, or check a --src tree) into the cache.
+    FetchCpython(build::SourceArgs),
+    /// Build the pydebug variant (--with-pydebug, -O0 -g3).
+    BuildPydebug(build::BuildArgs),
+    /// Build the ASan+UBSan variant (pydebug, -fsanitize=fuzzer-no-link, PYTHONMALLOC=malloc at run time).
+    BuildAsan(build::BuildArgs),
+    /// Build the valgrind variant (pydebug, --with-valgrind).
+    BuildValgrind(build::BuildArgs),
+    /// Build the release variant (-O2), the baseline for benchmarks.
+    BuildRelease(build::BuildArgs),
+    /// Build every variant.
+    BuildAll(build::BuildArgs),
+    /// List built variants and their manifests.
+    Variants(build::VariantsArgs),
+}
+
+/// Options every command that touches the cache shares.
+#[derive(Args, Clone, Debug)]
+pub struct CacheArgs {
+    /// Cache directory for sources and built variants.
+    #[arg(long, env = "CAPISAN_CACHE", global = true)]
+    pub cache: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(a) => build::setup(a),
+        Command::FetchCpython(a) => build::fetch(a),
+        Command::BuildPydebug(a) => build::build(a, &[capisan_build::Variant::Pydebug]),
+        Command::BuildAsan(a) => build::build(a, &[capisan_build::Variant::Asan]),
+        Command::BuildValgrind(a) => build::build(a, &[capisan_build::Variant::Valgrind]),
+        Command::BuildRelease(a) => build::build(a, &[capisan_build::Variant::Release]),
+        Command::BuildAll(a) => build::build(a, &capisan_build::Variant::ALL),
+        Command::Variants(a) => build::variants(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
