@@ -55,6 +55,7 @@ pub fn probe(cc: &str) -> Result<Compiler> {
     let package = cc.rsplit('/').next().unwrap_or(cc).to_string();
     let out = duct::cmd!(cc, "--version")
         .stderr_to_stdout()
+        .stdout_capture()
         .unchecked()
         .run()
         .map_err(|e| BuildError::MissingCompiler {

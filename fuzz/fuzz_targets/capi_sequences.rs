@@ -1,0 +1,13 @@
+//! Sequences of C-API calls under the ownership model; every op is checked (refcounts,
+//! exception state, GC traversal), and the sequence's total refcount is checked at the end.
+#![no_main]
+
+use capisan::exec;
+use capisan::ops::OpSeq;
+
+libfuzzer_sys::fuzz_target!(|seq: OpSeq| {
+    if let Err(v) = exec::run(&seq, exec::Config::from_env()) {
+        exec::report(&v);
+        std::process::abort();
+    }
+});

@@ -1,0 +1,119 @@
+//! With feature `cpython`: bind and link the CPython variant named by `CAPISAN_VARIANT`
+//! (default `asan`), read from its manifest (`CAPISAN_MANIFEST` names one explicitly).
+//! bindgen covers the C API's functions; `csrc/shim.c` exports the static inline functions and
+//! macros (Py_INCREF, Py_REFCNT, ...) compiled with the variant's own sanitizer flags.
+
+fn main() {
+    for var in ["CAPISAN_VARIANT", "CAPISAN_MANIFEST", "CAPISAN_CACHE"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    #[cfg(feature = "cpython")]
+    cpython::bind_and_link();
+}
+
+#[cfg(feature = "cpython")]
+mod cpython {
+    use std::path::PathBuf;
+
+    use capisan_build::{Cache, Manifest, Variant};
+
+    fn manifest() -> Manifest {
+        if let Ok(path) = std::env::var("CAPISAN_MANIFEST") {
+            return Manifest::load(path.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let variant: Variant = std::env::var("CAPISAN_VARIANT")
+            .unwrap_or_else(|_| "asan".into())
+            .parse()
+            .unwrap_or_else(|e| panic!("CAPISAN_VARIANT: {e}"));
+        Manifest::find(&Cache::resolve(None), variant, None)
+            .unwrap_or_else(|e| panic!("capisan needs a built CPython: {e}"))
+    }
+
+    pub fn bind_and_link() {
+        let m = manifest();
+        let sanitized = std::env::var("CARGO_CFG_SANITIZE").unwrap_or_default();
+        if m.variant == Variant::Asan && !sanitized.contains("address") {
+            panic!(
+                "the asan variant must be linked into an ASan-instrumented Rust binary \
+                 (RUSTC_BOOTSTRAP=1, -Zsanitizer=address): build through `cargo xtask fuzz`, \
+                 or set CAPISAN_VARIANT=pydebug"
+            );
+        }
+        let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+        let includes: Vec<String> = m
+            .include_dirs
+            .iter()
+            .map(|d| format!("-I{}", d.display()))
+            .collect();
+
+        println!("cargo:rerun-if-changed=csrc/shim.c");
+        println!("cargo:rerun-if-changed=csrc/wrapper.h");
+        println!("cargo:rerun-if-changed={}", m.libpython_static.display());
+
+        bindgen::Builder::default()
+            .header("csrc/wrapper.h")
+            .clang_args(&includes)
+            .allowlist_function("Py.*|_Py_GetGlobalRefTotal|_Py_GetRefTotal|_PyObject_GC_.*")
+            .allowlist_var("Py.*|_Py_.*Struct")
+            .allowlist_type("PyObject|PyTypeObject|Py_ssize_t|visitproc")
+            .layout_tests(false)
+            .generate_comments(false)
+            .generate()
+            .expect("bindgen over Python.h")
+            .write_to_file(out.join("bindings.rs"))
+            .expect("writing bindings.rs");
+
+        let mut shim = cc::Build::new();
+        shim.file("csrc/shim.c")
+            .compiler(&m.compiler.cc)
+            .warnings(true)
+            .flag("-g")
+            .flag("-O1");
+        for d in &m.include_dirs {
+            shim.include(d);
+        }
+        if m.variant == Variant::Asan {
+            shim.flag("-fsanitize=address,undefined")
+                .flag("-fno-sanitize=function")
+                .flag("-fno-omit-frame-pointer");
+        }
+        shim.compile("capisan_shim");
+
+        let lib = &m.libpython_static;
+        let name = lib
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("lib")
+            .to_string();
+        println!(
+            "cargo:rustc-link-search=native={}",
+            lib.parent().unwrap().display()
+        );
+        // Whole archive: extension modules loaded at run time need every C-API symbol.
+        println!("cargo:rustc-link-lib=static:+whole-archive={name}");
+        for l in &m.link_libs {
+            if let Some(l) = l.strip_prefix("-l") {
+                println!("cargo:rustc-link-lib={l}");
+            }
+        }
+        let (major, minor) = {
+            let mut it = m.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+            (it.next().unwrap_or(3), it.next().unwrap_or(0))
+        };
+        println!("cargo::rustc-check-cfg=cfg(py_immortal)");
+        println!("cargo::rustc-check-cfg=cfg(capisan_asan)");
+        if m.variant == Variant::Asan {
+            println!("cargo:rustc-cfg=capisan_asan");
+        }
+        if (major, minor) >= (3, 12) {
+            println!("cargo:rustc-cfg=py_immortal");
+        }
+        println!(
+            "cargo:rustc-env=CAPISAN_MANIFEST_PATH={}",
+            m.dir().join("manifest.json").display()
+        );
+        println!("cargo:rustc-env=CAPISAN_BUILT_VARIANT={}", m.variant);
+        println!("cargo:rustc-env=CAPISAN_PY_VERSION={}", m.version);
+    }
+}

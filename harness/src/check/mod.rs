@@ -1,0 +1,62 @@
+//! Properties checked after each op. A failed check is a [`Violation`], printed in the
+//! `==capisan==` format that [`crate::detect`] parses, then the process aborts so the fuzzer
+//! (or replay) records the input.
+
+pub mod errstate;
+pub mod gc;
+pub mod refcount;
+
+use std::fmt;
+
+/// Which property failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// References that are never released (missing `Py_DECREF`).
+    Leak,
+    /// References released that were not owned (extra `Py_DECREF`).
+    OverDecref,
+    /// NULL/-1 without an exception, or a result with one set.
+    ExceptionState,
+    /// `tp_traverse` and dealloc disagree about the references an object holds.
+    GcTraversal,
+}
+
+impl ViolationKind {
+    /// The `kind=` word in the report.
+    pub fn word(self) -> &'static str {
+        match self {
+            ViolationKind::Leak => "leak",
+            ViolationKind::OverDecref => "over-decref",
+            ViolationKind::ExceptionState => "exception-state",
+            ViolationKind::GcTraversal => "gc-traversal",
+        }
+    }
+}
+
+/// A failed property, with the op that failed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    /// Index of the op in the sequence.
+    pub op_index: usize,
+    /// The op as text (with the extension callee's name).
+    pub op: String,
+    /// Expected vs actual, in words.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "==capisan== VIOLATION kind={} op=#{} {}",
+            self.kind.word(),
+            self.op_index,
+            self.op
+        )?;
+        for line in self.detail.lines() {
+            writeln!(f, "==capisan== detail: {line}")?;
+        }
+        Ok(())
+    }
+}

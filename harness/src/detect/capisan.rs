@@ -1,0 +1,120 @@
+//! capisan's own report lines, printed by the harness (also from a sanitizer death callback, so
+//! they may come before or after a sanitizer report in the same text):
+//!
+//! ```text
+//! ==capisan== VIOLATION kind=<leak|over-decref|exception-state|gc-traversal|gc-clear> op=#<idx> <op text>
+//! ==capisan== detail: <free text, may repeat>
+//! ==capisan== op-log begin
+//! ==capisan== #0 <op text>
+//! ==capisan== op-log end
+//! ==capisan== current-op #<idx> <op text>
+//! ```
+//!
+//! Op log entries and the current op are kept as `#<idx> <op text>`.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use super::classify::{self, CAPISAN_KINDS};
+use super::{Finding, Tool};
+
+const PREFIX: &str = "==capisan== ";
+
+/// The op log and current op of one run, attached to every finding in the same text.
+#[derive(Debug, Default)]
+pub(super) struct Context {
+    pub op_log: Vec<String>,
+    pub current_op: Option<String>,
+}
+
+fn body(line: &str) -> Option<&str> {
+    line.trim_end().strip_prefix(PREFIX)
+}
+
+/// The last op log block and the last `current-op` line in `lines`.
+pub(super) fn parse_context(lines: &[&str]) -> Context {
+    let mut ctx = Context::default();
+    let mut in_log = false;
+    for rest in lines.iter().filter_map(|l| body(l)) {
+        match rest {
+            "op-log begin" => {
+                in_log = true;
+                ctx.op_log.clear();
+            }
+            "op-log end" => in_log = false,
+            _ if in_log && rest.starts_with('#') => ctx.op_log.push(rest.to_string()),
+            _ => {
+                if let Some(op) = rest.strip_prefix("current-op ") {
+                    ctx.current_op = Some(op.trim().to_string());
+                }
+            }
+        }
+    }
+    ctx
+}
+
+fn violation() -> &'static Regex {
+    static R: OnceLock<Regex> = OnceLock::new();
+    R.get_or_init(|| Regex::new(r"^VIOLATION kind=(\S+) op=(#\d+) (.*)$").expect("regex"))
+}
+
+/// One finding per VIOLATION line; following `detail:` lines go into its reason.
+pub(super) fn parse_violations(lines: &[&str]) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = Vec::new();
+    for rest in lines.iter().filter_map(|l| body(l)) {
+        if let Some(c) = violation().captures(rest) {
+            let (class, reason) =
+                classify::classify(CAPISAN_KINDS, &c[1]).expect("CAPISAN_KINDS has no None rows");
+            let op = format!("{} {}", &c[2], c[3].trim());
+            let mut f = Finding::new(class, Tool::Capisan, format!("capisan {} at {op}", &c[1]));
+            f.reason = reason.to_string();
+            f.current_op = Some(op);
+            findings.push(f);
+        } else if let (Some(detail), Some(f)) = (rest.strip_prefix("detail: "), findings.last_mut())
+        {
+            f.reason.push_str("; ");
+            f.reason.push_str(detail.trim());
+        }
+    }
+    findings
+}
+
+/// The op *name* used in bucket signatures: the leading identifier of the op text, and for
+/// `CallExt` also the callee (`CallExt bugzoo.extra_decref`), since calling a different extension
+/// function is a different bug. Accepts the op with or without its `#<idx>` prefix.
+pub(super) fn op_name(op: &str) -> String {
+    static R: OnceLock<Regex> = OnceLock::new();
+    let r = R.get_or_init(|| {
+        Regex::new(r"^(?:#\d+\s+)?(CallExt\s+[^\s(]+|[A-Za-z_][A-Za-z0-9_]*)").expect("regex")
+    });
+    r.captures(op.trim()).map_or_else(
+        || op.trim().to_string(),
+        |c| c[1].split_whitespace().collect::<Vec<_>>().join(" "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_names() {
+        assert_eq!(
+            op_name("#3 CallExt bugzoo.extra_decref(s1)"),
+            "CallExt bugzoo.extra_decref"
+        );
+        assert_eq!(op_name("ListAppend(s0, s1)"), "ListAppend");
+        assert_eq!(op_name("#0 NewList(s0)"), "NewList");
+    }
+
+    #[test]
+    fn details_accumulate_and_unknown_kinds_still_report() {
+        let text = "==capisan== VIOLATION kind=weird op=#0 Foo(s0)\n==capisan== detail: a\n==capisan== detail: b\n";
+        let lines: Vec<&str> = text.lines().collect();
+        let f = parse_violations(&lines);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].class, crate::detect::BugClass::Crash);
+        assert!(f[0].reason.ends_with("; a; b"));
+    }
+}

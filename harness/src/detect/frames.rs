@@ -1,0 +1,203 @@
+//! Stack frames: parsing sanitizer frame lines, and telling machinery / CPython-core frames from
+//! the frames that name a bug's location.
+//!
+//! Both judgements are tables of regexes so that growing them is a data change.
+
+use std::sync::OnceLock;
+
+use regex::{Regex, RegexSet};
+
+use super::Frame;
+
+/// Function names that are machinery, never the location of a bug: allocator entry points and
+/// their sanitizer interceptors, sanitizer internals, CPython's allocator and refcount helpers,
+/// abort / raise, the capisan harness and its C shim, and Rust std / libFuzzer.
+pub const MACHINERY_FUNCTIONS: &[&str] = &[
+    r"^(malloc|free|calloc|realloc|reallocarray|posix_memalign|aligned_alloc|memalign|valloc|pvalloc)$",
+    r"^operator (new|delete)",
+    r"^_{0,3}interceptor_",
+    r"^__(asan|lsan|ubsan|sanitizer|msan|tsan)",
+    r"^(__asan|__sanitizer|__lsan|__ubsan)::",
+    r"^_?PyMem_",
+    r"^_?PyObject_(Malloc|Calloc|Realloc|Free)",
+    r"^_PyObject_.*Free",
+    r"^PyObject_GC_Del$",
+    r"^_Py_Dealloc$",
+    r"^_?Py_X?DECREF",
+    r"^_?Py_(Dec|XDec)Ref$",
+    r"^_Py_NegativeRefcount$",
+    r"^_PyObject_AssertFailed$",
+    r"^(__GI_)?(abort|raise)$",
+    r"^(__)?pthread_kill",
+    r"^capisan::",
+    r"^<capisan::",
+    r"^shim_",
+    r"^fuzzer::",
+    r"^(std|core|alloc)::",
+    r"^<(std|core|alloc)::",
+    r"^LLVMFuzzer",
+    r"^__rust",
+    r"^rust_(begin_unwind|panic)",
+];
+
+/// Source paths and modules that belong to CPython itself (its source tree layout, the python
+/// executable, libpython) or to libc's process start-up. A frame there is where a bug was
+/// *noticed*, rarely where it *is*, so [`super::Finding::top_frame`] prefers other frames.
+pub const INTERPRETER_CORE_FILES: &[&str] = &[
+    r"(^|/)(Objects|Python|Include|Parser|Programs|Modules)/",
+    r"(^|/)(csu|sysdeps|nptl)/",
+];
+
+/// Modules (`object` field) that are CPython or libc.
+pub const INTERPRETER_CORE_OBJECTS: &[&str] = &[
+    r"(^|/)python3?(\.\d+)?d?$",
+    r"(^|/)libpython3[^/]*$",
+    r"(^|/)lib(c|m|pthread|dl)([-.][^/]*)?\.so[^/]*$",
+    r"(^|/)ld-linux[^/]*$",
+];
+
+/// CPython functions that exist only in the core even when no file is printed.
+pub const INTERPRETER_CORE_FUNCTIONS: &[&str] = &[r"^_start$", r"^__libc_start"];
+
+fn set(patterns: &'static [&'static str], cell: &'static OnceLock<RegexSet>) -> &'static RegexSet {
+    cell.get_or_init(|| RegexSet::new(patterns).expect("frame pattern table compiles"))
+}
+
+/// True when `frame` is allocator / sanitizer / refcount / harness machinery.
+pub fn is_machinery(frame: &Frame) -> bool {
+    static CELL: OnceLock<RegexSet> = OnceLock::new();
+    set(MACHINERY_FUNCTIONS, &CELL).is_match(&frame.function)
+}
+
+/// True when `frame` is inside CPython's own code (or libc start-up).
+pub fn is_interpreter_core(frame: &Frame) -> bool {
+    static FILES: OnceLock<RegexSet> = OnceLock::new();
+    static OBJECTS: OnceLock<RegexSet> = OnceLock::new();
+    static FUNCTIONS: OnceLock<RegexSet> = OnceLock::new();
+    frame
+        .file
+        .as_deref()
+        .is_some_and(|f| set(INTERPRETER_CORE_FILES, &FILES).is_match(f))
+        || frame
+            .object
+            .as_deref()
+            .is_some_and(|o| set(INTERPRETER_CORE_OBJECTS, &OBJECTS).is_match(o))
+        || set(INTERPRETER_CORE_FUNCTIONS, &FUNCTIONS).is_match(&frame.function)
+}
+
+/// Parses one sanitizer (ASan / LSan / UBSan, llvm-symbolizer style) frame line, e.g.
+/// `    #2 0x7f14 in extra_decref /work/bugzoo.c:96:9` or
+/// `    #0 0x5596 in free (/tmp/python+0x12df5f6) (BuildId: a33f...)`.
+/// Returns `None` for lines that are not frames.
+pub fn parse_sanitizer_frame(line: &str) -> Option<Frame> {
+    static PREFIX: OnceLock<Regex> = OnceLock::new();
+    static MODULE: OnceLock<Regex> = OnceLock::new();
+    static LOCATION: OnceLock<Regex> = OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        Regex::new(r"^\s*#\d+\s+0x[0-9a-fA-F]+(?:\s+in)?(?:\s+(.*))?$").expect("regex")
+    });
+    let module = MODULE
+        .get_or_init(|| Regex::new(r"^(.*?)\s*\(([^()]*?)\+0x[0-9a-fA-F]+\)$").expect("regex"));
+    let location = LOCATION.get_or_init(|| Regex::new(r"^(.+?):(\d+)(?::\d+)?$").expect("regex"));
+
+    let rest = prefix.captures(line)?.get(1).map_or("", |m| m.as_str());
+    let rest = match rest.find(" (BuildId:") {
+        Some(i) => &rest[..i],
+        None => rest,
+    }
+    .trim();
+    if let Some(c) = module.captures(rest) {
+        let function = c[1].trim();
+        return Some(Frame {
+            function: if function.is_empty() { "??" } else { function }.to_string(),
+            file: None,
+            line: None,
+            object: Some(c[2].to_string()),
+        });
+    }
+    // `function file:line:col`, `function file` or just `function`; C++ names contain spaces,
+    // so the location is the last token and only when it looks like a path.
+    if let Some((function, last)) = rest.rsplit_once(' ') {
+        if let Some(c) = location.captures(last) {
+            return Some(Frame {
+                function: function.trim().to_string(),
+                file: Some(c[1].to_string()),
+                line: c[2].parse().ok(),
+                object: None,
+            });
+        }
+        if last.contains('/') {
+            return Some(Frame {
+                function: function.trim().to_string(),
+                file: Some(last.to_string()),
+                line: None,
+                object: None,
+            });
+        }
+    }
+    Some(Frame::named(if rest.is_empty() { "??" } else { rest }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_shapes() {
+        let f = parse_sanitizer_frame(
+            "    #2 0x7f141f7384cb in extra_decref /work/main/tests/bugzoo/bugzoo.c:96:9",
+        )
+        .unwrap();
+        assert_eq!(f.function, "extra_decref");
+        assert_eq!(f.file.as_deref(), Some("/work/main/tests/bugzoo/bugzoo.c"));
+        assert_eq!(f.line, Some(96));
+
+        let f = parse_sanitizer_frame("    #0 0x559c725065f6 in free (/tmp/exp/asan/python+0x12df5f6) (BuildId: a33fa5d29730c0b723ef8487c0156389c0806190)").unwrap();
+        assert_eq!(f.function, "free");
+        assert_eq!(f.object.as_deref(), Some("/tmp/exp/asan/python"));
+        assert!(is_machinery(&f));
+
+        let f = parse_sanitizer_frame(
+            "    #0 0x5572fa6d87e9 in PyObject_Hash /tmp/exp/asan/../Python-3.13.5/Objects/object.c",
+        )
+        .unwrap();
+        assert_eq!(f.line, None);
+        assert!(is_interpreter_core(&f));
+
+        let f = parse_sanitizer_frame("    #3 0x7f12 (/lib/x86_64-linux-gnu/libc.so.6+0x29d90)")
+            .unwrap();
+        assert_eq!(f.function, "??");
+        assert!(is_interpreter_core(&f));
+
+        let f = parse_sanitizer_frame(
+            "    #1 0x4 in overflow(char const*, unsigned long) /tmp/v/p.cc:28:3",
+        )
+        .unwrap();
+        assert_eq!(f.function, "overflow(char const*, unsigned long)");
+        assert_eq!(f.line, Some(28));
+
+        assert!(parse_sanitizer_frame("SUMMARY: AddressSanitizer: heap-use-after-free").is_none());
+    }
+
+    #[test]
+    fn machinery_table() {
+        for name in [
+            "__asan_memcpy",
+            "_PyMem_DebugRawFree",
+            "PyObject_Free",
+            "_Py_Dealloc",
+            "Py_DECREF",
+            "Py_XDECREF",
+            "capisan::ops::run",
+            "shim_Py_INCREF",
+            "std::panicking::begin_panic",
+            "LLVMFuzzerTestOneInput",
+            "abort",
+        ] {
+            assert!(is_machinery(&Frame::named(name)), "{name}");
+        }
+        for name in ["extra_decref", "list_dealloc", "PyObject_Repr"] {
+            assert!(!is_machinery(&Frame::named(name)), "{name}");
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! Sanitizer / valgrind / debug-allocator report parsers: text in, [`Finding`]s out.
+//!
+//! Everything that decides *which bug class* a report is lives in tables of patterns
+//! ([`classify`]), like ClusterFuzz's stack_analyzer, so a new report shape is a new table row and
+//! a new fixture, not new control flow. Every parser is tested against real captured reports in
+//! `fixtures/` (see `fixtures/README.md` for how each was produced).
+//!
+//! The rest of the pipeline (minimizer, replay, reproducers) asks this module for findings and
+//! bucket signatures and never reads sanitizer text itself.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+mod asan;
+mod capisan;
+pub mod classify;
+pub mod frames;
+mod pydebug;
+mod ubsan;
+mod valgrind;
+
+/// The kind of memory or C-API bug a finding is, independent of the tool that saw it; findings are
+/// bucketed and minimized per class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BugClass {
+    /// An owned reference (or the block behind it) is never released.
+    ReferenceLeak,
+    /// Memory is read or written after it was freed, incl. one DECREF too many.
+    UseAfterFree,
+    /// The same block is released twice.
+    DoubleFree,
+    /// An access outside the bounds of a block.
+    BufferOverflow,
+    /// A decision depends on memory that was never written.
+    UninitializedRead,
+    /// A block is released through a different allocator family than the one that made it.
+    AllocatorMismatch,
+    /// A GC type's tp_traverse / tp_clear disagrees with the references it holds.
+    GcTraversal,
+    /// A borrowed reference is used after a call that could (and did) invalidate it.
+    BorrowedRefMisuse,
+    /// The error indicator is set when it must not be, or missing when NULL is returned.
+    ExceptionState,
+    /// Undefined behaviour that is not one of the memory classes above.
+    UndefinedBehavior,
+    /// The process died and nothing more specific is known.
+    Crash,
+}
+
+impl BugClass {
+    /// Every class, in declaration order; handy for reports and exhaustive tests.
+    pub const ALL: [BugClass; 11] = [
+        BugClass::ReferenceLeak,
+        BugClass::UseAfterFree,
+        BugClass::DoubleFree,
+        BugClass::BufferOverflow,
+        BugClass::UninitializedRead,
+        BugClass::AllocatorMismatch,
+        BugClass::GcTraversal,
+        BugClass::BorrowedRefMisuse,
+        BugClass::ExceptionState,
+        BugClass::UndefinedBehavior,
+        BugClass::Crash,
+    ];
+
+    /// The human name used in reports ("use-after-free", "reference leak", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            BugClass::ReferenceLeak => "reference leak",
+            BugClass::UseAfterFree => "use-after-free",
+            BugClass::DoubleFree => "double free",
+            BugClass::BufferOverflow => "buffer overflow",
+            BugClass::UninitializedRead => "uninitialized read",
+            BugClass::AllocatorMismatch => "allocator mismatch",
+            BugClass::GcTraversal => "gc traversal",
+            BugClass::BorrowedRefMisuse => "borrowed reference misuse",
+            BugClass::ExceptionState => "exception state",
+            BugClass::UndefinedBehavior => "undefined behavior",
+            BugClass::Crash => "crash",
+        }
+    }
+
+    /// The stable machine id (the serde name, e.g. "use-after-free"), used in bucket signatures
+    /// so signatures do not change when a human name is reworded.
+    pub fn id(self) -> &'static str {
+        match self {
+            BugClass::ReferenceLeak => "reference-leak",
+            BugClass::UseAfterFree => "use-after-free",
+            BugClass::DoubleFree => "double-free",
+            BugClass::BufferOverflow => "buffer-overflow",
+            BugClass::UninitializedRead => "uninitialized-read",
+            BugClass::AllocatorMismatch => "allocator-mismatch",
+            BugClass::GcTraversal => "gc-traversal",
+            BugClass::BorrowedRefMisuse => "borrowed-ref-misuse",
+            BugClass::ExceptionState => "exception-state",
+            BugClass::UndefinedBehavior => "undefined-behavior",
+            BugClass::Crash => "crash",
+        }
+    }
+}
+
+impl fmt::Display for BugClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One native stack frame as a tool reported it. Fields a tool did not print are `None`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Symbol name as printed (C name, demangled C++/Rust name, or "??" when unsymbolized).
+    pub function: String,
+    /// Source file, as printed (may be relative or contain `..`).
+    pub file: Option<String>,
+    /// Source line.
+    pub line: Option<u32>,
+    /// The module (executable or .so) when the tool printed it instead of / besides a file.
+    pub object: Option<String>,
+}
+
+impl Frame {
+    /// A frame that only has a function name.
+    pub fn named(function: impl Into<String>) -> Frame {
+        Frame {
+            function: function.into(),
+            file: None,
+            line: None,
+            object: None,
+        }
+    }
+}
+
+/// The tool whose output produced a finding; it tells the reader how much to trust the stacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tool {
+    /// AddressSanitizer error report.
+    Asan,
+    /// UndefinedBehaviorSanitizer runtime error.
+    Ubsan,
+    /// LeakSanitizer (standalone or inside ASan) leak report.
+    Lsan,
+    /// CPython's debug memory hooks (PYTHONMALLOC=debug / malloc_debug / pymalloc_debug).
+    DebugAllocator,
+    /// A pydebug assertion or `Fatal Python error`.
+    PydebugFatal,
+    /// valgrind memcheck (XML).
+    Valgrind,
+    /// capisan's own ownership-model checks.
+    Capisan,
+}
+
+/// One bug observed in one run, with everything the minimizer, bucketing and reproducers need.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// What kind of bug this is.
+    pub class: BugClass,
+    /// Which tool reported it.
+    pub tool: Tool,
+    /// One line, e.g. "heap-use-after-free READ of size 8".
+    pub summary: String,
+    /// Where the bad access (or the bad free, or the leak check) happened, innermost first.
+    pub access_stack: Vec<Frame>,
+    /// Where the block was freed, when the tool knows.
+    pub free_stack: Vec<Frame>,
+    /// Where the block was allocated, when the tool knows.
+    pub alloc_stack: Vec<Frame>,
+    /// capisan op log lines ("#0 NewList(s0)") that led here, oldest first.
+    pub op_log: Vec<String>,
+    /// The op that was running when it broke ("#3 CallExt bugzoo.extra_decref(s0)").
+    pub current_op: Option<String>,
+    /// faulthandler-style Python frames (`File "x.py", line 3 in f`), innermost first.
+    pub python_frames: Vec<String>,
+    /// Why this class was chosen, so an ambiguous classification can be audited.
+    pub reason: String,
+}
+
+/// The key findings are bucketed and minimized by:
+/// `<class id>|<top frame function>|<op name of current_op>`.
+///
+/// Two runs of the same bug give the same signature even when addresses, pids, sizes or the
+/// Python driver differ, because none of those are part of it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BucketSignature(pub String);
+
+impl fmt::Display for BucketSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Finding {
+    /// A finding with empty stacks and context; parsers fill in what their tool reports.
+    pub fn new(class: BugClass, tool: Tool, summary: impl Into<String>) -> Finding {
+        Finding {
+            class,
+            tool,
+            summary: summary.into(),
+            access_stack: Vec::new(),
+            free_stack: Vec::new(),
+            alloc_stack: Vec::new(),
+            op_log: Vec::new(),
+            current_op: None,
+            python_frames: Vec::new(),
+            reason: String::new(),
+        }
+    }
+
+    /// The bucket key; see [`BucketSignature`]. Missing parts are written as `?` (no frame) and
+    /// `-` (no capisan op), so the signature is always three `|`-separated fields.
+    pub fn signature(&self) -> BucketSignature {
+        let frame = self.top_frame().map_or("?", |f| {
+            // An unsymbolized frame is only known by its module.
+            match (f.function.as_str(), f.object.as_deref()) {
+                ("??", Some(object)) => object.rsplit('/').next().unwrap_or(object),
+                (function, _) => function,
+            }
+        });
+        let op = self
+            .current_op
+            .as_deref()
+            .map(capisan::op_name)
+            .unwrap_or_else(|| "-".to_string());
+        BucketSignature(format!("{}|{}|{}", self.class.id(), frame, op))
+    }
+
+    /// The frame that best names *where the bug is*: the innermost frame that is neither
+    /// machinery (allocators, sanitizer interceptors, refcount helpers, abort, the capisan harness,
+    /// Rust std / libFuzzer) nor CPython's own core, searched in the access stack, then the free
+    /// stack, then the allocation stack. When every non-machinery frame is CPython core (e.g. a
+    /// `list_dealloc` that touches an object an extension over-released, with no extension frame
+    /// in any stack), the innermost non-machinery frame of the same search order is returned.
+    ///
+    /// Preferring extension frames over CPython frames is what makes a signature point at the
+    /// buggy extension function rather than at the runtime that tripped over its mistake.
+    pub fn top_frame(&self) -> Option<&Frame> {
+        let stacks = [&self.access_stack, &self.free_stack, &self.alloc_stack];
+        stacks
+            .iter()
+            .flat_map(|s| s.iter())
+            .find(|f| !frames::is_machinery(f) && !frames::is_interpreter_core(f))
+            .or_else(|| {
+                stacks
+                    .iter()
+                    .flat_map(|s| s.iter())
+                    .find(|f| !frames::is_machinery(f))
+            })
+    }
+}
+
+/// Why a report could not be parsed at all (as opposed to parsing to no findings).
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// The valgrind XML is not well-formed; usually the run was killed mid-write. Re-run with
+    /// `--xml-file=` on a path nothing else writes to and let valgrind exit.
+    #[error("valgrind XML is malformed at byte {position}: {message}")]
+    ValgrindXml {
+        /// Byte offset where the XML reader gave up.
+        position: u64,
+        /// The reader's message.
+        message: String,
+    },
+}
+
+/// Parses everything textual in one run's stderr / log: ASan, LSan, UBSan, CPython debug
+/// allocator and pydebug fatal errors, and capisan violation lines.
+///
+/// capisan's op log and current op, and faulthandler Python frames, are attached to every
+/// finding in the same text (they describe the one run). Text that contains no report (a clean
+/// run, or only the ignored UBSan "incorrect function type" noise) gives an empty vector.
+pub fn parse(text: &str) -> Vec<Finding> {
+    let lines: Vec<&str> = text.lines().collect();
+    let context = capisan::parse_context(&lines);
+    let mut findings = Vec::new();
+    findings.extend(capisan::parse_violations(&lines));
+    let sanitizer = asan::parse(&lines);
+    let has_sanitizer_report = !sanitizer.is_empty();
+    findings.extend(sanitizer);
+    findings.extend(ubsan::parse(&lines));
+    findings.extend(
+        pydebug::parse(&lines)
+            .into_iter()
+            // A sanitizer report already explains the signal faulthandler then saw.
+            .filter(|f| !(has_sanitizer_report && pydebug::is_signal_only(f))),
+    );
+    let python_frames = pydebug::python_frames(&lines);
+    for finding in &mut findings {
+        if finding.op_log.is_empty() {
+            finding.op_log.clone_from(&context.op_log);
+        }
+        if finding.current_op.is_none() {
+            finding.current_op.clone_from(&context.current_op);
+        }
+        if finding.python_frames.is_empty() {
+            finding.python_frames.clone_from(&python_frames);
+        }
+    }
+    findings
+}
+
+/// Parses valgrind memcheck `--xml=yes` output into findings; see [`classify::VALGRIND_KINDS`]
+/// for which error kinds map to which class. Errors valgrind reports that are not bugs
+/// (still-reachable and possibly-lost leaks) are skipped.
+pub fn parse_valgrind_xml(xml: &str) -> Result<Vec<Finding>, DetectError> {
+    valgrind::parse(xml)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fixture text by file name; all fixtures are real captures unless fixtures/README.md says
+    /// otherwise.
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!("fixtures/", $name))
+        };
+    }
+
+    fn only(text: &str) -> Finding {
+        let findings = parse(text);
+        assert_eq!(findings.len(), 1, "expected one finding, got {findings:#?}");
+        findings.into_iter().next().unwrap()
+    }
+
+    fn top(f: &Finding) -> &str {
+        f.top_frame().expect("a top frame").function.as_str()
+    }
+
+    #[test]
+    fn extra_decref_is_use_after_free_in_the_extension() {
+        let f = only(fixture!("asan_extra_decref.txt"));
+        assert_eq!(f.class, BugClass::UseAfterFree);
+        assert_eq!(f.tool, Tool::Asan);
+        assert_eq!(f.summary, "heap-use-after-free READ of size 8");
+        assert_eq!(f.access_stack[0].function, "Py_DECREF");
+        assert_eq!(f.access_stack[2].function, "list_dealloc");
+        assert_eq!(f.access_stack[2].line, Some(565));
+        // The access is all CPython; the extension frame is where the object was freed.
+        assert_eq!(top(&f), "extra_decref");
+        assert_eq!(
+            f.top_frame().unwrap().file.as_deref(),
+            Some("/work/main/tests/bugzoo/bugzoo.c")
+        );
+        assert_eq!(f.free_stack[0].function, "free");
+        assert_eq!(
+            f.free_stack[0].object.as_deref(),
+            Some("/tmp/exp/asan/python")
+        );
+        assert_eq!(f.alloc_stack[4].function, "object_new");
+        assert_eq!(f.signature().0, "use-after-free|extra_decref|-");
+    }
+
+    #[test]
+    fn two_captures_of_one_bug_share_a_signature() {
+        let pairs = [
+            (
+                fixture!("asan_extra_decref.txt"),
+                fixture!("asan_extra_decref_2.txt"),
+            ),
+            (
+                fixture!("asan_double_free.txt"),
+                fixture!("asan_double_free_2.txt"),
+            ),
+            (
+                fixture!("asan_overflow.txt"),
+                fixture!("asan_overflow_2.txt"),
+            ),
+            (
+                fixture!("asan_borrowed_after_mutation.txt"),
+                fixture!("asan_borrowed_after_mutation_2.txt"),
+            ),
+            (
+                fixture!("asan_extra_decref.txt"),
+                fixture!("asan_extra_decref_noisy.txt"),
+            ),
+        ];
+        for (a, b) in pairs {
+            assert_eq!(only(a).signature(), only(b).signature());
+        }
+        assert_ne!(
+            only(fixture!("asan_extra_decref.txt")).signature(),
+            only(fixture!("asan_double_free.txt")).signature()
+        );
+    }
+
+    #[test]
+    fn double_free_names_the_second_free() {
+        let f = only(fixture!("asan_double_free.txt"));
+        assert_eq!(f.class, BugClass::DoubleFree);
+        assert_eq!(f.summary, "attempting double-free");
+        assert_eq!(top(&f), "double_free");
+        assert_eq!(f.top_frame().unwrap().line, Some(173));
+        assert_eq!(f.free_stack[1].line, Some(172));
+        assert_eq!(f.signature().0, "double-free|double_free|-");
+    }
+
+    #[test]
+    fn overflow_is_a_write_past_the_block() {
+        let f = only(fixture!("asan_overflow.txt"));
+        assert_eq!(f.class, BugClass::BufferOverflow);
+        assert_eq!(f.summary, "heap-buffer-overflow WRITE of size 32");
+        assert_eq!(f.access_stack[0].function, "__asan_memcpy");
+        assert_eq!(top(&f), "overflow");
+        assert_eq!(f.alloc_stack[1].function, "overflow");
+    }
+
+    #[test]
+    fn borrowed_item_used_after_the_callback_cleared_the_list() {
+        for text in [
+            fixture!("asan_borrowed_after_mutation.txt"),
+            fixture!("asan_borrowed_after_mutation_2.txt"),
+        ] {
+            let f = only(text);
+            assert_eq!(f.class, BugClass::BorrowedRefMisuse, "{}", f.reason);
+            assert!(f.reason.contains("list_clear"), "{}", f.reason);
+            assert_eq!(top(&f), "borrowed_after_mutation");
+            assert_eq!(f.access_stack[1].function, "PyObject_Repr");
+        }
+    }
+
+    #[test]
+    fn pymem_double_free_seen_by_the_debug_hooks_is_a_double_free() {
+        let f = only(fixture!("asan_debugalloc_double_free_pymem.txt"));
+        assert_eq!(f.class, BugClass::DoubleFree, "{}", f.reason);
+        assert_eq!(f.tool, Tool::Asan);
+        assert_eq!(f.access_stack[0].function, "_PyMem_DebugCheckAddress");
+        assert_eq!(top(&f), "double_free_pymem");
+    }
+
+    #[test]
+    fn leaked_bytes_object_is_a_reference_leak() {
+        let f = only(fixture!("lsan_leak_bytes_on_error.txt"));
+        assert_eq!(f.class, BugClass::ReferenceLeak);
+        assert_eq!(f.tool, Tool::Lsan);
+        assert_eq!(f.summary, "Direct leak of 54 byte(s) in 1 object(s)");
+        assert!(f.access_stack.is_empty());
+        assert_eq!(f.alloc_stack[2].function, "PyBytes_FromStringAndSize");
+        assert_eq!(top(&f), "leak_bytes_on_error");
+        assert_eq!(f.signature().0, "reference-leak|leak_bytes_on_error|-");
+    }
+
+    #[test]
+    fn debug_allocator_api_mismatch() {
+        let f = only(fixture!("debugalloc_alloc_mismatch.txt"));
+        assert_eq!(f.class, BugClass::AllocatorMismatch);
+        assert_eq!(f.tool, Tool::DebugAllocator);
+        assert_eq!(
+            f.summary,
+            "_PyMem_DebugRawFree: bad ID: Allocated using API 'm', verified using API 'o'"
+        );
+        // The debug hooks print no C stack; the Python stack is all there is.
+        assert!(f.top_frame().is_none());
+        assert_eq!(
+            f.python_frames,
+            vec![r#"File "<string>", line 1 in <module>"#]
+        );
+        assert_eq!(f.signature().0, "allocator-mismatch|?|-");
+    }
+
+    #[test]
+    fn debug_allocator_trailing_pad_is_an_overflow() {
+        let f = only(fixture!("debugalloc_overflow_pymem.txt"));
+        assert_eq!(f.class, BugClass::BufferOverflow);
+        assert_eq!(f.tool, Tool::DebugAllocator);
+        assert!(f.summary.ends_with("bad trailing pad byte"));
+    }
+
+    #[test]
+    fn ubsan_runtime_errors_with_stacks() {
+        let findings = parse(fixture!("ubsan_patterns.txt"));
+        assert_eq!(findings.len(), 2, "{findings:#?}");
+        assert_eq!(findings[0].class, BugClass::UndefinedBehavior);
+        assert_eq!(findings[0].tool, Tool::Ubsan);
+        assert!(findings[0].summary.starts_with("signed integer overflow"));
+        assert_eq!(top(&findings[0]), "add_counts");
+        assert_eq!(findings[1].class, BugClass::BufferOverflow);
+        assert_eq!(top(&findings[1]), "main");
+        assert_eq!(findings[1].access_stack[0].line, Some(12));
+    }
+
+    #[test]
+    fn clean_runs_and_noise_give_no_findings() {
+        for text in [
+            fixture!("clean_twins_asan.txt"),
+            fixture!("lsan_leak_on_error_clean.txt"),
+            fixture!("ubsan_noise_only.txt"),
+        ] {
+            assert_eq!(parse(text), Vec::new());
+        }
+    }
+
+    #[test]
+    fn noise_around_a_real_report_is_ignored() {
+        let f = only(fixture!("asan_extra_decref_noisy.txt"));
+        assert_eq!(f.class, BugClass::UseAfterFree);
+        assert_eq!(top(&f), "extra_decref");
+    }
+
+    #[test]
+    fn capisan_op_log_attaches_to_the_asan_finding() {
+        let f = only(fixture!("capisan_oplog_then_asan.txt"));
+        assert_eq!(f.tool, Tool::Asan);
+        assert_eq!(f.op_log.len(), 4);
+        assert_eq!(f.op_log[0], "#0 NewList(s0)");
+        assert_eq!(
+            f.current_op.as_deref(),
+            Some("#3 CallExt bugzoo.extra_decref(s0)")
+        );
+        assert_eq!(
+            f.signature().0,
+            "use-after-free|extra_decref|CallExt bugzoo.extra_decref"
+        );
+    }
+
+    #[test]
+    fn capisan_violations() {
+        let f = only(fixture!("capisan_gc_traversal.txt"));
+        assert_eq!(f.class, BugClass::GcTraversal);
+        assert_eq!(f.tool, Tool::Capisan);
+        assert_eq!(f.op_log.len(), 3);
+        assert!(f.reason.contains("tp_traverse did not visit"));
+        assert_eq!(
+            f.signature().0,
+            "gc-traversal|?|CallExt bugzoo.holder_traverse_bug"
+        );
+        let f = only(fixture!("capisan_leak.txt"));
+        assert_eq!(f.class, BugClass::ReferenceLeak);
+        assert_eq!(
+            f.current_op.as_deref(),
+            Some("#1 CallExt bugzoo.leak_on_error(s0)")
+        );
+    }
+
+    #[test]
+    fn class_ids_match_serde_names() {
+        for class in BugClass::ALL {
+            let json = serde_json::to_string(&class).unwrap();
+            assert_eq!(json, format!("\"{}\"", class.id()));
+        }
+    }
+}

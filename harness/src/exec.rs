@@ -1,0 +1,933 @@
+//! The executor: performs an [`OpSeq`] on the real interpreter under the ownership [`Model`],
+//! running the property checks of [`crate::check`] after every op.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::check::errstate::{check_and_clear, Ret};
+use crate::check::refcount::{compare, Prediction, Snapshot};
+use crate::check::{gc, Violation, ViolationKind};
+use crate::ffi::raw;
+use crate::ffi::shim::*;
+use crate::ffi::PyObject;
+use crate::interp::{self, Interp};
+use crate::ops::model::{Hold, Model, Plan, Use};
+use crate::ops::{clip_bytes, clip_str, CallableKind, Op, OpSeq, PyClass, NSLOTS};
+
+/// Which checks run (benchmarks turn them off to measure their cost).
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Per-op refcount prediction, exception state, and GC audits at release.
+    pub checks: bool,
+    /// Repeat each extension call to tell a leak from a one-time cache fill.
+    pub ext_repeats: bool,
+    /// End-of-sequence total-refcount comparison (regrtest -R style confirmation).
+    pub totals: bool,
+    /// `PyGC_Collect()` after every sequence.
+    pub collect: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            checks: true,
+            ext_repeats: true,
+            totals: true,
+            collect: false,
+        }
+    }
+}
+
+/// What a completed sequence did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    pub executed: usize,
+    pub skipped: usize,
+}
+
+/// The op being executed, for the sanitizer report callback.
+static CURRENT_OPS: AtomicPtr<Op> = AtomicPtr::new(std::ptr::null_mut());
+static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
+static CURRENT_INDEX: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Print the op log (ops up to and including the current one) in the `==capisan==` format.
+pub fn print_op_log() {
+    let ptr = CURRENT_OPS.load(Ordering::SeqCst);
+    let len = CURRENT_LEN.load(Ordering::SeqCst);
+    let idx = CURRENT_INDEX.load(Ordering::SeqCst);
+    if ptr.is_null() || idx == usize::MAX {
+        return;
+    }
+    // SAFETY: ptr/len describe the slice `run` is executing; it outlives this call because the
+    // callback only fires from inside `run`.
+    let ops = unsafe { std::slice::from_raw_parts(ptr, len) };
+    let mut text = String::from("==capisan== op-log begin\n");
+    for (i, op) in ops.iter().enumerate().take(idx + 1) {
+        text.push_str(&format!("==capisan== #{i} {}\n", describe(op)));
+    }
+    text.push_str("==capisan== op-log end\n");
+    if let Some(op) = ops.get(idx) {
+        text.push_str(&format!("==capisan== current-op #{idx} {}\n", describe(op)));
+    }
+    eprint!("{text}");
+}
+
+/// An op as text, with the extension callee's name.
+pub fn describe(op: &Op) -> String {
+    match op {
+        Op::CallExt { func, args, dst } => {
+            let name = interp::get()
+                .ext
+                .get(*func as usize % interp::get().ext.len().max(1))
+                .map_or("?".to_string(), |e| e.0.clone());
+            let args: Vec<String> = args.iter().take(3).map(|a| a.to_string()).collect();
+            format!("{dst} = CallExt {name}({})", args.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(capisan_asan)]
+extern "C" {
+    fn __asan_set_error_report_callback(
+        cb: Option<unsafe extern "C" fn(*const std::os::raw::c_char)>,
+    );
+}
+
+#[cfg(capisan_asan)]
+unsafe extern "C" fn on_asan_report(_report: *const std::os::raw::c_char) {
+    print_op_log();
+}
+
+/// Initialize the interpreter and hook the op log into sanitizer reports.
+pub fn init() -> &'static Interp {
+    let i = interp::get();
+    #[cfg(capisan_asan)]
+    // SAFETY: registers a plain function pointer with the ASan runtime.
+    unsafe {
+        __asan_set_error_report_callback(Some(on_asan_report))
+    };
+    i
+}
+
+/// Run a sequence with the given checks; a violation is returned (the caller prints and aborts).
+pub fn run(seq: &OpSeq, config: Config) -> Result<Summary, Violation> {
+    let interp = init();
+    CURRENT_OPS.store(seq.0.as_ptr() as *mut Op, Ordering::SeqCst);
+    CURRENT_LEN.store(seq.0.len(), Ordering::SeqCst);
+    let total_before = interp::total_refcount();
+    let result = Executor::new(interp, config).run_ops(&seq.0);
+    let result = result.and_then(|summary| {
+        if config.totals {
+            check_totals(seq, config, total_before)?;
+        }
+        Ok(summary)
+    });
+    if result.is_ok() {
+        CURRENT_INDEX.store(usize::MAX, Ordering::SeqCst);
+    }
+    result
+}
+
+/// Print a violation and the op log that led to it, in the format `detect` parses.
+pub fn report(v: &Violation) {
+    eprint!("{v}");
+    CURRENT_INDEX.store(v.op_index, Ordering::SeqCst);
+    print_op_log();
+}
+
+impl Config {
+    /// Defaults, overridden by `CAPISAN_CHECKS=0`, `CAPISAN_EXT_REPEATS=0`, `CAPISAN_TOTALS=0`,
+    /// `CAPISAN_COLLECT=1` (used by benchmarks and by `xtask fuzz` flags).
+    pub fn from_env() -> Config {
+        let flag = |k: &str, default: bool| std::env::var(k).map_or(default, |v| v != "0");
+        let d = Config::default();
+        Config {
+            checks: flag("CAPISAN_CHECKS", d.checks),
+            ext_repeats: flag("CAPISAN_EXT_REPEATS", d.ext_repeats),
+            totals: flag("CAPISAN_TOTALS", d.totals),
+            collect: flag("CAPISAN_COLLECT", d.collect),
+        }
+    }
+}
+
+/// regrtest's rule: a sequence leaks only if it leaks on every repeat.
+fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<(), Violation> {
+    let Some(before) = before else { return Ok(()) };
+    if interp::total_refcount() == Some(before) {
+        return Ok(());
+    }
+    // Something is left: collect cycles before calling it a leak.
+    // SAFETY: GIL held.
+    unsafe { raw::PyGC_Collect() };
+    let after = interp::total_refcount().unwrap_or(before);
+    if after == before {
+        return Ok(());
+    }
+    let mut deltas = vec![after - before];
+    for _ in 0..2 {
+        let b = interp::total_refcount().unwrap_or(0);
+        Executor::new(
+            interp::get(),
+            Config {
+                totals: false,
+                ..config
+            },
+        )
+        .run_ops(&seq.0)?;
+        unsafe { raw::PyGC_Collect() };
+        deltas.push(interp::total_refcount().unwrap_or(0) - b);
+    }
+    if deltas[1..].iter().all(|&d| d >= 1) {
+        return Err(Violation {
+            kind: ViolationKind::Leak,
+            op_index: seq.0.len().saturating_sub(1),
+            op: "end of sequence".into(),
+            detail: format!(
+                "total refcount grows on every run of the sequence: deltas {deltas:?} (regrtest -R rule: every repeat >= 1)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+struct Executor<'a> {
+    interp: &'a Interp,
+    config: Config,
+    model: Model,
+    ptrs: [*mut PyObject; NSLOTS],
+    scratch: *mut PyObject,
+}
+
+/// What one op returned, for the checks.
+struct Done {
+    ret: Ret,
+    /// The result written to the destination slot (NULL on failure / no result).
+    result: *mut PyObject,
+    /// The op was not performed (an argument had the wrong type): the model is not updated.
+    skipped: bool,
+}
+
+impl Done {
+    fn skip() -> Done {
+        Done {
+            ret: Ret::Unchecked,
+            result: std::ptr::null_mut(),
+            skipped: true,
+        }
+    }
+}
+
+impl<'a> Executor<'a> {
+    fn new(interp: &'a Interp, config: Config) -> Self {
+        // SAFETY: GIL held; PyModule_New returns a new reference released in `finish`.
+        let scratch = unsafe { raw::PyModule_New(c"capisan_scratch".as_ptr()) };
+        Executor {
+            interp,
+            config,
+            model: Model::default(),
+            ptrs: [std::ptr::null_mut(); NSLOTS],
+            scratch,
+        }
+    }
+
+    fn live_objects(&self) -> Vec<*mut PyObject> {
+        let set: BTreeSet<usize> = (0..NSLOTS)
+            .filter(|&s| self.model.is_live(s))
+            .map(|s| self.ptrs[s] as usize)
+            .collect();
+        set.into_iter().map(|p| p as *mut PyObject).collect()
+    }
+
+    fn run_ops(mut self, ops: &[Op]) -> Result<Summary, Violation> {
+        let mut summary = Summary::default();
+        let n_ext = self.interp.ext.len();
+        for (i, op) in ops.iter().enumerate() {
+            let Some(plan) = self.model.plan(op, n_ext) else {
+                summary.skipped += 1;
+                continue;
+            };
+            CURRENT_INDEX.store(i, Ordering::SeqCst);
+            summary.executed += 1;
+            let violation = |kind, detail: String| Violation {
+                kind,
+                op_index: i,
+                op: describe(op),
+                detail,
+            };
+            let snap = if self.config.checks {
+                // SAFETY: live slots hold live objects (owned, or borrowed within their epoch).
+                unsafe { Snapshot::take(self.live_objects()) }
+            } else {
+                Snapshot::default()
+            };
+            let mut pred = Prediction::default();
+            // SAFETY: `plan` only names live slots for reads and owned slots for steals/decrefs.
+            let done = unsafe { self.perform(op, &plan, &snap, &mut pred) }?;
+            if done.skipped {
+                summary.executed -= 1;
+                summary.skipped += 1;
+                continue;
+            }
+            let problem = check_and_clear(done.ret);
+            if let (Some(p), true) = (problem, self.config.checks) {
+                return Err(violation(
+                    ViolationKind::ExceptionState,
+                    format!("{} {p}", op.name()),
+                ));
+            }
+            // For ops with a result: whether there is none; for the others: whether they failed.
+            let null = if plan.result.is_some() {
+                done.result.is_null()
+            } else {
+                matches!(
+                    done.ret,
+                    Ret::Object(true) | Ret::Lookup(true) | Ret::Status(true)
+                )
+            };
+            // Result of a new-reference call: +1 on an object we already knew.
+            if !done.result.is_null() && plan.result == Some(crate::ops::model::ResultKind::New) {
+                pred.add(done.result, 1);
+            }
+            // Writes release what the destination owned before.
+            let old = self.release_for_write(&plan, &mut pred, &snap)?;
+            self.model.apply(op, &plan, null && done.result.is_null());
+            for &(s, u) in &plan.uses {
+                if u == Use::Write {
+                    self.ptrs[s] = if self.model.slots[s] == Hold::Empty {
+                        std::ptr::null_mut()
+                    } else {
+                        done.result
+                    };
+                }
+            }
+            if self.config.checks {
+                // SAFETY: objects predicted to survive are held by slots or containers.
+                let mismatches = unsafe { compare(&snap, &pred) };
+                if let Some(m) = mismatches.first() {
+                    let kind = if m.actual > m.expected {
+                        ViolationKind::Leak
+                    } else {
+                        ViolationKind::OverDecref
+                    };
+                    let slot = (0..NSLOTS)
+                        .find(|&s| self.ptrs[s] as usize == m.object)
+                        .map_or("?".into(), |s| format!("s{s}"));
+                    return Err(violation(
+                        kind,
+                        format!(
+                            "refcount of {slot} ({}) expected {} actual {} (before the op: {})",
+                            // SAFETY: the object is alive (its count did not drop to 0).
+                            unsafe { type_name(m.object as *mut PyObject) },
+                            m.expected,
+                            m.actual,
+                            m.before
+                        ),
+                    ));
+                }
+            }
+            // Now drop old destination objects (after the comparison, which excluded them).
+            for o in old {
+                self.release_one(o, i, op)?;
+            }
+        }
+        CURRENT_INDEX.store(ops.len().saturating_sub(1), Ordering::SeqCst);
+        self.finish(ops)?;
+        Ok(summary)
+    }
+
+    /// For each written slot that owned references, collect them (released after the checks).
+    fn release_for_write(
+        &mut self,
+        plan: &Plan,
+        pred: &mut Prediction,
+        snap: &Snapshot,
+    ) -> Result<Vec<*mut PyObject>, Violation> {
+        let mut old = Vec::new();
+        for &(s, u) in &plan.uses {
+            if u == Use::Write {
+                if let Hold::Owned { refs } = self.model.slots[s] {
+                    for _ in 0..refs {
+                        old.push(self.ptrs[s]);
+                    }
+                }
+            }
+        }
+        // The releases happen after the comparison; keep them out of it.
+        let _ = (pred, snap);
+        Ok(old)
+    }
+
+    /// Release one owned reference; when it is the last, audit GC traversal on the way out.
+    fn release_one(&mut self, o: *mut PyObject, i: usize, op: &Op) -> Result<(), Violation> {
+        // SAFETY: the caller owned this reference and gives it up here.
+        unsafe {
+            if self.config.checks
+                && shim_Py_REFCNT(o) == 1
+                && shim_Py_IsImmortal(o) == 0
+                && gc::is_gc(o)
+            {
+                let candidates: Vec<*mut PyObject> = self
+                    .live_objects()
+                    .into_iter()
+                    .filter(|&c| c != o)
+                    .collect();
+                let tn = type_name(o);
+                let bad = gc::release_audited(o, &candidates);
+                if let Some(m) = bad.first() {
+                    let slot = (0..NSLOTS)
+                        .find(|&s| self.ptrs[s] as usize == m.child)
+                        .map_or("?".into(), |s| format!("s{s}"));
+                    let what = if m.released > m.visited as isize {
+                        "missing Py_VISIT"
+                    } else {
+                        "visits a reference it does not own"
+                    };
+                    return Err(Violation {
+                        kind: ViolationKind::GcTraversal,
+                        op_index: i,
+                        op: describe(op),
+                        detail: format!(
+                            "{tn}: dealloc released {} reference(s) to the {} in {slot}, tp_traverse visited it {} time(s) ({what})",
+                            m.released, m.child_type, m.visited
+                        ),
+                    });
+                }
+            } else {
+                shim_Py_DECREF(o);
+            }
+        }
+        Ok(())
+    }
+
+    /// Release everything still owned, then clear the scratch module.
+    fn finish(&mut self, ops: &[Op]) -> Result<(), Violation> {
+        let last = ops.len().saturating_sub(1);
+        let end = Op::GcCollect;
+        let op = ops.last().unwrap_or(&end);
+        for (s, refs) in self.model.owned() {
+            let o = self.ptrs[s];
+            self.model.slots[s] = Hold::Empty;
+            self.model.epoch += 1;
+            self.ptrs[s] = std::ptr::null_mut();
+            for _ in 0..refs {
+                self.release_one(o, last, op)?;
+            }
+        }
+        // SAFETY: the scratch module was created by `new` and is released once.
+        unsafe {
+            shim_Py_DECREF(self.scratch);
+            if self.config.collect {
+                raw::PyGC_Collect();
+            }
+        }
+        Ok(())
+    }
+
+    /// Perform one legal op. Fills `pred` with the refcount changes it should cause.
+    unsafe fn perform(
+        &mut self,
+        op: &Op,
+        plan: &Plan,
+        snap: &Snapshot,
+        pred: &mut Prediction,
+    ) -> Result<Done, Violation> {
+        use Op::*;
+        let p = |s: &crate::ops::Slot| self.ptrs[s.index()];
+        let obj = |r: *mut PyObject| Done {
+            ret: Ret::Object(r.is_null()),
+            result: r,
+            skipped: false,
+        };
+        let status = |rc: i32| Done {
+            ret: Ret::Status(rc == -1),
+            result: std::ptr::null_mut(),
+            skipped: false,
+        };
+        let unchecked = Done {
+            ret: Ret::Unchecked,
+            result: std::ptr::null_mut(),
+            skipped: false,
+        };
+        let _ = plan;
+        Ok(match op {
+            NewInt { value, .. } => obj(raw::PyLong_FromLongLong(*value)),
+            NewFloat { value, .. } => obj(raw::PyFloat_FromDouble(*value)),
+            NewStr { text, .. } => {
+                let t = clip_str(text);
+                obj(raw::PyUnicode_FromStringAndSize(
+                    t.as_ptr() as *const _,
+                    t.len() as isize,
+                ))
+            }
+            NewBytes { data, .. } => {
+                let d = clip_bytes(data);
+                obj(raw::PyBytes_FromStringAndSize(
+                    d.as_ptr() as *const _,
+                    d.len() as isize,
+                ))
+            }
+            NewTuple { len, .. } => {
+                let n = (*len % 5) as isize;
+                let t = raw::PyTuple_New(n);
+                if !t.is_null() {
+                    for k in 0..n {
+                        let none = shim_Py_None();
+                        shim_Py_INCREF(none); // stolen by SET_ITEM
+                        shim_PyTuple_SET_ITEM(t, k, none);
+                    }
+                }
+                obj(t)
+            }
+            NewList { .. } => obj(raw::PyList_New(0)),
+            NewDict { .. } => obj(raw::PyDict_New()),
+            NewSet { .. } => obj(raw::PySet_New(std::ptr::null_mut())),
+            NewInstance { class, .. } => {
+                let cls = match class {
+                    PyClass::Plain => self.interp.plain,
+                    PyClass::Evil => self.interp.evil,
+                };
+                obj(raw::PyObject_CallNoArgs(cls))
+            }
+            NewCallable { kind, target, .. } => {
+                let k = match kind {
+                    CallableKind::Clearer => 0,
+                    CallableKind::Noop => 1,
+                    CallableKind::Raiser => 2,
+                };
+                let kobj = raw::PyLong_FromLong(k);
+                let r = raw::PyObject_CallFunctionObjArgs(
+                    self.interp.make_callable,
+                    kobj,
+                    p(target),
+                    std::ptr::null_mut::<PyObject>(),
+                );
+                shim_Py_DECREF(kobj);
+                // Only the clearer closes over (holds a reference to) the target.
+                if *kind == CallableKind::Clearer {
+                    pred.add(p(target), 1);
+                }
+                obj(r)
+            }
+            Dup { src, .. } => {
+                let o = p(src);
+                shim_Py_INCREF(o);
+                Done {
+                    ret: Ret::Unchecked,
+                    result: o,
+                    skipped: false,
+                }
+            }
+            Incref { slot } => {
+                shim_Py_INCREF(p(slot));
+                pred.add(p(slot), 1);
+                unchecked
+            }
+            Decref { slot } => {
+                let o = p(slot);
+                pred.add(o, -1);
+                if snap.get(o) == Some(1) {
+                    self.release_one(o, CURRENT_INDEX.load(Ordering::SeqCst), op)?;
+                } else {
+                    shim_Py_DECREF(o);
+                }
+                unchecked
+            }
+            Release { slot } => {
+                let s = slot.index();
+                if let Hold::Owned { refs } = self.model.slots[s] {
+                    let o = self.ptrs[s];
+                    pred.add(o, -(refs as isize));
+                    for _ in 0..refs {
+                        self.release_one(o, CURRENT_INDEX.load(Ordering::SeqCst), op)?;
+                    }
+                }
+                unchecked
+            }
+            ListAppend { list, item } | ListInsert { list, item, .. } => {
+                let (l, it) = (p(list), p(item));
+                if shim_PyList_Check(l) == 0 {
+                    return Ok(Done::skip());
+                }
+                let rc = match op {
+                    ListInsert { index, .. } => raw::PyList_Insert(l, *index as isize, it),
+                    _ => raw::PyList_Append(l, it),
+                };
+                if rc == 0 {
+                    pred.add(it, 1);
+                }
+                status(rc)
+            }
+            ListSetItem { list, index, item } => {
+                let (l, it) = (p(list), p(item));
+                if shim_PyList_Check(l) == 0 {
+                    return Ok(Done::skip());
+                }
+                let i = *index as isize;
+                let in_range = i >= 0 && i < shim_PyList_GET_SIZE(l);
+                if in_range {
+                    pred.add(shim_PyList_GET_ITEM(l, i), -1);
+                } else {
+                    pred.add(it, -1); // stolen even on failure
+                }
+                status(raw::PyList_SetItem(l, i, it))
+            }
+            ListGetItem { list, index, .. } => {
+                let l = p(list);
+                if shim_PyList_Check(l) == 0 {
+                    return Ok(Done::skip());
+                }
+                obj(raw::PyList_GetItem(l, *index as isize))
+            }
+            ListDelSlice { list, lo, hi } => {
+                let l = p(list);
+                if shim_PyList_Check(l) == 0 {
+                    return Ok(Done::skip());
+                }
+                let n = shim_PyList_GET_SIZE(l);
+                let (a, b) = ((*lo as isize).clamp(0, n), (*hi as isize).clamp(0, n));
+                for k in a..b.max(a) {
+                    pred.add(shim_PyList_GET_ITEM(l, k), -1);
+                }
+                status(raw::PyList_SetSlice(
+                    l,
+                    *lo as isize,
+                    *hi as isize,
+                    std::ptr::null_mut(),
+                ))
+            }
+            ListSort { list } => {
+                let l = p(list);
+                if shim_PyList_Check(l) == 0 {
+                    return Ok(Done::skip());
+                }
+                pred.give_up(); // runs __lt__
+                status(raw::PyList_Sort(l))
+            }
+            TupleSetItem { tuple, index, item } => {
+                let (t, it) = (p(tuple), p(item));
+                if shim_PyTuple_Check(t) == 0 {
+                    return Ok(Done::skip());
+                }
+                let i = *index as isize;
+                if i >= 0 && i < shim_PyTuple_GET_SIZE(t) && shim_Py_REFCNT(t) == 1 {
+                    pred.add(raw::PyTuple_GetItem(t, i), -1);
+                } else {
+                    pred.add(it, -1);
+                }
+                status(raw::PyTuple_SetItem(t, i, it))
+            }
+            TupleGetItem { tuple, index, .. } => {
+                let t = p(tuple);
+                if shim_PyTuple_Check(t) == 0 {
+                    return Ok(Done::skip());
+                }
+                obj(raw::PyTuple_GetItem(t, *index as isize))
+            }
+            DictSetItem { dict, key, value } => {
+                let (d, k, v) = (p(dict), p(key), p(value));
+                if shim_PyDict_Check(d) == 0 {
+                    return Ok(Done::skip());
+                }
+                if self.plain_dict(d) && is_plain_key(k) {
+                    let old = raw::PyDict_GetItemWithError(d, k);
+                    if old.is_null() {
+                        pred.add(k, 1);
+                    } else {
+                        pred.add(old, -1);
+                    }
+                    pred.add(v, 1);
+                } else {
+                    pred.give_up();
+                }
+                let rc = raw::PyDict_SetItem(d, k, v);
+                if rc != 0 {
+                    pred.give_up();
+                }
+                status(rc)
+            }
+            DictGetItem { dict, key, .. } => {
+                let (d, k) = (p(dict), p(key));
+                if shim_PyDict_Check(d) == 0 {
+                    return Ok(Done::skip());
+                }
+                pred.give_up();
+                let r = raw::PyDict_GetItemWithError(d, k);
+                Done {
+                    ret: Ret::Lookup(r.is_null()),
+                    result: r,
+                    skipped: false,
+                }
+            }
+            DictGetItemRef { dict, key, .. } => {
+                let (d, k) = (p(dict), p(key));
+                if shim_PyDict_Check(d) == 0 {
+                    return Ok(Done::skip());
+                }
+                pred.give_up();
+                let mut out: *mut PyObject = std::ptr::null_mut();
+                let rc = raw::PyDict_GetItemRef(d, k, &mut out);
+                // 1 found, 0 missing (no exception), -1 error.
+                Done {
+                    ret: if rc == 1 {
+                        Ret::Object(out.is_null())
+                    } else {
+                        Ret::Status(rc == -1)
+                    },
+                    result: out,
+                    skipped: false,
+                }
+            }
+            DictDelItem { dict, key } => {
+                let (d, k) = (p(dict), p(key));
+                if shim_PyDict_Check(d) == 0 {
+                    return Ok(Done::skip());
+                }
+                pred.give_up();
+                status(raw::PyDict_DelItem(d, k))
+            }
+            DictClear { dict } => {
+                let d = p(dict);
+                if shim_PyDict_Check(d) == 0 {
+                    return Ok(Done::skip());
+                }
+                pred.give_up();
+                raw::PyDict_Clear(d);
+                unchecked
+            }
+            SetAdd { set, item } => {
+                let s = p(set);
+                if shim_PyAnySet_Check(s) == 0 {
+                    return Ok(Done::skip());
+                }
+                pred.give_up();
+                status(raw::PySet_Add(s, p(item)))
+            }
+            SetAttr {
+                obj: o,
+                name,
+                value,
+            } => {
+                let (o, v) = (p(o), p(value));
+                let n = self.interp.names[*name as usize];
+                if self.is_instance(o) {
+                    // The old value (if any) loses the instance's reference.
+                    let mut prev: *mut PyObject = std::ptr::null_mut();
+                    if raw::PyObject_GetOptionalAttr(o, n, &mut prev) == 1 {
+                        pred.add(prev, -1);
+                        shim_Py_DECREF(prev); // only its address is used from here on
+                    }
+                    raw::PyErr_Clear();
+                    pred.add(v, 1);
+                } else {
+                    pred.give_up();
+                }
+                status(raw::PyObject_SetAttr(o, n, v))
+            }
+            GetAttr { obj: o, name, .. } => {
+                let o = p(o);
+                if !self.is_instance(o) {
+                    pred.give_up();
+                }
+                obj(raw::PyObject_GetAttr(o, self.interp.names[*name as usize]))
+            }
+            RichCompare { a, b, op: cmp, .. } => {
+                pred.give_up();
+                obj(raw::PyObject_RichCompare(p(a), p(b), (*cmp % 6) as i32))
+            }
+            Hash { obj: o } => {
+                pred.give_up();
+                let h = raw::PyObject_Hash(p(o));
+                Done {
+                    ret: Ret::Status(h == -1),
+                    result: std::ptr::null_mut(),
+                    skipped: false,
+                }
+            }
+            Repr { obj: o, .. } => {
+                pred.give_up();
+                obj(raw::PyObject_Repr(p(o)))
+            }
+            Call { callable, arg, .. } => {
+                pred.give_up();
+                let c = p(callable);
+                if raw::PyCallable_Check(c) == 0 {
+                    return Ok(Done::skip());
+                }
+                obj(raw::PyObject_CallOneArg(c, p(arg)))
+            }
+            ModuleAddRef { obj: o, name } | ModuleAdd { obj: o, name } => {
+                let o = p(o);
+                let n = self.interp.names[*name as usize];
+                let md = raw::PyModule_GetDict(self.scratch);
+                let prev = raw::PyDict_GetItemWithError(md, n);
+                pred.add(prev, -1);
+                let cname = CString::new(name.as_str()).unwrap();
+                let rc = if let ModuleAdd { .. } = op {
+                    raw::PyModule_Add(self.scratch, cname.as_ptr(), o)
+                } else {
+                    pred.add(o, 1);
+                    raw::PyModule_AddObjectRef(self.scratch, cname.as_ptr(), o)
+                };
+                status(rc)
+            }
+            ErrRoundTrip { .. } => {
+                raw::PyErr_SetString(raw::PyExc_ValueError, c"capisan".as_ptr());
+                if raw::PyErr_Occurred().is_null() {
+                    return Err(Violation {
+                        kind: ViolationKind::ExceptionState,
+                        op_index: CURRENT_INDEX.load(Ordering::SeqCst),
+                        op: describe(op),
+                        detail: "PyErr_SetString left no exception set".into(),
+                    });
+                }
+                let e = raw::PyErr_GetRaisedException();
+                Done {
+                    ret: Ret::Object(e.is_null()),
+                    result: e,
+                    skipped: false,
+                }
+            }
+            GcCollect => {
+                pred.give_up();
+                raw::PyGC_Collect();
+                unchecked
+            }
+            CallExt { func, args, .. } => {
+                pred.give_up();
+                self.call_ext(op, *func as usize % self.interp.ext.len(), args)?
+            }
+        })
+    }
+
+    /// Call an extension function; with `ext_repeats`, call it twice more and apply the
+    /// regrtest rule to the total refcount and to each argument's refcount.
+    unsafe fn call_ext(
+        &mut self,
+        op: &Op,
+        f: usize,
+        args: &[crate::ops::Slot],
+    ) -> Result<Done, Violation> {
+        let callable = self.interp.ext[f].1;
+        let argv: Vec<*mut PyObject> = args.iter().take(3).map(|s| self.ptrs[s.index()]).collect();
+        let tuple = raw::PyTuple_New(argv.len() as isize);
+        for (k, &a) in argv.iter().enumerate() {
+            shim_Py_INCREF(a);
+            shim_PyTuple_SET_ITEM(tuple, k as isize, a);
+        }
+        let first = raw::PyObject_Call(callable, tuple, std::ptr::null_mut());
+        let done = Done {
+            ret: Ret::Object(first.is_null()),
+            result: first,
+            skipped: false,
+        };
+        if !(self.config.checks && self.config.ext_repeats) {
+            shim_Py_DECREF(tuple);
+            return Ok(done);
+        }
+        if let Some(p) = check_and_clear(done.ret) {
+            shim_Py_DECREF(tuple);
+            return Err(Violation {
+                kind: ViolationKind::ExceptionState,
+                op_index: CURRENT_INDEX.load(Ordering::SeqCst),
+                op: describe(op),
+                detail: format!("{} {p}", self.interp.ext[f].0),
+            });
+        }
+        let distinct: Vec<*mut PyObject> = {
+            let s: BTreeSet<usize> = argv.iter().map(|&a| a as usize).collect();
+            s.into_iter()
+                .map(|a| a as *mut PyObject)
+                .filter(|&a| shim_Py_IsImmortal(a) == 0)
+                .collect()
+        };
+        let mut total_deltas = Vec::new();
+        let mut arg_deltas: Vec<Vec<isize>> = vec![Vec::new(); distinct.len()];
+        for _ in 0..2 {
+            let t0 = interp::total_refcount();
+            let a0: Vec<isize> = distinct.iter().map(|&a| shim_Py_REFCNT(a)).collect();
+            let r = raw::PyObject_Call(callable, tuple, std::ptr::null_mut());
+            if !r.is_null() {
+                shim_Py_DECREF(r);
+            }
+            raw::PyErr_Clear();
+            if let (Some(t0), Some(t1)) = (t0, interp::total_refcount()) {
+                total_deltas.push(t1 - t0);
+            }
+            for (k, &a) in distinct.iter().enumerate() {
+                arg_deltas[k].push(shim_Py_REFCNT(a) - a0[k]);
+            }
+        }
+        shim_Py_DECREF(tuple);
+        let name = &self.interp.ext[f].0;
+        let violation = |kind, detail| Violation {
+            kind,
+            op_index: CURRENT_INDEX.load(Ordering::SeqCst),
+            op: describe(op),
+            detail,
+        };
+        for (k, d) in arg_deltas.iter().enumerate() {
+            let slot = args
+                .iter()
+                .find(|s| self.ptrs[s.index()] == distinct[k])
+                .map_or("?".into(), |s| s.to_string());
+            if d.iter().all(|&x| x >= 1) {
+                return Err(violation(
+                    ViolationKind::Leak,
+                    format!("each call of {name} keeps another reference to its argument {slot} ({}): refcount deltas {d:?} (missing Py_DECREF)", type_name(distinct[k])),
+                ));
+            }
+            if d.iter().all(|&x| x <= -1) {
+                return Err(violation(
+                    ViolationKind::OverDecref,
+                    format!("each call of {name} releases a reference to its argument {slot} ({}) it does not own: refcount deltas {d:?} (extra Py_DECREF)", type_name(distinct[k])),
+                ));
+            }
+        }
+        if total_deltas.len() == 2 && total_deltas.iter().all(|&x| x >= 1) {
+            return Err(violation(
+                ViolationKind::Leak,
+                format!("each call of {name} leaks references: total refcount deltas {total_deltas:?} over repeated calls (regrtest -R rule)"),
+            ));
+        }
+        // The exception state of the first call was checked (and cleared) above.
+        Ok(Done {
+            ret: Ret::Lookup(first.is_null()),
+            result: first,
+            skipped: false,
+        })
+    }
+
+    unsafe fn is_instance(&self, o: *mut PyObject) -> bool {
+        let t = shim_Py_TYPE(o) as *mut PyObject;
+        t == self.interp.plain || t == self.interp.evil
+    }
+
+    /// A dict whose keys are all exact str/int/bytes/float: lookups run no Python code.
+    unsafe fn plain_dict(&self, d: *mut PyObject) -> bool {
+        let mut pos: isize = 0;
+        let mut k: *mut PyObject = std::ptr::null_mut();
+        let mut v: *mut PyObject = std::ptr::null_mut();
+        while raw::PyDict_Next(d, &mut pos, &mut k, &mut v) != 0 {
+            if !is_plain_key(k) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+unsafe fn is_plain_key(k: *mut PyObject) -> bool {
+    let t = shim_Py_TYPE(k);
+    t == &raw mut raw::PyUnicode_Type
+        || t == &raw mut raw::PyLong_Type
+        || t == &raw mut raw::PyBytes_Type
+        || t == &raw mut raw::PyFloat_Type
+}
+
+unsafe fn type_name(o: *mut PyObject) -> String {
+    std::ffi::CStr::from_ptr(shim_tp_name(o))
+        .to_string_lossy()
+        .into_owned()
+}

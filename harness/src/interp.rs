@@ -1,0 +1,211 @@
+//! The embedded interpreter of the variant chosen at build time: initialized once per process,
+//! with the run-time environment from the variant's manifest and capisan's Python prelude.
+
+use std::ffi::{CStr, CString};
+use std::sync::OnceLock;
+
+use crate::ffi::raw;
+use crate::ffi::shim::*;
+use crate::ffi::PyObject;
+
+/// Path of the manifest the harness was built against.
+pub const MANIFEST_PATH: &str = env!("CAPISAN_MANIFEST_PATH");
+/// Variant name the harness was built against.
+pub const VARIANT: &str = env!("CAPISAN_BUILT_VARIANT");
+
+/// Python code the ops call into: classes with evil comparisons, callables that mutate.
+pub const PRELUDE: &str = r#"
+class Plain:
+    pass
+
+class Evil:
+    def __eq__(self, other):
+        v = self.__dict__.get('victim')
+        c = getattr(v, 'clear', None)
+        if c is not None:
+            c()
+        return NotImplemented
+    def __lt__(self, other):
+        self.__eq__(other)
+        return False
+    def __hash__(self):
+        return 0
+
+def make_callable(kind, target):
+    if kind == 0:
+        def clearer(*a):
+            c = getattr(target, 'clear', None)
+            if c is not None:
+                c()
+        return clearer
+    if kind == 1:
+        return lambda *a: None
+    return lambda *a: 1 / 0
+
+def ext_callables(modname, path, only):
+    import importlib, sys
+    if path and path not in sys.path:
+        sys.path.insert(0, path)
+    m = importlib.import_module(modname)
+    names = sorted(n for n in dir(m) if not n.startswith('_') and callable(getattr(m, n)))
+    if only:
+        names = [n for n in names if n in only]
+    return [(modname + '.' + n, getattr(m, n)) for n in names]
+"#;
+
+/// Borrowed-forever handles to prelude objects (the interpreter is never finalized).
+pub struct Interp {
+    pub plain: *mut PyObject,
+    pub evil: *mut PyObject,
+    pub make_callable: *mut PyObject,
+    /// `(qualified name, callable)` of the extension under test (`CAPISAN_EXT`).
+    pub ext: Vec<(String, *mut PyObject)>,
+    /// Interned attribute names, indexed like [`crate::ops::AttrName`].
+    pub names: [*mut PyObject; 3],
+}
+
+// SAFETY: the harness holds the GIL for the whole process lifetime and uses one thread.
+unsafe impl Send for Interp {}
+unsafe impl Sync for Interp {}
+
+static INTERP: OnceLock<Interp> = OnceLock::new();
+
+/// Set `key` from the manifest unless the user already set it.
+fn default_env(key: &str, value: &str) {
+    if std::env::var_os(key).is_none() {
+        // SAFETY: called once, before the interpreter (and any other thread) starts.
+        unsafe { std::env::set_var(key, value) };
+    }
+}
+
+/// Fetch and clear the current exception as text (for init errors).
+pub fn take_error() -> String {
+    // SAFETY: GIL held; PyErr_GetRaisedException returns a new reference or NULL.
+    unsafe {
+        let exc = raw::PyErr_GetRaisedException();
+        if exc.is_null() {
+            return "no exception set".into();
+        }
+        let s = raw::PyObject_Str(exc);
+        let text = if s.is_null() {
+            raw::PyErr_Clear();
+            "<unprintable exception>".to_string()
+        } else {
+            let t = CStr::from_ptr(raw::PyUnicode_AsUTF8(s))
+                .to_string_lossy()
+                .into_owned();
+            shim_Py_DECREF(s);
+            t
+        };
+        let tn = CStr::from_ptr(shim_tp_name(exc))
+            .to_string_lossy()
+            .into_owned();
+        shim_Py_DECREF(exc);
+        format!("{tn}: {text}")
+    }
+}
+
+/// Initialize the interpreter once and return the prelude handles. Panics with a clear
+/// message when the manifest or the extension under test cannot be loaded.
+pub fn get() -> &'static Interp {
+    INTERP.get_or_init(|| {
+        let manifest: capisan_build::Manifest =
+            capisan_build::Manifest::load(MANIFEST_PATH.as_ref()).unwrap_or_else(|e| {
+                panic!("capisan was built against {MANIFEST_PATH}, which is gone: {e}; rebuild")
+            });
+        for (k, v) in manifest.env() {
+            default_env(&k, &v);
+        }
+        // SAFETY: first and only initialization; 0 = leave signal handlers to libFuzzer.
+        unsafe { raw::Py_InitializeEx(0) };
+        unsafe { init_prelude() }
+            .unwrap_or_else(|e| panic!("capisan: initializing the prelude failed: {e}"))
+    })
+}
+
+unsafe fn init_prelude() -> Result<Interp, String> {
+    let main = raw::PyImport_AddModule(c"__capisan__".as_ptr()); // borrowed
+    if main.is_null() {
+        return Err(take_error());
+    }
+    let globals = raw::PyModule_GetDict(main); // borrowed
+    let builtins = raw::PyEval_GetBuiltins(); // borrowed
+    raw::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), builtins);
+    let code = CString::new(PRELUDE).unwrap();
+    let r = raw::PyRun_StringFlags(
+        code.as_ptr(),
+        raw::Py_file_input as i32,
+        globals,
+        globals,
+        std::ptr::null_mut(),
+    );
+    if r.is_null() {
+        return Err(take_error());
+    }
+    shim_Py_DECREF(r);
+    let get = |name: &CStr| -> Result<*mut PyObject, String> {
+        let o = raw::PyDict_GetItemString(globals, name.as_ptr()); // borrowed, kept alive by globals
+        if o.is_null() {
+            Err(format!("prelude lacks {name:?}"))
+        } else {
+            Ok(o)
+        }
+    };
+    let mut names = [std::ptr::null_mut(); 3];
+    for (i, n) in ["victim", "payload", "other"].iter().enumerate() {
+        let c = CString::new(*n).unwrap();
+        names[i] = raw::PyUnicode_InternFromString(c.as_ptr()); // new, kept forever
+    }
+    let mut ext = Vec::new();
+    if let Ok(module) = std::env::var("CAPISAN_EXT") {
+        let path = std::env::var("CAPISAN_EXT_PATH").unwrap_or_default();
+        let only = std::env::var("CAPISAN_EXT_FUNCS").unwrap_or_default();
+        let code = format!(
+            "__ext = ext_callables({module:?}, {path:?}, [s for s in {only:?}.split(',') if s])"
+        );
+        let code = CString::new(code).unwrap();
+        let r = raw::PyRun_StringFlags(
+            code.as_ptr(),
+            raw::Py_file_input as i32,
+            globals,
+            globals,
+            std::ptr::null_mut(),
+        );
+        if r.is_null() {
+            return Err(format!(
+                "loading extension {module} (CAPISAN_EXT) from {path:?}: {}",
+                take_error()
+            ));
+        }
+        shim_Py_DECREF(r);
+        let list = get(c"__ext")?;
+        let n = raw::PyList_Size(list);
+        for i in 0..n {
+            let pair = raw::PyList_GetItem(list, i); // borrowed
+            let name = CStr::from_ptr(raw::PyUnicode_AsUTF8(raw::PyTuple_GetItem(pair, 0)))
+                .to_string_lossy()
+                .into_owned();
+            let f = raw::PyTuple_GetItem(pair, 1); // borrowed, kept alive by __ext
+            ext.push((name, f));
+        }
+        if ext.is_empty() {
+            return Err(format!(
+                "extension {module} has no public callables (CAPISAN_EXT_FUNCS={only:?})"
+            ));
+        }
+    }
+    Ok(Interp {
+        plain: get(c"Plain")?,
+        evil: get(c"Evil")?,
+        make_callable: get(c"make_callable")?,
+        ext,
+        names,
+    })
+}
+
+/// `sys.gettotalrefcount()` of a pydebug variant, `None` otherwise.
+pub fn total_refcount() -> Option<isize> {
+    // SAFETY: reads a global counter; GIL held.
+    let t = unsafe { shim_total_refcount() };
+    (t >= 0).then_some(t)
+}

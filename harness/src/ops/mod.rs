@@ -1,0 +1,325 @@
+//! The op vocabulary: one `Op` per C-API call (or small group) the fuzzer can issue, decoded
+//! from fuzzer bytes with `arbitrary`. Ops name *slots* (a small table of object references),
+//! never raw pointers; the [`model::Model`] decides which ops are legal in the current state.
+
+pub mod model;
+
+use std::fmt;
+
+use arbitrary::Arbitrary;
+use serde::{Deserialize, Serialize};
+
+/// Number of object slots an op sequence works over.
+pub const NSLOTS: usize = 8;
+
+/// Most ops one input may hold; longer inputs are truncated (keeps exec/s high).
+pub const MAX_OPS: usize = 64;
+
+/// Index of a slot; any byte is valid (taken modulo [`NSLOTS`]).
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Slot(pub u8);
+
+impl Slot {
+    /// The slot's index in `0..NSLOTS`.
+    pub fn index(self) -> usize {
+        self.0 as usize % NSLOTS
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.index())
+    }
+}
+
+/// Python classes defined by the harness prelude; instances are GC-tracked heap objects.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PyClass {
+    /// `class Plain: pass`
+    Plain,
+    /// `__eq__`/`__lt__` clear `self.victim` (the classic evil comparison), `__hash__` is 0.
+    Evil,
+}
+
+/// Callables from the prelude handed to C code as arguments.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallableKind {
+    /// `lambda *a: target.clear()` — mutates the container held in `target`.
+    Clearer,
+    /// `lambda *a: None`
+    Noop,
+    /// `lambda *a: 1/0`
+    Raiser,
+}
+
+/// Attribute names ops may set or get (interned once).
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttrName {
+    Victim,
+    Payload,
+    Other,
+}
+
+impl AttrName {
+    /// The Python name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttrName::Victim => "victim",
+            AttrName::Payload => "payload",
+            AttrName::Other => "other",
+        }
+    }
+}
+
+/// One step of a fuzzed sequence. Each variant documents its ownership effect:
+/// *new* (the harness gets a strong reference), *borrowed* (valid until the container changes),
+/// *stolen* (the harness gives its reference away).
+#[derive(Arbitrary, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// `PyLong_FromLongLong` — new.
+    NewInt { dst: Slot, value: i64 },
+    /// `PyFloat_FromDouble` — new.
+    NewFloat { dst: Slot, value: f64 },
+    /// `PyUnicode_FromStringAndSize` — new (at most 16 bytes of valid UTF-8 are used).
+    NewStr { dst: Slot, text: String },
+    /// `PyBytes_FromStringAndSize` — new (at most 32 bytes used).
+    NewBytes { dst: Slot, data: Vec<u8> },
+    /// `PyTuple_New(len % 5)` filled with `None` by `PyTuple_SET_ITEM` — new.
+    NewTuple { dst: Slot, len: u8 },
+    /// `PyList_New(0)` — new.
+    NewList { dst: Slot },
+    /// `PyDict_New` — new.
+    NewDict { dst: Slot },
+    /// `PySet_New(NULL)` — new.
+    NewSet { dst: Slot },
+    /// `PyObject_CallNoArgs(class)` — new GC-tracked instance of a prelude class.
+    NewInstance { dst: Slot, class: PyClass },
+    /// A prelude callable bound to the object in `target` — new.
+    NewCallable {
+        dst: Slot,
+        kind: CallableKind,
+        target: Slot,
+    },
+    /// `Py_NewRef` — new.
+    Dup { src: Slot, dst: Slot },
+    /// `Py_INCREF` — turns a borrowed slot into an owned one, or adds one owned reference.
+    Incref { slot: Slot },
+    /// `Py_DECREF` of one owned reference.
+    Decref { slot: Slot },
+    /// `Py_DECREF` of every owned reference in the slot.
+    Release { slot: Slot },
+    /// `PyList_Append` — item not stolen.
+    ListAppend { list: Slot, item: Slot },
+    /// `PyList_Insert` — item not stolen.
+    ListInsert { list: Slot, index: i8, item: Slot },
+    /// `PyList_SetItem` — item stolen (even on failure), old item released.
+    ListSetItem { list: Slot, index: i8, item: Slot },
+    /// `PyList_GetItem` — borrowed.
+    ListGetItem { list: Slot, index: i8, dst: Slot },
+    /// `PyList_SetSlice(list, lo, hi, NULL)` — deletes items.
+    ListDelSlice { list: Slot, lo: i8, hi: i8 },
+    /// `PyList_Sort` — runs `__lt__` of the items.
+    ListSort { list: Slot },
+    /// `PyTuple_SetItem` — item stolen (even on failure).
+    TupleSetItem { tuple: Slot, index: i8, item: Slot },
+    /// `PyTuple_GetItem` — borrowed.
+    TupleGetItem { tuple: Slot, index: i8, dst: Slot },
+    /// `PyDict_SetItem` — key and value not stolen.
+    DictSetItem { dict: Slot, key: Slot, value: Slot },
+    /// `PyDict_GetItemWithError` — borrowed.
+    DictGetItem { dict: Slot, key: Slot, dst: Slot },
+    /// `PyDict_GetItemRef` (3.13+) — new.
+    DictGetItemRef { dict: Slot, key: Slot, dst: Slot },
+    /// `PyDict_DelItem`.
+    DictDelItem { dict: Slot, key: Slot },
+    /// `PyDict_Clear`.
+    DictClear { dict: Slot },
+    /// `PySet_Add` — item not stolen.
+    SetAdd { set: Slot, item: Slot },
+    /// `PyObject_SetAttr` — value not stolen.
+    SetAttr {
+        obj: Slot,
+        name: AttrName,
+        value: Slot,
+    },
+    /// `PyObject_GetAttr` — new.
+    GetAttr {
+        obj: Slot,
+        name: AttrName,
+        dst: Slot,
+    },
+    /// `PyObject_RichCompare` — new; runs `__eq__`.
+    RichCompare { a: Slot, b: Slot, op: u8, dst: Slot },
+    /// `PyObject_Hash` — runs `__hash__`.
+    Hash { obj: Slot },
+    /// `PyObject_Repr` — new.
+    Repr { obj: Slot, dst: Slot },
+    /// `PyObject_CallOneArg(callable, arg)` — new.
+    Call {
+        callable: Slot,
+        arg: Slot,
+        dst: Slot,
+    },
+    /// `PyModule_AddObjectRef` into a scratch module — not stolen.
+    ModuleAddRef { obj: Slot, name: AttrName },
+    /// `PyModule_Add` (3.13+) into a scratch module — stolen.
+    ModuleAdd { obj: Slot, name: AttrName },
+    /// `PyErr_SetString` then `PyErr_GetRaisedException` — new.
+    ErrRoundTrip { dst: Slot },
+    /// `PyGC_Collect`.
+    GcCollect,
+    /// Call callable number `func` of the extension under test with up to 3 slot arguments — new.
+    CallExt {
+        func: u8,
+        args: Vec<Slot>,
+        dst: Slot,
+    },
+}
+
+impl Op {
+    /// The variant name, e.g. `ListAppend` (the op part of a bucket signature).
+    pub fn name(&self) -> &'static str {
+        macro_rules! names {
+            ($($v:ident),*) => { match self { $(Op::$v { .. } => stringify!($v),)* Op::GcCollect => "GcCollect" } };
+        }
+        names!(
+            NewInt,
+            NewFloat,
+            NewStr,
+            NewBytes,
+            NewTuple,
+            NewList,
+            NewDict,
+            NewSet,
+            NewInstance,
+            NewCallable,
+            Dup,
+            Incref,
+            Decref,
+            Release,
+            ListAppend,
+            ListInsert,
+            ListSetItem,
+            ListGetItem,
+            ListDelSlice,
+            ListSort,
+            TupleSetItem,
+            TupleGetItem,
+            DictSetItem,
+            DictGetItem,
+            DictGetItemRef,
+            DictDelItem,
+            DictClear,
+            SetAdd,
+            SetAttr,
+            GetAttr,
+            RichCompare,
+            Hash,
+            Repr,
+            Call,
+            ModuleAddRef,
+            ModuleAdd,
+            ErrRoundTrip,
+            CallExt
+        )
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Op::*;
+        match self {
+            NewInt { dst, value } => write!(f, "{dst} = NewInt({value})"),
+            NewFloat { dst, value } => write!(f, "{dst} = NewFloat({value:?})"),
+            NewStr { dst, text } => write!(f, "{dst} = NewStr({:?})", clip_str(text)),
+            NewBytes { dst, data } => {
+                write!(f, "{dst} = NewBytes({} bytes)", clip_bytes(data).len())
+            }
+            NewTuple { dst, len } => write!(f, "{dst} = NewTuple({})", len % 5),
+            NewList { dst } => write!(f, "{dst} = NewList()"),
+            NewDict { dst } => write!(f, "{dst} = NewDict()"),
+            NewSet { dst } => write!(f, "{dst} = NewSet()"),
+            NewInstance { dst, class } => write!(f, "{dst} = NewInstance({class:?})"),
+            NewCallable { dst, kind, target } => {
+                write!(f, "{dst} = NewCallable({kind:?}, {target})")
+            }
+            Dup { src, dst } => write!(f, "{dst} = Dup({src})"),
+            Incref { slot } => write!(f, "Incref({slot})"),
+            Decref { slot } => write!(f, "Decref({slot})"),
+            Release { slot } => write!(f, "Release({slot})"),
+            ListAppend { list, item } => write!(f, "ListAppend({list}, {item})"),
+            ListInsert { list, index, item } => write!(f, "ListInsert({list}, {index}, {item})"),
+            ListSetItem { list, index, item } => write!(f, "ListSetItem({list}, {index}, {item})"),
+            ListGetItem { list, index, dst } => write!(f, "{dst} = ListGetItem({list}, {index})"),
+            ListDelSlice { list, lo, hi } => write!(f, "ListDelSlice({list}, {lo}, {hi})"),
+            ListSort { list } => write!(f, "ListSort({list})"),
+            TupleSetItem { tuple, index, item } => {
+                write!(f, "TupleSetItem({tuple}, {index}, {item})")
+            }
+            TupleGetItem { tuple, index, dst } => {
+                write!(f, "{dst} = TupleGetItem({tuple}, {index})")
+            }
+            DictSetItem { dict, key, value } => write!(f, "DictSetItem({dict}, {key}, {value})"),
+            DictGetItem { dict, key, dst } => write!(f, "{dst} = DictGetItem({dict}, {key})"),
+            DictGetItemRef { dict, key, dst } => write!(f, "{dst} = DictGetItemRef({dict}, {key})"),
+            DictDelItem { dict, key } => write!(f, "DictDelItem({dict}, {key})"),
+            DictClear { dict } => write!(f, "DictClear({dict})"),
+            SetAdd { set, item } => write!(f, "SetAdd({set}, {item})"),
+            SetAttr { obj, name, value } => {
+                write!(f, "SetAttr({obj}, {:?}, {value})", name.as_str())
+            }
+            GetAttr { obj, name, dst } => write!(f, "{dst} = GetAttr({obj}, {:?})", name.as_str()),
+            RichCompare { a, b, op, dst } => write!(f, "{dst} = RichCompare({a}, {b}, {})", op % 6),
+            Hash { obj } => write!(f, "Hash({obj})"),
+            Repr { obj, dst } => write!(f, "{dst} = Repr({obj})"),
+            Call { callable, arg, dst } => write!(f, "{dst} = Call({callable}, {arg})"),
+            ModuleAddRef { obj, name } => write!(f, "ModuleAddRef({obj}, {:?})", name.as_str()),
+            ModuleAdd { obj, name } => write!(f, "ModuleAdd({obj}, {:?})", name.as_str()),
+            ErrRoundTrip { dst } => write!(f, "{dst} = ErrRoundTrip()"),
+            GcCollect => write!(f, "GcCollect()"),
+            CallExt { func, args, dst } => {
+                let args: Vec<String> = args.iter().take(3).map(|a| a.to_string()).collect();
+                write!(f, "{dst} = CallExt #{func}({})", args.join(", "))
+            }
+        }
+    }
+}
+
+/// The text actually used by `NewStr`: at most 16 chars.
+pub fn clip_str(s: &str) -> &str {
+    match s.char_indices().nth(16) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// The bytes actually used by `NewBytes`: at most 32.
+pub fn clip_bytes(b: &[u8]) -> &[u8] {
+    &b[..b.len().min(32)]
+}
+
+/// A whole fuzz input: the ops, truncated to [`MAX_OPS`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpSeq(pub Vec<Op>);
+
+impl<'a> Arbitrary<'a> for OpSeq {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let mut ops = Vec::new();
+        while ops.len() < MAX_OPS && !u.is_empty() {
+            match Op::arbitrary(u) {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        Ok(OpSeq(ops))
+    }
+}
+
+impl OpSeq {
+    /// Decode fuzzer bytes the way the fuzz target does.
+    pub fn from_bytes(data: &[u8]) -> OpSeq {
+        let mut u = arbitrary::Unstructured::new(data);
+        OpSeq::arbitrary(&mut u).unwrap_or(OpSeq(Vec::new()))
+    }
+}

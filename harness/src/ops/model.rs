@@ -1,0 +1,387 @@
+//! The ownership model: what the harness holds in each slot, and which calls are legal.
+//!
+//! It knows no pointers, only reference *kinds*, so it can be tested exhaustively without an
+//! interpreter. The executor asks [`Model::plan`] before every op; an op the model rejects is
+//! skipped, so a generated sequence never commits an ownership error itself and any violation
+//! seen at run time is CPython's (or the extension's).
+
+use super::{Op, NSLOTS};
+
+/// What the harness holds in one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Nothing.
+    Empty,
+    /// `refs` strong references the harness must release.
+    Owned { refs: u32 },
+    /// A borrowed reference, valid while the model's `epoch` still equals this one.
+    Borrowed { epoch: u64 },
+}
+
+/// How an op uses one slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Read as an argument: must be live (owned, or borrowed and still valid).
+    Read,
+    /// One owned reference is given away (stolen) by the call.
+    Steal,
+    /// One owned reference is released (`Py_DECREF`).
+    DecrefOne,
+    /// All owned references are released.
+    ReleaseAll,
+    /// Overwritten with the call's result.
+    Write,
+}
+
+/// The slot table and the borrow epoch.
+#[derive(Clone, Debug)]
+pub struct Model {
+    /// One entry per slot.
+    pub slots: [Hold; NSLOTS],
+    /// Bumped whenever anything may have released a reference, mutated a container or run
+    /// Python code: every borrowed reference taken before is then dead.
+    pub epoch: u64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            slots: [Hold::Empty; NSLOTS],
+            epoch: 0,
+        }
+    }
+}
+
+/// What a legal op will do to the slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Slots and how they are used, in argument order.
+    pub uses: Vec<(usize, Use)>,
+    /// Kind of reference the result gives the destination slot, if the op writes one.
+    pub result: Option<ResultKind>,
+    /// Whether the op may release references, mutate containers or run Python code.
+    pub invalidates: bool,
+}
+
+/// Reference kind of an op's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultKind {
+    New,
+    Borrowed,
+}
+
+impl Model {
+    /// Whether the slot holds something the harness may pass to C code now.
+    pub fn is_live(&self, slot: usize) -> bool {
+        match self.slots[slot] {
+            Hold::Owned { .. } => true,
+            Hold::Borrowed { epoch } => epoch == self.epoch,
+            Hold::Empty => false,
+        }
+    }
+
+    /// Whether the slot holds at least one owned reference.
+    pub fn is_owned(&self, slot: usize) -> bool {
+        matches!(self.slots[slot], Hold::Owned { .. })
+    }
+
+    /// Decide whether `op` is legal now; `None` means skip it. `ext_funcs` is how many
+    /// callables the extension under test has (0 when none is loaded).
+    pub fn plan(&self, op: &Op, ext_funcs: usize) -> Option<Plan> {
+        use Op::*;
+        use Use::*;
+        let r = |s: &super::Slot| (s.index(), Read);
+        let (uses, result, invalidates): (Vec<(usize, Use)>, Option<ResultKind>, bool) = match op {
+            NewInt { dst, .. }
+            | NewFloat { dst, .. }
+            | NewStr { dst, .. }
+            | NewBytes { dst, .. }
+            | NewTuple { dst, .. }
+            | NewList { dst }
+            | NewDict { dst }
+            | NewSet { dst }
+            | NewInstance { dst, .. }
+            | ErrRoundTrip { dst } => (vec![(dst.index(), Write)], Some(ResultKind::New), false),
+            NewCallable { dst, target, .. } => (
+                vec![r(target), (dst.index(), Write)],
+                Some(ResultKind::New),
+                false,
+            ),
+            Dup { src, dst } if src.index() != dst.index() => (
+                vec![r(src), (dst.index(), Write)],
+                Some(ResultKind::New),
+                false,
+            ),
+            Dup { .. } => return None,
+            Incref { slot } => (vec![r(slot)], None, false),
+            Decref { slot } => (vec![(slot.index(), DecrefOne)], None, true),
+            Release { slot } => (vec![(slot.index(), ReleaseAll)], None, true),
+            ListAppend { list, item }
+            | ListInsert { list, item, .. }
+            | SetAdd { set: list, item } => (vec![r(list), r(item)], None, true),
+            ListSetItem { list, item, .. }
+            | TupleSetItem {
+                tuple: list, item, ..
+            } => {
+                if list.index() == item.index() {
+                    return None;
+                }
+                (vec![r(list), (item.index(), Steal)], None, true)
+            }
+            ListGetItem { list, dst, .. }
+            | TupleGetItem {
+                tuple: list, dst, ..
+            } => (
+                vec![r(list), (dst.index(), Write)],
+                Some(ResultKind::Borrowed),
+                false,
+            ),
+            ListDelSlice { list, .. } | ListSort { list } | DictClear { dict: list } => {
+                (vec![r(list)], None, true)
+            }
+            DictSetItem { dict, key, value } => (vec![r(dict), r(key), r(value)], None, true),
+            DictGetItem { dict, key, dst } => (
+                vec![r(dict), r(key), (dst.index(), Write)],
+                Some(ResultKind::Borrowed),
+                true,
+            ),
+            DictGetItemRef { dict, key, dst } => (
+                vec![r(dict), r(key), (dst.index(), Write)],
+                Some(ResultKind::New),
+                true,
+            ),
+            DictDelItem { dict, key } => (vec![r(dict), r(key)], None, true),
+            SetAttr { obj, value, .. } => (vec![r(obj), r(value)], None, true),
+            GetAttr { obj, dst, .. } | Repr { obj, dst } => (
+                vec![r(obj), (dst.index(), Write)],
+                Some(ResultKind::New),
+                true,
+            ),
+            RichCompare { a, b, dst, .. } => (
+                vec![r(a), r(b), (dst.index(), Write)],
+                Some(ResultKind::New),
+                true,
+            ),
+            Call { callable, arg, dst } => (
+                vec![r(callable), r(arg), (dst.index(), Write)],
+                Some(ResultKind::New),
+                true,
+            ),
+            Hash { obj } => (vec![r(obj)], None, true),
+            ModuleAddRef { obj, .. } => (vec![r(obj)], None, true),
+            ModuleAdd { obj, .. } => (vec![(obj.index(), Steal)], None, true),
+            GcCollect => (vec![], None, true),
+            CallExt { func, args, dst } => {
+                let _ = func;
+                if ext_funcs == 0 {
+                    return None;
+                }
+                let mut uses: Vec<(usize, Use)> = args.iter().take(3).map(r).collect();
+                uses.push((dst.index(), Write));
+                (uses, Some(ResultKind::New), true)
+            }
+        };
+        for &(slot, u) in &uses {
+            let ok = match u {
+                Read => self.is_live(slot),
+                Steal | DecrefOne => self.is_owned(slot),
+                ReleaseAll => self.slots[slot] != Hold::Empty,
+                Write => true,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        Some(Plan {
+            uses,
+            result,
+            invalidates,
+        })
+    }
+
+    /// Record the effect of a planned op. `stolen_kept` says, for a stealing op, whether the
+    /// call succeeded (the harness may then keep a borrowed reference to the stolen object
+    /// while its new container is unchanged); `result_null` whether the call returned NULL.
+    pub fn apply(&mut self, op: &Op, plan: &Plan, result_null: bool) {
+        // Releases happen first: a write releases what the slot owned before.
+        if plan.invalidates
+            || plan
+                .uses
+                .iter()
+                .any(|&(s, u)| u == Use::Write && self.is_owned(s))
+        {
+            self.epoch += 1;
+        }
+        for &(slot, u) in &plan.uses {
+            match u {
+                Use::Read => {
+                    if let Op::Incref { .. } = op {
+                        self.slots[slot] = match self.slots[slot] {
+                            Hold::Owned { refs } => Hold::Owned { refs: refs + 1 },
+                            _ => Hold::Owned { refs: 1 },
+                        };
+                    }
+                }
+                Use::Steal => {
+                    self.slots[slot] = match self.slots[slot] {
+                        Hold::Owned { refs } if refs > 1 => Hold::Owned { refs: refs - 1 },
+                        _ if !result_null => Hold::Borrowed { epoch: self.epoch },
+                        _ => Hold::Empty,
+                    };
+                }
+                Use::DecrefOne => {
+                    self.slots[slot] = match self.slots[slot] {
+                        Hold::Owned { refs } if refs > 1 => Hold::Owned { refs: refs - 1 },
+                        _ => Hold::Empty,
+                    };
+                }
+                Use::ReleaseAll => self.slots[slot] = Hold::Empty,
+                Use::Write => {
+                    self.slots[slot] = match (plan.result, result_null) {
+                        (_, true) | (None, _) => Hold::Empty,
+                        (Some(ResultKind::New), false) => Hold::Owned { refs: 1 },
+                        (Some(ResultKind::Borrowed), false) => Hold::Borrowed { epoch: self.epoch },
+                    };
+                }
+            }
+        }
+    }
+
+    /// Owned references left, per slot: what the harness must release at the end.
+    pub fn owned(&self) -> Vec<(usize, u32)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match h {
+                Hold::Owned { refs } => Some((i, *refs)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{OpSeq, Slot};
+    use proptest::prelude::*;
+
+    /// A reference-semantics shadow: per slot, which abstract object it names and how many
+    /// strong references the harness holds on each abstract object.
+    fn run_shadow(ops: &[Op]) -> Result<(), String> {
+        let mut m = Model::default();
+        let mut held: [i64; NSLOTS] = [0; NSLOTS];
+        for (i, op) in ops.iter().enumerate() {
+            let Some(plan) = m.plan(op, 2) else { continue };
+            for &(slot, u) in &plan.uses {
+                match u {
+                    Use::Read if !m.is_live(slot) => {
+                        return Err(format!("#{i} {op}: reads dead {slot}"))
+                    }
+                    Use::Steal | Use::DecrefOne if held[slot] < 1 => {
+                        return Err(format!(
+                            "#{i} {op}: gives away a reference it does not own in s{slot}"
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            // Simulate: the call fails (NULL) for odd op indices, to cover error paths.
+            let null = i % 2 == 1;
+            m.apply(op, &plan, null);
+            for &(slot, u) in &plan.uses {
+                match u {
+                    Use::Steal | Use::DecrefOne => held[slot] -= 1,
+                    Use::ReleaseAll => held[slot] = 0,
+                    Use::Write => held[slot] = matches!(m.slots[slot], Hold::Owned { .. }) as i64,
+                    Use::Read => {
+                        if matches!(op, Op::Incref { .. }) {
+                            held[slot] += 1
+                        }
+                    }
+                }
+            }
+            for s in 0..NSLOTS {
+                let model_refs = match m.slots[s] {
+                    Hold::Owned { refs } => refs as i64,
+                    _ => 0,
+                };
+                if model_refs != held[s] {
+                    return Err(format!(
+                        "#{i} {op}: model says s{s} owns {model_refs}, shadow {}",
+                        held[s]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn model_never_plans_an_illegal_call(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let seq = OpSeq::from_bytes(&bytes);
+            prop_assert!(run_shadow(&seq.0).is_ok(), "{:?}", run_shadow(&seq.0));
+        }
+    }
+
+    #[test]
+    fn borrowed_dies_when_anything_may_mutate() {
+        let mut m = Model::default();
+        let list = Slot(0);
+        let b = Slot(1);
+        for op in [
+            Op::NewList { dst: list },
+            Op::ListGetItem {
+                list,
+                index: 0,
+                dst: b,
+            },
+        ] {
+            let p = m.plan(&op, 0).unwrap();
+            m.apply(&op, &p, false);
+        }
+        assert!(m.is_live(1));
+        let clear = Op::ListDelSlice {
+            list,
+            lo: 0,
+            hi: 10,
+        };
+        let p = m.plan(&clear, 0).unwrap();
+        m.apply(&clear, &p, false);
+        assert!(
+            !m.is_live(1),
+            "a borrowed item must be dead after its list is mutated"
+        );
+        assert!(m.plan(&Op::Hash { obj: b }, 0).is_none());
+        assert!(
+            m.plan(&Op::Decref { slot: b }, 0).is_none(),
+            "decref of a borrowed slot is illegal"
+        );
+    }
+
+    #[test]
+    fn stealing_needs_ownership() {
+        let mut m = Model::default();
+        let op = Op::NewList { dst: Slot(0) };
+        let p = m.plan(&op, 0).unwrap();
+        m.apply(&op, &p, false);
+        let get = Op::ListGetItem {
+            list: Slot(0),
+            index: 0,
+            dst: Slot(1),
+        };
+        let p = m.plan(&get, 0).unwrap();
+        m.apply(&get, &p, false);
+        assert!(m
+            .plan(
+                &Op::ListSetItem {
+                    list: Slot(0),
+                    index: 0,
+                    item: Slot(1)
+                },
+                0
+            )
+            .is_none());
+    }
+}
