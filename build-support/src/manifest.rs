@@ -111,7 +111,7 @@ impl Manifest {
             .filter_map(|e| Manifest::load(&e.path().join(FILE_NAME)).ok())
             .filter(|m| m.schema == SCHEMA && m.python.exists())
             .collect();
-        all.sort_by(|a, b| b.built_at.cmp(&a.built_at));
+        all.sort_by_key(|m| std::cmp::Reverse(m.built_at));
         all
     }
 

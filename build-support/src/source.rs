@@ -228,7 +228,7 @@ fn cached_debian(cache: &Cache, version: &str) -> Result<Option<CpythonSource>> 
         .filter_map(|t| serde_json::from_str::<CpythonSource>(&t).ok())
         .filter(|s| version_matches(&s.version, version) && s.dir.join("configure").is_file())
         .collect();
-    found.sort_by(|a, b| release_key(&a.version).cmp(&release_key(&b.version)));
+    found.sort_by_key(|s| release_key(&s.version));
     Ok(found.pop())
 }
 

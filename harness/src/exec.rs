@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use crate::check::errstate::{check_and_clear, Ret};
 use crate::check::refcount::{compare, Prediction, Snapshot};
@@ -46,30 +47,30 @@ pub struct Summary {
     pub skipped: usize,
 }
 
-/// The op being executed, for the sanitizer report callback.
-static CURRENT_OPS: AtomicPtr<Op> = AtomicPtr::new(std::ptr::null_mut());
-static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The resolved ops of the running sequence (what actually ran), for the op log printed from
+/// the sanitizer report callback and by [`report`].
+static LOG: Mutex<Vec<Op>> = Mutex::new(Vec::new());
+/// Index of the op being executed (`usize::MAX` when none).
 static CURRENT_INDEX: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Print the op log (ops up to and including the current one) in the `==capisan==` format.
 pub fn print_op_log() {
-    let ptr = CURRENT_OPS.load(Ordering::SeqCst);
-    let len = CURRENT_LEN.load(Ordering::SeqCst);
     let idx = CURRENT_INDEX.load(Ordering::SeqCst);
-    if ptr.is_null() || idx == usize::MAX {
+    // try_lock: this may run inside a sanitizer callback while the executor holds the lock.
+    let Ok(ops) = LOG.try_lock() else { return };
+    if idx == usize::MAX || ops.is_empty() {
         return;
     }
-    // SAFETY: ptr/len describe the slice `run` is executing; it outlives this call because the
-    // callback only fires from inside `run`.
-    let ops = unsafe { std::slice::from_raw_parts(ptr, len) };
+    let idx = idx.min(ops.len() - 1);
     let mut text = String::from("==capisan== op-log begin\n");
     for (i, op) in ops.iter().enumerate().take(idx + 1) {
         text.push_str(&format!("==capisan== #{i} {}\n", describe(op)));
     }
     text.push_str("==capisan== op-log end\n");
-    if let Some(op) = ops.get(idx) {
-        text.push_str(&format!("==capisan== current-op #{idx} {}\n", describe(op)));
-    }
+    text.push_str(&format!(
+        "==capisan== current-op #{idx} {}\n",
+        describe(&ops[idx])
+    ));
     eprint!("{text}");
 }
 
@@ -100,9 +101,35 @@ unsafe extern "C" fn on_asan_report(_report: *const std::os::raw::c_char) {
     print_op_log();
 }
 
+/// The SIGABRT disposition before ours (libFuzzer's crash handler, or the default).
+static mut PREV_ABRT: std::mem::MaybeUninit<libc::sigaction> = std::mem::MaybeUninit::uninit();
+
+/// On abort (pydebug fatal errors, debug-allocator reports, capisan violations): print the op
+/// log, then hand the signal to the previous handler so libFuzzer still saves the input.
+extern "C" fn on_abort(sig: libc::c_int) {
+    print_op_log();
+    // SAFETY: PREV_ABRT was filled by `install_abort_hook` before this handler was installed.
+    unsafe {
+        libc::sigaction(sig, (&raw const PREV_ABRT).cast(), std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
+
+fn install_abort_hook() {
+    // SAFETY: plain sigaction calls; runs once, before any op.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_abort as usize;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGABRT, &act, (&raw mut PREV_ABRT).cast());
+    }
+}
+
 /// Initialize the interpreter and hook the op log into sanitizer reports.
 pub fn init() -> &'static Interp {
     let i = interp::get();
+    static HOOKED: std::sync::Once = std::sync::Once::new();
+    HOOKED.call_once(install_abort_hook);
     #[cfg(capisan_asan)]
     // SAFETY: registers a plain function pointer with the ASan runtime.
     unsafe {
@@ -114,8 +141,6 @@ pub fn init() -> &'static Interp {
 /// Run a sequence with the given checks; a violation is returned (the caller prints and aborts).
 pub fn run(seq: &OpSeq, config: Config) -> Result<Summary, Violation> {
     let interp = init();
-    CURRENT_OPS.store(seq.0.as_ptr() as *mut Op, Ordering::SeqCst);
-    CURRENT_LEN.store(seq.0.len(), Ordering::SeqCst);
     let total_before = interp::total_refcount();
     let result = Executor::new(interp, config).run_ops(&seq.0);
     let result = result.and_then(|summary| {
@@ -131,10 +156,10 @@ pub fn run(seq: &OpSeq, config: Config) -> Result<Summary, Violation> {
 }
 
 /// Print a violation and the op log that led to it, in the format `detect` parses.
+/// The abort that follows prints the op log (from the SIGABRT hook).
 pub fn report(v: &Violation) {
     eprint!("{v}");
     CURRENT_INDEX.store(v.op_index, Ordering::SeqCst);
-    print_op_log();
 }
 
 impl Config {
@@ -187,6 +212,7 @@ fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<()
             detail: format!(
                 "total refcount grows on every run of the sequence: deltas {deltas:?} (regrtest -R rule: every repeat >= 1)"
             ),
+            at: None,
         });
     }
     Ok(())
@@ -244,6 +270,14 @@ impl<'a> Executor<'a> {
         let mut summary = Summary::default();
         let n_ext = self.interp.ext.len();
         for (i, op) in ops.iter().enumerate() {
+            let resolved = self.model.resolve(op);
+            let op = &resolved;
+            if let Ok(mut log) = LOG.lock() {
+                if i == 0 {
+                    log.clear();
+                }
+                log.push(op.clone());
+            }
             let Some(plan) = self.model.plan(op, n_ext) else {
                 summary.skipped += 1;
                 continue;
@@ -255,6 +289,7 @@ impl<'a> Executor<'a> {
                 op_index: i,
                 op: describe(op),
                 detail,
+                at: None,
             };
             let snap = if self.config.checks {
                 // SAFETY: live slots hold live objects (owned, or borrowed within their epoch).
@@ -392,6 +427,7 @@ impl<'a> Executor<'a> {
                             "{tn}: dealloc released {} reference(s) to the {} in {slot}, tp_traverse visited it {} time(s) ({what})",
                             m.released, m.child_type, m.visited
                         ),
+                        at: Some(tn.clone()),
                     });
                 }
             } else {
@@ -780,6 +816,7 @@ impl<'a> Executor<'a> {
                         op_index: CURRENT_INDEX.load(Ordering::SeqCst),
                         op: describe(op),
                         detail: "PyErr_SetString left no exception set".into(),
+                        at: None,
                     });
                 }
                 let e = raw::PyErr_GetRaisedException();
@@ -833,6 +870,7 @@ impl<'a> Executor<'a> {
                 op_index: CURRENT_INDEX.load(Ordering::SeqCst),
                 op: describe(op),
                 detail: format!("{} {p}", self.interp.ext[f].0),
+                at: Some(self.interp.ext[f].0.clone()),
             });
         }
         let distinct: Vec<*mut PyObject> = {
@@ -866,6 +904,7 @@ impl<'a> Executor<'a> {
             op_index: CURRENT_INDEX.load(Ordering::SeqCst),
             op: describe(op),
             detail,
+            at: Some(name.clone()),
         };
         for (k, d) in arg_deltas.iter().enumerate() {
             let slot = args

@@ -2,6 +2,7 @@
 //! `capisan-build` and `capisan` crates; the logic lives there.
 
 mod build;
+mod fuzz;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,14 @@ enum Command {
     BuildAll(build::BuildArgs),
     /// List built variants and their manifests.
     Variants(build::VariantsArgs),
+    /// Run a fuzz campaign against a variant and print the findings summary.
+    Fuzz(fuzz::FuzzArgs),
+    /// Fuzz the callables of a C extension (built with ext-build) through the capi_sequences target.
+    FuzzExt(fuzz::FuzzExtArgs),
+    /// Compile a C extension (file or directory of .c files) against a variant, with its sanitizers.
+    ExtBuild(fuzz::ExtBuildArgs),
+    /// Re-run a campaign's crash artifacts and print the buckets.
+    Triage(fuzz::TriageArgs),
 }
 
 /// Options every command that touches the cache shares.
@@ -58,6 +67,10 @@ fn main() -> ExitCode {
         Command::BuildRelease(a) => build::build(a, &[capisan_build::Variant::Release]),
         Command::BuildAll(a) => build::build(a, &capisan_build::Variant::ALL),
         Command::Variants(a) => build::variants(a),
+        Command::Fuzz(a) => fuzz::fuzz(a).map(|_| ()),
+        Command::FuzzExt(a) => fuzz::fuzz_ext(a),
+        Command::ExtBuild(a) => fuzz::ext_build(a),
+        Command::Triage(a) => fuzz::triage(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,9 @@ pub struct Violation {
     pub op: String,
     /// Expected vs actual, in words.
     pub detail: String,
+    /// The C function or type the violation points at (an extension callable, a GC type),
+    /// printed as a `detail: at: NAME` line that the report parser turns into the top frame.
+    pub at: Option<String>,
 }
 
 impl fmt::Display for Violation {
@@ -56,6 +59,9 @@ impl fmt::Display for Violation {
         )?;
         for line in self.detail.lines() {
             writeln!(f, "==capisan== detail: {line}")?;
+        }
+        if let Some(at) = &self.at {
+            writeln!(f, "==capisan== detail: at: {at}")?;
         }
         Ok(())
     }

@@ -51,6 +51,11 @@ enum Section {
     Ignore,
 }
 
+/// True for the first line of an ASan or LSan report.
+pub(super) fn is_header(line: &str) -> bool {
+    patterns().header.is_match(line)
+}
+
 /// Every ASan and LSan report in `lines`, in order.
 pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
     let p = patterns();

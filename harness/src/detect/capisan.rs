@@ -59,6 +59,11 @@ fn violation() -> &'static Regex {
     R.get_or_init(|| Regex::new(r"^VIOLATION kind=(\S+) op=(#\d+) (.*)$").expect("regex"))
 }
 
+/// True for a `VIOLATION` line.
+pub(super) fn is_violation(line: &str) -> bool {
+    body(line).is_some_and(|rest| violation().is_match(rest))
+}
+
 /// One finding per VIOLATION line; following `detail:` lines go into its reason.
 pub(super) fn parse_violations(lines: &[&str]) -> Vec<Finding> {
     let mut findings: Vec<Finding> = Vec::new();

@@ -140,6 +140,26 @@ pub const PYDEBUG: &[Pattern] = &[
     row(r".", Some(Crash), "pydebug: fatal error with no more specific pattern"),
 ];
 
+/// libFuzzer's own reports: the headline is the text after `ERROR: libFuzzer: `. Only reports of
+/// a process that died are findings; timeouts and the like are not memory or C-API bugs.
+pub const LIBFUZZER: &[Pattern] = &[
+    row(
+        r"^deadly signal",
+        Some(Crash),
+        "libFuzzer: fatal signal with no sanitizer or CPython diagnosis",
+    ),
+    row(
+        r"^(out-of-memory|malloc\(|fuzz target exited)",
+        Some(Crash),
+        "libFuzzer: out of memory, or the process exited inside the target",
+    ),
+    row(
+        r".",
+        None,
+        "libFuzzer: timeout / slow-unit / other report that is not a crash",
+    ),
+];
+
 /// capisan violation kinds (`kind=` on a VIOLATION line); the headline is the kind.
 pub const CAPISAN_KINDS: &[Pattern] = &[
     row(
@@ -338,12 +358,20 @@ mod tests {
 
     #[test]
     fn every_table_compiles_and_ends_with_a_catch_all() {
-        for table in [ASAN, LSAN, UBSAN, PYDEBUG, CAPISAN_KINDS, VALGRIND_KINDS] {
+        for table in [
+            ASAN,
+            LSAN,
+            UBSAN,
+            PYDEBUG,
+            LIBFUZZER,
+            CAPISAN_KINDS,
+            VALGRIND_KINDS,
+        ] {
             for p in table {
                 Regex::new(p.regex).unwrap();
             }
         }
-        for table in [ASAN, UBSAN, PYDEBUG, CAPISAN_KINDS, VALGRIND_KINDS] {
+        for table in [ASAN, UBSAN, PYDEBUG, LIBFUZZER, CAPISAN_KINDS, VALGRIND_KINDS] {
             assert_eq!(table.last().unwrap().regex, ".");
         }
         for p in CONTAINER_MUTATORS.iter().chain(PYTHON_CALLS) {
@@ -382,6 +410,8 @@ mod tests {
             .0,
             UseAfterFree
         );
+        assert_eq!(classify(LIBFUZZER, "deadly signal").unwrap().0, Crash);
+        assert!(classify(LIBFUZZER, "timeout after 25 seconds").is_none());
         assert_eq!(classify(CAPISAN_KINDS, "gc-clear").unwrap().0, GcTraversal);
         assert!(classify(LSAN, "Indirect leak of 8 byte(s) in 1 object(s)").is_none());
     }

@@ -27,8 +27,12 @@ pub const MACHINERY_FUNCTIONS: &[&str] = &[
     r"^_?Py_(Dec|XDec)Ref$",
     r"^_Py_NegativeRefcount$",
     r"^_PyObject_AssertFailed$",
+    r"^(fatal_error|fatal_error_exit|_Py_FatalErrorFunc|_Py_FatalErrorFormat|Py_FatalError|_Py_FatalRefcountErrorFunc)$",
     r"^(__GI_)?(abort|raise)$",
     r"^(__)?pthread_kill",
+    r"^__restore_rt$",
+    r"^_start$",
+    r"^__libc_start",
     r"^capisan::",
     r"^<capisan::",
     r"^shim_",
@@ -36,9 +40,26 @@ pub const MACHINERY_FUNCTIONS: &[&str] = &[
     r"^(std|core|alloc)::",
     r"^<(std|core|alloc)::",
     r"^LLVMFuzzer",
+    r"^libfuzzer_sys::",
+    r"::__libfuzzer_sys_run$",
+    r"^rust_fuzzer_test_input$",
     r"^__rust",
     r"^rust_(begin_unwind|panic)",
 ];
+
+/// Source paths of machinery whose function names are too generic to list: the sanitizer runtimes
+/// (compiler-rt), libFuzzer and the `libfuzzer-sys` crate (its `main` is FuzzerMain.cpp's), and
+/// cargo-fuzz targets (the capisan entry point, not code under test).
+pub const MACHINERY_FILES: &[&str] = &[
+    r"(^|/)compiler-rt/lib/",
+    r"(^|/)libfuzzer-sys-[^/]*/",
+    r"(^|/)libfuzzer/Fuzzer[A-Za-z]*\.cpp$",
+    r"(^|/)fuzz_targets/",
+];
+
+/// Modules that are machinery as a whole: libc (its unsymbolized signal-return trampoline heads
+/// every stack printed from a signal handler).
+pub const MACHINERY_OBJECTS: &[&str] = &[r"(^|/)libc([-.][^/]*)?\.so[^/]*$"];
 
 /// Source paths and modules that belong to CPython itself (its source tree layout, the python
 /// executable, libpython) or to libc's process start-up. A frame there is where a bug was
@@ -63,10 +84,21 @@ fn set(patterns: &'static [&'static str], cell: &'static OnceLock<RegexSet>) -> 
     cell.get_or_init(|| RegexSet::new(patterns).expect("frame pattern table compiles"))
 }
 
-/// True when `frame` is allocator / sanitizer / refcount / harness machinery.
+/// True when `frame` is allocator / sanitizer / refcount / fatal-error / libc / harness / fuzzer
+/// machinery.
 pub fn is_machinery(frame: &Frame) -> bool {
-    static CELL: OnceLock<RegexSet> = OnceLock::new();
-    set(MACHINERY_FUNCTIONS, &CELL).is_match(&frame.function)
+    static FUNCTIONS: OnceLock<RegexSet> = OnceLock::new();
+    static FILES: OnceLock<RegexSet> = OnceLock::new();
+    static OBJECTS: OnceLock<RegexSet> = OnceLock::new();
+    set(MACHINERY_FUNCTIONS, &FUNCTIONS).is_match(&frame.function)
+        || frame
+            .file
+            .as_deref()
+            .is_some_and(|f| set(MACHINERY_FILES, &FILES).is_match(f))
+        || frame
+            .object
+            .as_deref()
+            .is_some_and(|o| set(MACHINERY_OBJECTS, &OBJECTS).is_match(o))
 }
 
 /// True when `frame` is inside CPython's own code (or libc start-up).
@@ -136,6 +168,15 @@ pub fn parse_sanitizer_frame(line: &str) -> Option<Frame> {
         }
     }
     Some(Frame::named(if rest.is_empty() { "??" } else { rest }))
+}
+
+/// The frames of the stack block that starts at `lines[0]`: the run of consecutive frame lines
+/// (see [`parse_sanitizer_frame`]) there, empty when `lines[0]` is not a frame line.
+pub fn parse_stack_block(lines: &[&str]) -> Vec<Frame> {
+    lines
+        .iter()
+        .map_while(|l| parse_sanitizer_frame(l))
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //!   File "<string>", line 1 in <module>
 //! ```
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use regex::Regex;
@@ -81,22 +82,24 @@ fn finding(headline: &str, assertion: Option<Assertion>) -> Finding {
     f
 }
 
-/// Every fatal error / assertion failure in `lines`. An assertion line is merged into the
-/// `Fatal Python error` that follows it (the assertion is the more specific headline).
-pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
+/// Every fatal error / assertion failure in `lines`, with the range of lines its headline spans
+/// (the assertion line through the `Fatal Python error` line). An assertion line is merged into
+/// the `Fatal Python error` that follows it (the assertion is the more specific headline).
+pub(super) fn parse(lines: &[&str]) -> Vec<(Range<usize>, Finding)> {
     let p = patterns();
     let mut findings = Vec::new();
-    let mut pending: Option<Assertion> = None;
-    for line in lines {
+    let mut pending: Option<(usize, Assertion)> = None;
+    for (i, line) in lines.iter().enumerate() {
         if let Some(a) = assertion(line) {
-            if let Some(prev) = pending.replace(a) {
-                findings.push(finding("", Some(prev)));
+            if let Some((start, prev)) = pending.replace((i, a)) {
+                findings.push((start..start + 1, finding("", Some(prev))));
             }
         } else if let Some(c) = p.fatal.captures(line) {
-            findings.push(finding(&c[1], pending.take()));
+            let (start, a) = pending.take().map_or((i, None), |(s, a)| (s, Some(a)));
+            findings.push((start..i + 1, finding(&c[1], a)));
         }
     }
-    findings.extend(pending.map(|a| finding("", Some(a))));
+    findings.extend(pending.map(|(start, a)| (start..start + 1, finding("", Some(a)))));
     findings
 }
 

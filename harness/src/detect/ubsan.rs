@@ -20,6 +20,11 @@ fn header() -> &'static Regex {
     })
 }
 
+/// True for the first line of a UBSan runtime error.
+pub(super) fn is_header(line: &str) -> bool {
+    header().is_match(line)
+}
+
 /// Every UBSan runtime error in `lines` that is a finding, in order.
 pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
     let mut findings = Vec::new();

@@ -317,8 +317,14 @@ impl<'a> Arbitrary<'a> for OpSeq {
 }
 
 impl OpSeq {
-    /// Decode fuzzer bytes the way the fuzz target does.
+    /// Decode fuzzer bytes the way the fuzz target does: a JSON array of ops (seeds,
+    /// minimized reproducers, regression cases) or else `arbitrary` bytes from libFuzzer.
     pub fn from_bytes(data: &[u8]) -> OpSeq {
+        if data.first() == Some(&b'[') {
+            if let Ok(ops) = serde_json::from_slice::<Vec<Op>>(data) {
+                return OpSeq(ops.into_iter().take(MAX_OPS).collect());
+            }
+        }
         let mut u = arbitrary::Unstructured::new(data);
         OpSeq::arbitrary(&mut u).unwrap_or(OpSeq(Vec::new()))
     }

@@ -1,0 +1,33 @@
+//! Helpers shared by the integration tests: run `cargo xtask` like a user does.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Output of one `cargo xtask` run.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `cargo xtask ARGS` with extra environment.
+pub fn xtask(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut argv = vec!["xtask"];
+    argv.extend_from_slice(args);
+    let mut cmd = duct::cmd("cargo", &argv).dir(root()).stdout_capture().stderr_capture().unchecked();
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd.run().expect("cargo runs");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
