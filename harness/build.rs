@@ -72,6 +72,10 @@ mod cpython {
         for d in &m.include_dirs {
             shim.include(d);
         }
+        if m.variant == Variant::Valgrind {
+            // valgrind 3.19 cannot read clang-22's default DWARF 5.
+            shim.flag("-gdwarf-4");
+        }
         if m.variant == Variant::Asan {
             shim.flag("-fsanitize=address,undefined")
                 .flag("-fno-sanitize=function")

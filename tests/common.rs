@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Output of one `cargo xtask` run.
@@ -20,7 +23,11 @@ pub struct Run {
 pub fn xtask(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut argv = vec!["xtask"];
     argv.extend_from_slice(args);
-    let mut cmd = duct::cmd("cargo", &argv).dir(root()).stdout_capture().stderr_capture().unchecked();
+    let mut cmd = duct::cmd("cargo", &argv)
+        .dir(root())
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }

@@ -11,7 +11,17 @@ use serde_json::Value;
 fn ext_dir(variant: &str) -> String {
     let out = std::env::temp_dir().join(format!("capisan-zoo-{variant}"));
     let zoo = root().join("tests/bugzoo/bugzoo.c");
-    let r = xtask(&["ext-build", zoo.to_str().unwrap(), "--variant", variant, "-o", out.to_str().unwrap()], &[]);
+    let r = xtask(
+        &[
+            "ext-build",
+            zoo.to_str().unwrap(),
+            "--variant",
+            variant,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert!(r.ok, "ext-build failed: {}{}", r.stdout, r.stderr);
     out.display().to_string()
 }
@@ -23,18 +33,38 @@ fn fuzz(func: &str, variant: &str, time: u64, extra: &[&str]) -> Vec<Value> {
     let _ = std::fs::remove_dir_all(&out);
     let time = time.to_string();
     let mut args = vec![
-        "fuzz-ext", "bugzoo", "--ext-path", &ext, "--funcs", func, "--variant", variant, "--time", &time, "--seed", "1",
-        "--json", "--out", out.to_str().unwrap(),
+        "fuzz-ext",
+        "bugzoo",
+        "--ext-path",
+        &ext,
+        "--funcs",
+        func,
+        "--variant",
+        variant,
+        "--time",
+        &time,
+        "--seed",
+        "1",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     let r = xtask(&args, &[]);
     assert!(r.ok, "fuzz-ext {func} failed: {}", r.stderr);
-    serde_json::from_str::<Vec<Value>>(&r.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", r.stdout))
+    serde_json::from_str::<Vec<Value>>(&r.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", r.stdout))
 }
 
 fn top_function(bucket: &Value) -> String {
     // signature: class|frame|op
-    bucket["signature"].as_str().unwrap().split('|').nth(1).unwrap().to_string()
+    bucket["signature"]
+        .as_str()
+        .unwrap()
+        .split('|')
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 fn assert_found(func: &str, variant: &str, class: &str, frame: &str) {
@@ -55,7 +85,12 @@ fn extra_decref_is_use_after_free() {
 
 #[test]
 fn leak_on_error_path_is_reference_leak() {
-    assert_found("leak_on_error", "asan", "reference leak", "bugzoo.leak_on_error");
+    assert_found(
+        "leak_on_error",
+        "asan",
+        "reference leak",
+        "bugzoo.leak_on_error",
+    );
 }
 
 #[test]
@@ -70,25 +105,60 @@ fn overflow_is_buffer_overflow() {
 
 #[test]
 fn missing_py_visit_is_gc_traversal_bug() {
-    assert_found("holder_traverse_bug", "asan", "gc traversal", "bugzoo.Holder");
+    assert_found(
+        "holder_traverse_bug",
+        "asan",
+        "gc traversal",
+        "bugzoo.Holder",
+    );
 }
 
 #[test]
 fn borrowed_item_after_mutation_is_borrowed_ref_misuse() {
-    assert_found("borrowed_after_mutation", "asan", "borrowed reference misuse", "borrowed_after_mutation");
+    assert_found(
+        "borrowed_after_mutation",
+        "asan",
+        "borrowed reference misuse",
+        "borrowed_after_mutation",
+    );
 }
 
 #[test]
 fn pymem_malloc_with_pyobject_free_is_allocator_mismatch() {
-    let buckets = fuzz("alloc_mismatch", "asan", 90, &["--pythonmalloc", "malloc_debug"]);
+    let buckets = fuzz(
+        "alloc_mismatch",
+        "asan",
+        90,
+        &["--pythonmalloc", "malloc_debug"],
+    );
     assert!(!buckets.is_empty(), "alloc_mismatch: no finding");
-    assert_eq!(buckets[0]["class"].as_str().unwrap(), "allocator mismatch", "{:#}", buckets[0]);
-    assert_eq!(top_function(&buckets[0]), "alloc_mismatch", "{:#}", buckets[0]);
-    let twin = fuzz("alloc_mismatch_clean", "asan", 20, &["--pythonmalloc", "malloc_debug"]);
+    assert_eq!(
+        buckets[0]["class"].as_str().unwrap(),
+        "allocator mismatch",
+        "{:#}",
+        buckets[0]
+    );
+    assert_eq!(
+        top_function(&buckets[0]),
+        "alloc_mismatch",
+        "{:#}",
+        buckets[0]
+    );
+    let twin = fuzz(
+        "alloc_mismatch_clean",
+        "asan",
+        20,
+        &["--pythonmalloc", "malloc_debug"],
+    );
     assert!(twin.is_empty(), "{twin:#?}");
 }
 
 #[test]
 fn branch_on_uninitialized_field_is_uninitialized_read() {
-    assert_found("uninit_read", "valgrind", "uninitialized read", "uninit_read");
+    assert_found(
+        "uninit_read",
+        "valgrind",
+        "uninitialized read",
+        "uninit_read",
+    );
 }

@@ -92,7 +92,7 @@ impl Variant {
                 "-fsanitize=fuzzer-no-link",
                 "-fno-sanitize=function",
             ],
-            Variant::Valgrind => &["-O0", "-g"],
+            Variant::Valgrind => &["-O0", "-g", "-gdwarf-4"],
             Variant::Release => &["-O2", "-g"],
         };
         flags.iter().map(|s| s.to_string()).collect()

@@ -14,7 +14,7 @@ use crate::ffi::shim::*;
 use crate::ffi::PyObject;
 use crate::interp::{self, Interp};
 use crate::ops::model::{Hold, Model, Plan, Use};
-use crate::ops::{clip_bytes, clip_str, CallableKind, Op, OpSeq, PyClass, NSLOTS};
+use crate::ops::{clip_bytes, clip_str, CallableKind, Op, OpSeq, PyClass, Resolved, NSLOTS};
 
 /// Which checks run (benchmarks turn them off to measure their cost).
 #[derive(Clone, Copy, Debug)]
@@ -74,15 +74,36 @@ pub fn print_op_log() {
     eprint!("{text}");
 }
 
+/// With `CAPISAN_DUMP_RESOLVED=FILE`, rewrite FILE before every op (so it survives a crash).
+fn dump_resolved(log: &[Op], interp: &Interp) {
+    static PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if let Some(path) = PATH.get_or_init(|| std::env::var("CAPISAN_DUMP_RESOLVED").ok()) {
+        let r = Resolved {
+            ext: interp.ext.iter().map(|e| e.0.clone()).collect(),
+            ops: log.to_vec(),
+        };
+        let _ = std::fs::write(path, serde_json::to_vec(&r).unwrap_or_default());
+    }
+}
+
 /// An op as text, with the extension callee's name.
 pub fn describe(op: &Op) -> String {
     match op {
-        Op::CallExt { func, args, dst } => {
+        Op::CallExt {
+            func,
+            nargs,
+            args,
+            dst,
+        } => {
             let name = interp::get()
                 .ext
                 .get(*func as usize % interp::get().ext.len().max(1))
                 .map_or("?".to_string(), |e| e.0.clone());
-            let args: Vec<String> = args.iter().take(3).map(|a| a.to_string()).collect();
+            let args: Vec<String> = args
+                .iter()
+                .take(*nargs as usize % 4)
+                .map(|a| a.to_string())
+                .collect();
             format!("{dst} = CallExt {name}({})", args.join(", "))
         }
         other => other.to_string(),
@@ -119,7 +140,7 @@ fn install_abort_hook() {
     // SAFETY: plain sigaction calls; runs once, before any op.
     unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = on_abort as usize;
+        act.sa_sigaction = on_abort as *const () as usize;
         libc::sigemptyset(&mut act.sa_mask);
         libc::sigaction(libc::SIGABRT, &act, (&raw mut PREV_ABRT).cast());
     }
@@ -277,6 +298,7 @@ impl<'a> Executor<'a> {
                     log.clear();
                 }
                 log.push(op.clone());
+                dump_resolved(&log, self.interp);
             }
             let Some(plan) = self.model.plan(op, n_ext) else {
                 summary.skipped += 1;
@@ -831,9 +853,12 @@ impl<'a> Executor<'a> {
                 raw::PyGC_Collect();
                 unchecked
             }
-            CallExt { func, args, .. } => {
+            CallExt {
+                func, nargs, args, ..
+            } => {
                 pred.give_up();
-                self.call_ext(op, *func as usize % self.interp.ext.len(), args)?
+                let n = *nargs as usize % 4;
+                self.call_ext(op, *func as usize % self.interp.ext.len(), &args[..n])?
             }
         })
     }

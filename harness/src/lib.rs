@@ -5,7 +5,13 @@
 //! [`interp`] and [`exec`] bind and drive the variant chosen at build time.
 
 pub mod detect;
+pub mod minimize;
 pub mod ops;
+pub mod repro;
+
+/// Python code the ops call into (classes with evil comparisons, mutating callables); the
+/// harness runs it at start-up and reproducers embed it.
+pub const PRELUDE_PY: &str = include_str!("prelude.py");
 
 #[cfg(feature = "cpython")]
 pub mod check;

@@ -224,7 +224,10 @@ pub fn variants(args: VariantsArgs) -> Result<()> {
         );
         return Ok(());
     }
-    println!("{:<10} {:<9} {:<17} {:>8}  python", "variant", "version", "key", "build s");
+    println!(
+        "{:<10} {:<9} {:<17} {:>8}  python",
+        "variant", "version", "key", "build s"
+    );
     for m in all {
         println!(
             "{:<10} {:<9} {:<17} {:>8.0}  {}",

@@ -48,6 +48,9 @@ pub struct FuzzArgs {
     /// Print findings as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Start from an empty corpus, without corpora/<target>/ (to measure time-to-detect).
+    #[arg(long)]
+    pub no_seeds: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
     /// Extra libFuzzer arguments, after `--`.
@@ -96,6 +99,9 @@ pub struct FuzzExtArgs {
     /// (catches PyMem/PyObject mismatches and small overruns; default: the variant's setting).
     #[arg(long)]
     pub pythonmalloc: Option<String>,
+    /// Start from an empty corpus, without corpora/capi_sequences/.
+    #[arg(long)]
+    pub no_seeds: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -123,11 +129,46 @@ pub struct TriageArgs {
 
 /// What `triage` needs to re-run a campaign's artifacts.
 #[derive(Serialize, Deserialize)]
-struct Campaign {
-    target: String,
-    variant: Variant,
-    binary: PathBuf,
-    env: Vec<(String, String)>,
+pub struct Campaign {
+    pub target: String,
+    pub variant: Variant,
+    pub binary: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Campaign {
+    /// Read `campaign.json` of a campaign directory.
+    pub fn load(dir: &Path) -> Result<Campaign> {
+        let meta = dir.join("campaign.json");
+        let text = fs::read_to_string(&meta).with_context(|| {
+            format!(
+                "{} is not a campaign directory (no campaign.json)",
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", meta.display()))
+    }
+
+    /// Run the target once on `input` with extra env; returns everything it printed.
+    pub fn run_once(&self, input: &Path, extra: &[(&str, String)]) -> Result<(bool, String)> {
+        let mut cmd = duct::cmd!(&self.binary, "-runs=1", input)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked();
+        for (k, v) in &self.env {
+            cmd = cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd = cmd.env(k, v);
+        }
+        let out = cmd
+            .run()
+            .with_context(|| format!("running {}", self.binary.display()))?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    }
 }
 
 /// One bucket of findings.
@@ -141,14 +182,21 @@ pub struct Bucket {
 }
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
 }
 
 /// Build a fuzz target against a variant; returns the binary.
 pub fn build_target(target: &str, variant: Variant, manifest: &Manifest) -> Result<PathBuf> {
     let root = workspace_root();
     let fuzz = root.join("fuzz");
-    if !fuzz.join("fuzz_targets").join(format!("{target}.rs")).exists() {
+    if !fuzz
+        .join("fuzz_targets")
+        .join(format!("{target}.rs"))
+        .exists()
+    {
         bail!("no fuzz target {target}: expected fuzz/fuzz_targets/{target}.rs");
     }
     let target_dir = fuzz.join("target").join(variant.name());
@@ -156,18 +204,39 @@ pub fn build_target(target: &str, variant: Variant, manifest: &Manifest) -> Resu
         Variant::Asan => format!("{SANCOV_FLAGS} -Zsanitizer=address"),
         _ => SANCOV_FLAGS.to_string(),
     };
-    let spinner = ProgressBar::new_spinner().with_message(format!("building fuzz target {target} against the {variant} variant"));
+    let spinner = ProgressBar::new_spinner().with_message(format!(
+        "building fuzz target {target} against the {variant} variant"
+    ));
     spinner.enable_steady_tick(Duration::from_millis(150));
     let out = duct::cmd!(
-        "cargo", "build", "--release", "--target", "x86_64-unknown-linux-gnu", "--bin", target,
-        "--target-dir", &target_dir
+        "cargo",
+        "build",
+        "--release",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--bin",
+        target,
+        "--target-dir",
+        &target_dir
     )
     .dir(&fuzz)
     .env("RUSTC_BOOTSTRAP", "1")
     .env("RUSTFLAGS", rustflags)
-    .env("CAPISAN_MANIFEST", manifest.dir().join(capisan_build::manifest::FILE_NAME))
+    .env(
+        "CAPISAN_MANIFEST",
+        manifest.dir().join(capisan_build::manifest::FILE_NAME),
+    )
     .env("CAPISAN_VARIANT", variant.name())
     .env("CC", &manifest.compiler.cc)
+    // valgrind 3.19 cannot read DWARF 5, clang-22's default (libFuzzer is C++ built by cc).
+    .env(
+        "CXXFLAGS",
+        if variant == Variant::Valgrind {
+            "-gdwarf-4"
+        } else {
+            ""
+        },
+    )
     .env("CXX", manifest.compiler.cc.replace("clang", "clang++"))
     .stderr_to_stdout()
     .stdout_capture()
@@ -177,18 +246,35 @@ pub fn build_target(target: &str, variant: Variant, manifest: &Manifest) -> Resu
     spinner.finish_and_clear();
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stdout);
-        bail!("building fuzz target {target} failed:\n{}", capisan_build::source::tail_lines(&text, 40));
+        bail!(
+            "building fuzz target {target} failed:\n{}",
+            capisan_build::source::tail_lines(&text, 40)
+        );
     }
-    Ok(target_dir.join("x86_64-unknown-linux-gnu").join("release").join(target))
+    Ok(target_dir
+        .join("x86_64-unknown-linux-gnu")
+        .join("release")
+        .join(target))
 }
 
-fn runtime_env(manifest: &Manifest, ext: &ExtArgs, no_checks: bool, collect: bool) -> Vec<(String, String)> {
+fn runtime_env(
+    manifest: &Manifest,
+    ext: &ExtArgs,
+    no_checks: bool,
+    collect: bool,
+) -> Vec<(String, String)> {
     let mut env = manifest.env();
     if let Some(m) = &ext.ext {
         env.push(("CAPISAN_EXT".into(), m.clone()));
     }
     if let Some(p) = &ext.ext_path {
-        env.push(("CAPISAN_EXT_PATH".into(), fs::canonicalize(p).unwrap_or(p.clone()).display().to_string()));
+        env.push((
+            "CAPISAN_EXT_PATH".into(),
+            fs::canonicalize(p)
+                .unwrap_or(p.clone())
+                .display()
+                .to_string(),
+        ));
     }
     if !ext.funcs.is_empty() {
         env.push(("CAPISAN_EXT_FUNCS".into(), ext.funcs.join(",")));
@@ -212,7 +298,10 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     let manifest = Manifest::find(&cache, args.variant, None)?;
     let binary = build_target(&args.target, args.variant, &manifest)?;
     let dir = args.out.clone().unwrap_or_else(|| {
-        workspace_root().join("target").join("capisan").join(format!("{}-{}", args.target, args.variant))
+        workspace_root()
+            .join("target")
+            .join("capisan")
+            .join(format!("{}-{}", args.target, args.variant))
     });
     let corpus = dir.join("corpus");
     let artifacts = dir.join("artifacts");
@@ -220,8 +309,16 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     fs::create_dir_all(&artifacts)?;
     let seeds = workspace_root().join("corpora").join(&args.target);
     let env = runtime_env(&manifest, &args.ext, args.no_checks, args.collect);
-    let campaign = Campaign { target: args.target.clone(), variant: args.variant, binary: binary.clone(), env: env.clone() };
-    fs::write(dir.join("campaign.json"), serde_json::to_string_pretty(&campaign)?)?;
+    let campaign = Campaign {
+        target: args.target.clone(),
+        variant: args.variant,
+        binary: binary.clone(),
+        env: env.clone(),
+    };
+    fs::write(
+        dir.join("campaign.json"),
+        serde_json::to_string_pretty(&campaign)?,
+    )?;
 
     let mut fuzz_args: Vec<String> = vec![
         format!("-max_total_time={}", args.time),
@@ -233,7 +330,7 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     }
     fuzz_args.extend(args.libfuzzer.iter().cloned());
     fuzz_args.push(corpus.display().to_string());
-    if seeds.is_dir() {
+    if seeds.is_dir() && !args.no_seeds {
         fuzz_args.push(seeds.display().to_string());
     }
     let (program, argv, xml) = if args.variant == Variant::Valgrind {
@@ -258,8 +355,10 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     let log_path = dir.join("fuzz.log");
     let mut log = fs::File::create(&log_path)?;
     let bar = ProgressBar::new(args.time).with_style(
-        ProgressStyle::with_template("fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}",
+        )
+        .expect("valid template"),
     );
     bar.set_prefix(args.target.clone());
     bar.enable_steady_tick(Duration::from_millis(500));
@@ -267,7 +366,9 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     for (k, v) in &env {
         cmd = cmd.env(k, v);
     }
-    let reader = cmd.reader().with_context(|| format!("starting {program}"))?;
+    let reader = cmd
+        .reader()
+        .with_context(|| format!("starting {program}"))?;
     let started = std::time::Instant::now();
     for line in BufReader::new(&reader).split(b'\n') {
         let line = line?;
@@ -275,7 +376,13 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
         log.write_all(b"\n")?;
         let text = String::from_utf8_lossy(&line);
         if text.starts_with('#') && text.contains("cov:") {
-            bar.set_message(text.split_whitespace().skip(1).take(9).collect::<Vec<_>>().join(" "));
+            bar.set_message(
+                text.split_whitespace()
+                    .skip(1)
+                    .take(9)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
         bar.set_position(started.elapsed().as_secs().min(args.time));
     }
@@ -296,7 +403,10 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     }
     let stats: Vec<String> = fs::read_to_string(&log_path)?
         .lines()
-        .filter(|l| l.starts_with("stat::number_of_executed_units") || l.starts_with("stat::average_exec_per_sec"))
+        .filter(|l| {
+            l.starts_with("stat::number_of_executed_units")
+                || l.starts_with("stat::average_exec_per_sec")
+        })
         .map(str::to_string)
         .collect();
     print_summary(&buckets, &dir, args.json, &stats)?;
@@ -309,37 +419,48 @@ fn add(buckets: &mut Vec<Bucket>, f: Finding, artifact: PathBuf) {
         b.count += 1;
         b.artifacts.push(artifact);
     } else {
-        buckets.push(Bucket { signature: sig, class: f.class.name().to_string(), count: 1, artifacts: vec![artifact], finding: f });
+        buckets.push(Bucket {
+            signature: sig,
+            class: f.class.name().to_string(),
+            count: 1,
+            artifacts: vec![artifact],
+            finding: f,
+        });
     }
 }
 
 /// Re-run each crash artifact of a campaign and parse what it prints.
 pub fn triage_dir(dir: &Path) -> Result<Vec<Bucket>> {
-    let meta = dir.join("campaign.json");
-    let campaign: Campaign = serde_json::from_str(
-        &fs::read_to_string(&meta).with_context(|| format!("{} is not a campaign directory (no campaign.json)", dir.display()))?,
-    )
-    .with_context(|| format!("reading {}", meta.display()))?;
+    let campaign = Campaign::load(dir)?;
     let mut artifacts: Vec<PathBuf> = fs::read_dir(dir.join("artifacts"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     artifacts.retain(|p| {
-        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| ["crash-", "leak-", "oom-", "timeout-"].iter().any(|x| n.starts_with(x)))
+        // Logs written beside artifacts by an earlier triage are not artifacts.
+        p.extension().is_none_or(|e| e != "log")
+            && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                ["crash-", "leak-", "oom-", "timeout-"]
+                    .iter()
+                    .any(|x| n.starts_with(x))
+            })
     });
     artifacts.sort();
     let mut buckets: Vec<Bucket> = Vec::new();
     for art in artifacts {
-        let mut cmd = duct::cmd!(&campaign.binary, "-runs=1", &art).stderr_to_stdout().stdout_capture().unchecked();
-        for (k, v) in &campaign.env {
-            cmd = cmd.env(k, v);
-        }
-        let out = cmd.run().with_context(|| format!("re-running {}", campaign.binary.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (ok, text) = campaign.run_once(&art, &[])?;
         fs::write(art.with_extension("log"), &text)?;
         let findings = detect::parse(&text);
         if findings.is_empty() {
-            let mut f = Finding::new(detect::BugClass::Crash, detect::Tool::Capisan, "artifact crashed but no known report was printed");
-            f.reason = format!("exit status {}; see {}", out.status, art.with_extension("log").display());
+            let mut f = Finding::new(
+                detect::BugClass::Crash,
+                detect::Tool::Capisan,
+                "artifact crashed but no known report was printed",
+            );
+            f.reason = format!(
+                "exited {}; see {}",
+                if ok { "cleanly" } else { "with an error" },
+                art.with_extension("log").display()
+            );
             add(&mut buckets, f, art.clone());
         }
         for f in findings {
@@ -354,7 +475,11 @@ fn print_summary(buckets: &[Bucket], dir: &Path, json: bool, stats: &[String]) -
         println!("{}", serde_json::to_string_pretty(buckets)?);
         return Ok(());
     }
-    println!("== capisan findings: {} bucket(s) in {} ==", buckets.len(), dir.display());
+    println!(
+        "== capisan findings: {} bucket(s) in {} ==",
+        buckets.len(),
+        dir.display()
+    );
     for s in stats {
         println!("   {s}");
     }
@@ -368,7 +493,12 @@ fn print_summary(buckets: &[Bucket], dir: &Path, json: bool, stats: &[String]) -
             println!("    why: {}", b.finding.reason);
         }
         if let Some(f) = b.finding.top_frame() {
-            println!("    at: {} {}:{}", f.function, f.file.as_deref().unwrap_or("?"), f.line.unwrap_or(0));
+            println!(
+                "    at: {} {}:{}",
+                f.function,
+                f.file.as_deref().unwrap_or("?"),
+                f.line.unwrap_or(0)
+            );
         }
         println!("    artifact: {}", b.artifacts[0].display());
     }
@@ -396,6 +526,7 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
         no_checks: false,
         collect: false,
         json: args.json,
+        no_seeds: args.no_seeds,
         cache: args.cache,
         libfuzzer: Vec::new(),
     })
@@ -406,23 +537,53 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
 pub fn ext_build(args: ExtBuildArgs) -> Result<()> {
     let cache = Cache::resolve(args.cache.cache.clone());
     let m = Manifest::find(&cache, args.variant, None)?;
-    let path = fs::canonicalize(&args.path).with_context(|| format!("{} does not exist", args.path.display()))?;
+    let path = fs::canonicalize(&args.path)
+        .with_context(|| format!("{} does not exist", args.path.display()))?;
     let (module, sources): (String, Vec<PathBuf>) = if path.is_dir() {
-        let srcs: Vec<PathBuf> = fs::read_dir(&path)?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "c")).collect();
-        (path.file_name().unwrap().to_string_lossy().into_owned(), srcs)
+        let srcs: Vec<PathBuf> = fs::read_dir(&path)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "c"))
+            .collect();
+        (
+            path.file_name().unwrap().to_string_lossy().into_owned(),
+            srcs,
+        )
     } else {
-        (path.file_stem().unwrap().to_string_lossy().into_owned(), vec![path.clone()])
+        (
+            path.file_stem().unwrap().to_string_lossy().into_owned(),
+            vec![path.clone()],
+        )
     };
     if sources.is_empty() {
         bail!("no .c files in {}", path.display());
     }
-    let out = args.out.unwrap_or_else(|| cache.root().join("ext").join(args.variant.name()).join(&module));
+    let out = args.out.unwrap_or_else(|| {
+        cache
+            .root()
+            .join("ext")
+            .join(args.variant.name())
+            .join(&module)
+    });
     fs::create_dir_all(&out)?;
     let suffix = ext_suffix(&m)?;
     let so = out.join(format!("{module}{suffix}"));
-    let mut argv: Vec<String> = vec!["-shared".into(), "-fPIC".into(), "-g".into(), "-O1".into(), "-fno-omit-frame-pointer".into()];
+    let mut argv: Vec<String> = vec![
+        "-shared".into(),
+        "-fPIC".into(),
+        "-g".into(),
+        "-O1".into(),
+        "-fno-omit-frame-pointer".into(),
+    ];
     if args.variant == Variant::Asan {
-        argv.extend(["-fsanitize=address,undefined", "-fno-sanitize=function", "-fsanitize=fuzzer-no-link"].map(String::from));
+        argv.extend(
+            [
+                "-fsanitize=address,undefined",
+                "-fno-sanitize=function",
+                "-fsanitize=fuzzer-no-link",
+            ]
+            .map(String::from),
+        );
     } else {
         argv.push("-gdwarf-4".into());
     }
@@ -430,21 +591,45 @@ pub fn ext_build(args: ExtBuildArgs) -> Result<()> {
     argv.extend(sources.iter().map(|s| s.display().to_string()));
     argv.push("-o".into());
     argv.push(so.display().to_string());
-    let res = duct::cmd(&m.compiler.cc, &argv).stderr_to_stdout().stdout_capture().unchecked().run()?;
+    let res = duct::cmd(&m.compiler.cc, &argv)
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()?;
     if !res.status.success() {
-        bail!("compiling {module} failed:\n{}", String::from_utf8_lossy(&res.stdout));
+        bail!(
+            "compiling {module} failed:\n{}",
+            String::from_utf8_lossy(&res.stdout)
+        );
     }
+    // Remember the source, so `confirm` can rebuild it for other variants.
+    fs::write(
+        out.join("capisan-ext-source.txt"),
+        path.display().to_string(),
+    )?;
     println!("built {}", so.display());
-    println!("fuzz it with: cargo xtask fuzz-ext {module} --ext-path {} --variant {}", out.display(), args.variant);
+    println!(
+        "fuzz it with: cargo xtask fuzz-ext {module} --ext-path {} --variant {}",
+        out.display(),
+        args.variant
+    );
     Ok(())
 }
 
 fn ext_suffix(m: &Manifest) -> Result<String> {
-    let mut cmd = duct::cmd!(&m.python, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
-        .stderr_null()
-        .stdout_capture();
+    let mut cmd = duct::cmd!(
+        &m.python,
+        "-c",
+        "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"
+    )
+    .stderr_null()
+    .stdout_capture();
     for (k, v) in m.env() {
         cmd = cmd.env(k, v);
     }
-    Ok(cmd.read().context("asking the variant's python for EXT_SUFFIX")?.trim().to_string())
+    Ok(cmd
+        .read()
+        .context("asking the variant's python for EXT_SUFFIX")?
+        .trim()
+        .to_string())
 }

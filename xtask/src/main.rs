@@ -3,6 +3,7 @@
 
 mod build;
 mod fuzz;
+mod repro;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,12 @@ enum Command {
     ExtBuild(fuzz::ExtBuildArgs),
     /// Re-run a campaign's crash artifacts and print the buckets.
     Triage(fuzz::TriageArgs),
+    /// Shrink a crash artifact to its op-sequence core (ddmin), keeping its bucket signature.
+    Minimize(repro::MinimizeArgs),
+    /// Write a standalone reproducer directory (repro.c, repro.py, watch.gdb, README) for an artifact.
+    Repro(repro::ReproArgs),
+    /// Re-run a reproducer in fresh processes on every built variant and record which see it.
+    Confirm(repro::ConfirmArgs),
 }
 
 /// Options every command that touches the cache shares.
@@ -71,6 +78,9 @@ fn main() -> ExitCode {
         Command::FuzzExt(a) => fuzz::fuzz_ext(a),
         Command::ExtBuild(a) => fuzz::ext_build(a),
         Command::Triage(a) => fuzz::triage(a),
+        Command::Minimize(a) => repro::minimize_cmd(a),
+        Command::Repro(a) => repro::repro_cmd(a),
+        Command::Confirm(a) => repro::confirm_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

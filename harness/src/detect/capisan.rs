@@ -76,6 +76,10 @@ pub(super) fn parse_violations(lines: &[&str]) -> Vec<Finding> {
             f.reason = reason.to_string();
             f.current_op = Some(op);
             findings.push(f);
+        } else if let (Some(at), Some(f)) = (rest.strip_prefix("detail: at: "), findings.last_mut())
+        {
+            // The C function or type the harness blames: the finding's top frame.
+            f.access_stack = vec![crate::detect::Frame::named(at.trim())];
         } else if let (Some(detail), Some(f)) = (rest.strip_prefix("detail: "), findings.last_mut())
         {
             f.reason.push_str("; ");
@@ -87,11 +91,16 @@ pub(super) fn parse_violations(lines: &[&str]) -> Vec<Finding> {
 
 /// The op *name* used in bucket signatures: the leading identifier of the op text, and for
 /// `CallExt` also the callee (`CallExt bugzoo.extra_decref`), since calling a different extension
-/// function is a different bug. Accepts the op with or without its `#<idx>` prefix.
+/// function is a different bug. Accepts the op with or without its `#<idx>` prefix and its
+/// `<dst> = ` result slot (`#3 s2 = CallExt bugzoo.extra_decref(s0)`), neither of which is part of
+/// the name.
 pub(super) fn op_name(op: &str) -> String {
     static R: OnceLock<Regex> = OnceLock::new();
     let r = R.get_or_init(|| {
-        Regex::new(r"^(?:#\d+\s+)?(CallExt\s+[^\s(]+|[A-Za-z_][A-Za-z0-9_]*)").expect("regex")
+        Regex::new(
+            r"^(?:#\d+\s+)?(?:[A-Za-z_][A-Za-z0-9_]*\s*=\s*)?(CallExt\s+[^\s(]+|[A-Za-z_][A-Za-z0-9_]*)",
+        )
+        .expect("regex")
     });
     r.captures(op.trim()).map_or_else(
         || op.trim().to_string(),
@@ -111,6 +120,21 @@ mod tests {
         );
         assert_eq!(op_name("ListAppend(s0, s1)"), "ListAppend");
         assert_eq!(op_name("#0 NewList(s0)"), "NewList");
+        // The harness prints ops that produce a value with their result slot.
+        assert_eq!(
+            op_name("#3 s2 = CallExt bugzoo.extra_decref(s0)"),
+            "CallExt bugzoo.extra_decref"
+        );
+        assert_eq!(op_name("#0 s0 = NewList()"), "NewList");
+    }
+
+    #[test]
+    fn at_line_names_the_top_frame() {
+        let text = "==capisan== VIOLATION kind=gc-traversal op=#4 Release(s1)\n==capisan== detail: bugzoo.Holder: dealloc released 1 reference(s)\n==capisan== detail: at: bugzoo.Holder\n";
+        let f = &crate::detect::parse(text)[0];
+        assert_eq!(f.class, crate::detect::BugClass::GcTraversal);
+        assert_eq!(f.top_frame().unwrap().function, "bugzoo.Holder");
+        assert_eq!(f.signature().0, "gc-traversal|Holder|Release");
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub struct Pattern {
     pub reason: &'static str,
 }
 
-const fn row(regex: &'static str, class: Option<BugClass>, reason: &'static str) -> Pattern {
+pub(crate) const fn row(
+    regex: &'static str,
+    class: Option<BugClass>,
+    reason: &'static str,
+) -> Pattern {
     Pattern {
         regex,
         class,
@@ -371,7 +375,14 @@ mod tests {
                 Regex::new(p.regex).unwrap();
             }
         }
-        for table in [ASAN, UBSAN, PYDEBUG, LIBFUZZER, CAPISAN_KINDS, VALGRIND_KINDS] {
+        for table in [
+            ASAN,
+            UBSAN,
+            PYDEBUG,
+            LIBFUZZER,
+            CAPISAN_KINDS,
+            VALGRIND_KINDS,
+        ] {
             assert_eq!(table.last().unwrap().regex, ".");
         }
         for p in CONTAINER_MUTATORS.iter().chain(PYTHON_CALLS) {

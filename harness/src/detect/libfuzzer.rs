@@ -30,11 +30,6 @@ fn header() -> &'static Regex {
     R.get_or_init(|| Regex::new(r"^==\d+==\s*ERROR: libFuzzer: (.*?)\s*$").expect("regex"))
 }
 
-/// True for the first line of a libFuzzer report.
-pub(super) fn is_header(line: &str) -> bool {
-    header().is_match(line)
-}
-
 /// Every libFuzzer report in `lines` that is a finding, each with the frame lines right after its
 /// header as the access stack.
 pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {

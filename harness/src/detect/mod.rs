@@ -16,6 +16,8 @@ mod asan;
 mod capisan;
 pub mod classify;
 pub mod frames;
+mod glibc;
+mod libfuzzer;
 mod pydebug;
 mod ubsan;
 mod valgrind;
@@ -150,6 +152,10 @@ pub enum Tool {
     Valgrind,
     /// capisan's own ownership-model checks.
     Capisan,
+    /// libFuzzer's own crash handler (`ERROR: libFuzzer: deadly signal`), when nothing more
+    /// specific reported the crash.
+    #[serde(rename = "libfuzzer")]
+    LibFuzzer,
 }
 
 /// One bug observed in one run, with everything the minimizer, bucketing and reproducers need.
@@ -211,19 +217,40 @@ impl Finding {
     /// The bucket key; see [`BucketSignature`]. Missing parts are written as `?` (no frame) and
     /// `-` (no capisan op), so the signature is always three `|`-separated fields.
     pub fn signature(&self) -> BucketSignature {
-        let frame = self.top_frame().map_or("?", |f| {
-            // An unsymbolized frame is only known by its module.
-            match (f.function.as_str(), f.object.as_deref()) {
-                ("??", Some(object)) => object.rsplit('/').next().unwrap_or(object),
-                (function, _) => function,
-            }
-        });
+        let culprit = self.culprit();
+        let frame = culprit.as_deref().unwrap_or("?");
         let op = self
             .current_op
             .as_deref()
             .map(capisan::op_name)
             .unwrap_or_else(|| "-".to_string());
         BucketSignature(format!("{}|{}|{}", self.class.id(), frame, op))
+    }
+
+    /// The name a bucket is keyed by: the top frame's function (its module's file name when
+    /// unsymbolized); but when every frame is CPython's own (e.g. `list_dealloc` tripping over an
+    /// object an extension over-released, with the extension no longer on the stack) and the
+    /// op being run was an extension call, the extension callee — the code that was running.
+    /// Dotted names (`bugzoo.extra_decref`, `bugzoo.Holder`) keep only their last part, so a
+    /// bug named by a stack frame and by the op log lands in the same bucket.
+    pub fn culprit(&self) -> Option<String> {
+        let top = self.top_frame();
+        let top_is_core = top.is_none_or(frames::is_interpreter_core);
+        let callee = self
+            .current_op
+            .as_deref()
+            .map(capisan::op_name)
+            .and_then(|n| n.strip_prefix("CallExt ").map(str::to_string));
+        let name = match (top, callee) {
+            (None, Some(callee)) => callee,
+            (Some(_), Some(callee)) if top_is_core => callee,
+            (Some(f), _) => match (f.function.as_str(), f.object.as_deref()) {
+                ("??", Some(object)) => object.rsplit('/').next().unwrap_or(object).to_string(),
+                (function, _) => function.to_string(),
+            },
+            (None, None) => return None,
+        };
+        Some(name.rsplit('.').next().unwrap_or(&name).to_string())
     }
 
     /// The frame that best names *where the bug is*: the innermost frame that is neither
@@ -265,11 +292,17 @@ pub enum DetectError {
 }
 
 /// Parses everything textual in one run's stderr / log: ASan, LSan, UBSan, CPython debug
-/// allocator and pydebug fatal errors, and capisan violation lines.
+/// allocator and pydebug fatal errors, capisan violation lines, and libFuzzer crash reports.
 ///
 /// capisan's op log and current op, and faulthandler Python frames, are attached to every
-/// finding in the same text (they describe the one run). Text that contains no report (a clean
-/// run, or only the ignored UBSan "incorrect function type" noise) gives an empty vector.
+/// finding in the same text (they describe the one run), wherever in the text they were printed.
+/// Text that contains no report (a clean run, or only the ignored UBSan "incorrect function type"
+/// noise) gives an empty vector.
+///
+/// CPython's fatal errors print no native stack; when the signal they raise is caught by
+/// libFuzzer, its `deadly signal` stack (or any frame block) that follows a fatal error becomes
+/// that error's access stack. A libFuzzer report is a finding of its own only when nothing else
+/// in the text is (a lone `deadly signal` is a crash).
 pub fn parse(text: &str) -> Vec<Finding> {
     let lines: Vec<&str> = text.lines().collect();
     let context = capisan::parse_context(&lines);
@@ -279,12 +312,26 @@ pub fn parse(text: &str) -> Vec<Finding> {
     let has_sanitizer_report = !sanitizer.is_empty();
     findings.extend(sanitizer);
     findings.extend(ubsan::parse(&lines));
-    findings.extend(
-        pydebug::parse(&lines)
-            .into_iter()
-            // A sanitizer report already explains the signal faulthandler then saw.
-            .filter(|f| !(has_sanitizer_report && pydebug::is_signal_only(f))),
-    );
+    let fatal: Vec<_> = pydebug::parse(&lines)
+        .into_iter()
+        // A sanitizer report already explains the signal faulthandler then saw.
+        .filter(|(_, f)| !(has_sanitizer_report && pydebug::is_signal_only(f)))
+        .collect();
+    let starts: Vec<usize> = fatal.iter().map(|(range, _)| range.start).collect();
+    for (k, (range, mut f)) in fatal.into_iter().enumerate() {
+        let limit = starts.get(k + 1).copied().unwrap_or(lines.len());
+        let stack = following_stack(&lines[range.end..limit]);
+        if !stack.is_empty() {
+            f.access_stack = stack;
+        }
+        findings.push(f);
+    }
+    if findings.is_empty() {
+        findings.extend(glibc::parse(&lines));
+    }
+    if findings.is_empty() {
+        findings.extend(libfuzzer::parse(&lines));
+    }
     let python_frames = pydebug::python_frames(&lines);
     for finding in &mut findings {
         if finding.op_log.is_empty() {
@@ -298,6 +345,22 @@ pub fn parse(text: &str) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// The first stack block in `lines` (the text after a report that prints no native stack), up to
+/// the next report of another tool; libFuzzer report headers and anything else in between (op log
+/// lines, the fatal error's object dump, faulthandler's Python stack) are skipped.
+fn following_stack(lines: &[&str]) -> Vec<Frame> {
+    for (i, line) in lines.iter().enumerate() {
+        if asan::is_header(line) || ubsan::is_header(line) || capisan::is_violation(line) {
+            break;
+        }
+        let stack = frames::parse_stack_block(&lines[i..]);
+        if !stack.is_empty() {
+            return stack;
+        }
+    }
+    Vec::new()
 }
 
 /// Parses valgrind memcheck `--xml=yes` output into findings; see [`classify::VALGRIND_KINDS`]
@@ -524,7 +587,7 @@ mod tests {
         assert!(f.reason.contains("tp_traverse did not visit"));
         assert_eq!(
             f.signature().0,
-            "gc-traversal|?|CallExt bugzoo.holder_traverse_bug"
+            "gc-traversal|holder_traverse_bug|CallExt bugzoo.holder_traverse_bug"
         );
         let f = only(fixture!("capisan_leak.txt"));
         assert_eq!(f.class, BugClass::ReferenceLeak);
@@ -532,6 +595,87 @@ mod tests {
             f.current_op.as_deref(),
             Some("#1 CallExt bugzoo.leak_on_error(s0)")
         );
+    }
+
+    #[test]
+    fn libfuzzer_stack_attaches_to_the_pydebug_fatal_error() {
+        let f = only(fixture!("libfuzzer_pydebug_negative_refcount.txt"));
+        assert_eq!(f.class, BugClass::UseAfterFree);
+        assert_eq!(f.tool, Tool::PydebugFatal);
+        assert_eq!(
+            f.summary,
+            "_Py_NegativeRefcount: Assertion failed: object has negative ref count"
+        );
+        // The whole libFuzzer stack, handler frames included; top_frame skips the machinery
+        // (sanitizer, libFuzzer, libc, abort, fatal_error, assertion, Py_DECREF) and prefers the
+        // extension over list_dealloc.
+        assert_eq!(f.access_stack.len(), 38);
+        assert_eq!(f.access_stack[0].function, "__sanitizer_print_stack_trace");
+        assert_eq!(f.access_stack[14].function, "list_dealloc");
+        assert_eq!(top(&f), "extra_decref");
+        assert_eq!(f.top_frame().unwrap().line, Some(136));
+        assert!(f.op_log.is_empty());
+        assert_eq!(f.signature().0, "use-after-free|extra_decref|-");
+    }
+
+    /// What capisan's SIGABRT handler prints (`exec::print_op_log`).
+    const ABORT_OP_LOG: &str = "\
+==capisan== op-log begin
+==capisan== #0 s0 = NewList()
+==capisan== #1 s1 = NewInt(7)
+==capisan== #2 ListAppend(s0, s1)
+==capisan== #3 s2 = CallExt bugzoo.extra_decref(s0)
+==capisan== op-log end
+==capisan== current-op #3 s2 = CallExt bugzoo.extra_decref(s0)
+";
+
+    #[test]
+    fn op_log_printed_around_the_libfuzzer_stack_attaches() {
+        let text = fixture!("libfuzzer_pydebug_negative_refcount.txt");
+        let deadly = text.find("==13280== ERROR: libFuzzer").unwrap();
+        // After the whole report, between the fatal error and the stack, and before everything.
+        for text in [
+            format!("{text}{ABORT_OP_LOG}"),
+            format!("{}{ABORT_OP_LOG}{}", &text[..deadly], &text[deadly..]),
+            format!("{ABORT_OP_LOG}{text}"),
+        ] {
+            let f = only(&text);
+            assert_eq!(f.class, BugClass::UseAfterFree);
+            assert_eq!(top(&f), "extra_decref");
+            assert_eq!(f.op_log.len(), 4);
+            assert_eq!(f.op_log[0], "#0 s0 = NewList()");
+            assert_eq!(
+                f.current_op.as_deref(),
+                Some("#3 s2 = CallExt bugzoo.extra_decref(s0)")
+            );
+            assert_eq!(
+                f.signature().0,
+                "use-after-free|extra_decref|CallExt bugzoo.extra_decref"
+            );
+        }
+    }
+
+    #[test]
+    fn lone_deadly_signal_is_a_crash_with_its_stack() {
+        let text = fixture!("libfuzzer_pydebug_negative_refcount.txt");
+        let deadly = &text[text.find("==13280== ERROR: libFuzzer").unwrap()..];
+        let f = only(deadly);
+        assert_eq!(f.class, BugClass::Crash);
+        assert_eq!(f.tool, Tool::LibFuzzer);
+        assert_eq!(f.summary, "libFuzzer: deadly signal");
+        assert_eq!(f.access_stack.len(), 38);
+        assert_eq!(f.signature().0, "crash|extra_decref|-");
+    }
+
+    #[test]
+    fn deadly_signal_after_a_sanitizer_report_is_not_a_second_finding() {
+        let text = format!(
+            "{}==1== ERROR: libFuzzer: deadly signal\n    #0 0x1 in abort stdlib/abort.c:79:7\n",
+            fixture!("asan_extra_decref.txt")
+        );
+        let f = only(&text);
+        assert_eq!(f.tool, Tool::Asan);
+        assert_eq!(f.signature().0, "use-after-free|extra_decref|-");
     }
 
     #[test]

@@ -131,6 +131,8 @@ mod tests {
 
     /// Not captured: the ASan build reports the use-after-free before the refcount can go
     /// negative. The text follows `_PyObject_AssertFailed` in CPython 3.13's Objects/object.c.
+    /// (A real capture, reached through capisan's fuzz target, is
+    /// `fixtures/libfuzzer_pydebug_negative_refcount.txt`.)
     const NEGATIVE_REFCOUNT: &str = "\
 ../Python-3.13.5/Objects/object.c:265: _Py_NegativeRefcount: Assertion failed: object has negative ref count
 Enable tracemalloc to get the memory block allocation traceback

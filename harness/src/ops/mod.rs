@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub const NSLOTS: usize = 8;
 
 /// Most ops one input may hold; longer inputs are truncated (keeps exec/s high).
-pub const MAX_OPS: usize = 64;
+pub const MAX_OPS: usize = 256;
 
 /// Index of a slot; any byte is valid (taken modulo [`NSLOTS`]).
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -169,10 +169,12 @@ pub enum Op {
     ErrRoundTrip { dst: Slot },
     /// `PyGC_Collect`.
     GcCollect,
-    /// Call callable number `func` of the extension under test with up to 3 slot arguments — new.
+    /// Call callable number `func` of the extension under test with the first `nargs % 4` of
+    /// `args` — new. (A fixed array keeps the fuzzer's encoding dense.)
     CallExt {
         func: u8,
-        args: Vec<Slot>,
+        nargs: u8,
+        args: [Slot; 3],
         dst: Slot,
     },
 }
@@ -278,8 +280,17 @@ impl fmt::Display for Op {
             ModuleAdd { obj, name } => write!(f, "ModuleAdd({obj}, {:?})", name.as_str()),
             ErrRoundTrip { dst } => write!(f, "{dst} = ErrRoundTrip()"),
             GcCollect => write!(f, "GcCollect()"),
-            CallExt { func, args, dst } => {
-                let args: Vec<String> = args.iter().take(3).map(|a| a.to_string()).collect();
+            CallExt {
+                func,
+                nargs,
+                args,
+                dst,
+            } => {
+                let args: Vec<String> = args
+                    .iter()
+                    .take(*nargs as usize % 4)
+                    .map(|a| a.to_string())
+                    .collect();
                 write!(f, "{dst} = CallExt #{func}({})", args.join(", "))
             }
         }
@@ -297,6 +308,16 @@ pub fn clip_str(s: &str) -> &str {
 /// The bytes actually used by `NewBytes`: at most 32.
 pub fn clip_bytes(b: &[u8]) -> &[u8] {
     &b[..b.len().min(32)]
+}
+
+/// A sequence as it ran, with slots resolved (see `Model::resolve`), written by the harness
+/// under `CAPISAN_DUMP_RESOLVED`: the input of the minimizer's output and of reproducers.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// Qualified names of the extension's callables, indexed like `CallExt::func % len`.
+    pub ext: Vec<String>,
+    /// The ops with their slots resolved, up to the one that was running.
+    pub ops: Vec<Op>,
 }
 
 /// A whole fuzz input: the ops, truncated to [`MAX_OPS`].
@@ -327,5 +348,33 @@ impl OpSeq {
         }
         let mut u = arbitrary::Unstructured::new(data);
         OpSeq::arbitrary(&mut u).unwrap_or(OpSeq(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_json_seeds_decode_as_op_lists() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../corpora/capi_sequences");
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            if bytes.first() == Some(&b'[') {
+                let ops: Vec<Op> = serde_json::from_slice(&bytes).expect("seed parses");
+                assert_eq!(OpSeq::from_bytes(&bytes).0, ops);
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected JSON seeds in {dir}");
+    }
+
+    #[test]
+    fn arbitrary_bytes_always_decode() {
+        for len in 0..200u32 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
+            assert!(OpSeq::from_bytes(&data).0.len() <= MAX_OPS);
+        }
     }
 }

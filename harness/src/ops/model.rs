@@ -150,8 +150,8 @@ impl Model {
                 *callable = rd(*callable);
                 *arg = rd(*arg);
             }
-            CallExt { args, .. } => {
-                for a in args.iter_mut() {
+            CallExt { nargs, args, .. } => {
+                for a in args.iter_mut().take(*nargs as usize % 4) {
                     *a = rd(*a);
                 }
             }
@@ -246,12 +246,14 @@ impl Model {
             ModuleAddRef { obj, .. } => (vec![r(obj)], None, true),
             ModuleAdd { obj, .. } => (vec![(obj.index(), Steal)], None, true),
             GcCollect => (vec![], None, true),
-            CallExt { func, args, dst } => {
-                let _ = func;
+            CallExt {
+                nargs, args, dst, ..
+            } => {
                 if ext_funcs == 0 {
                     return None;
                 }
-                let mut uses: Vec<(usize, Use)> = args.iter().take(3).map(r).collect();
+                let mut uses: Vec<(usize, Use)> =
+                    args.iter().take(*nargs as usize % 4).map(r).collect();
                 uses.push((dst.index(), Write));
                 (uses, Some(ResultKind::New), true)
             }
@@ -383,7 +385,9 @@ mod tests {
                     _ => 0,
                 };
                 if model_refs != *shadow {
-                    return Err(format!("#{i} {op}: model says s{s} owns {model_refs}, shadow {shadow}"));
+                    return Err(format!(
+                        "#{i} {op}: model says s{s} owns {model_refs}, shadow {shadow}"
+                    ));
                 }
             }
         }

@@ -1,0 +1,256 @@
+//! `repro.c`: a program that embeds the variant's CPython and makes exactly the calls the
+//! harness made, in order, one line per op, each commented with its ownership effect.
+
+use std::fmt::Write;
+
+use super::{c_bytes, callee, victim_slot, Expect};
+use crate::ops::{clip_bytes, clip_str, CallableKind, Op, PyClass, Resolved, NSLOTS};
+
+const HEADER: &str = r#"/* Standalone reproducer written by capisan. Build and run with ./build.sh (it reads the
+ * variant's manifest). Slots s[i] hold object references; own[i] counts the strong references
+ * this program owns in slot i (0 = borrowed or empty). */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdio.h>
+
+static PyObject *s[NSLOTS];
+static int own[NSLOTS];
+static PyObject *cls_Plain, *cls_Evil, *make_callable, *ext_module;
+
+/* Store a call's result in slot d; release what d owned before (after the call, as capisan does). */
+static void put(int d, PyObject *r, int is_new) {
+    PyObject *old = s[d];
+    int n = own[d];
+    s[d] = r;
+    own[d] = (r != NULL && is_new) ? 1 : 0;
+    while (n-- > 0) Py_DECREF(old);
+}
+/* Slot i gave one reference away to a stealing call. */
+static void stolen(int i, int rc) {
+    if (--own[i] == 0 && rc != 0) s[i] = NULL;
+}
+static void release_all(int i) {
+    while (own[i] > 0) { own[i]--; Py_DECREF(s[i]); }
+    s[i] = NULL;
+}
+static void done(int op) {
+    if (PyErr_Occurred()) {
+        fprintf(stderr, "op #%d raised (as in capisan): ", op);
+        PyErr_Print();
+    }
+}
+/* gdb's watch.gdb breaks here to set a watchpoint on the victim's refcount. */
+__attribute__((noinline)) void capisan_victim_ready(PyObject *victim) { (void)victim; }
+
+/* tp_traverse audit, as capisan's GC check does it. */
+static int count_visit(PyObject *o, void *arg) { if (o == ((PyObject **)arg)[0]) ((PyObject **)arg)[1]++; return 0; }
+static int audit_release(PyObject *obj, PyObject *child) {
+    PyObject *box[2] = {child, NULL};
+    traverseproc t = Py_TYPE(obj)->tp_traverse;
+    if (t) t(obj, count_visit, box);
+    Py_ssize_t visits = (Py_ssize_t)box[1];
+    Py_INCREF(child);
+    Py_ssize_t before = Py_REFCNT(child);
+    Py_DECREF(obj);
+    Py_ssize_t released = before - Py_REFCNT(child);
+    Py_DECREF(child);
+    if (released != visits) {
+        fprintf(stderr, "GC TRAVERSAL BUG: %s released %zd reference(s) to a %s that tp_traverse visited %zd time(s) (missing Py_VISIT)\n",
+                Py_TYPE(obj)->tp_name, released, Py_TYPE(child)->tp_name, visits);
+        return 1;
+    }
+    return 0;
+}
+
+static const char PRELUDE[] =
+"#;
+
+/// The C program for a resolved sequence.
+pub fn emit(r: &Resolved, expect: Expect) -> String {
+    let mut out = HEADER.replace("NSLOTS]", &format!("{NSLOTS}]"));
+    for line in crate::PRELUDE_PY.lines() {
+        let _ = writeln!(out, "    {}", c_bytes(format!("{line}\n").as_bytes()));
+    }
+    out.push_str(";\n\nint main(void) {\n    Py_InitializeEx(0);\n");
+    out.push_str("    PyObject *g = PyModule_GetDict(PyImport_AddModule(\"__main__\"));\n");
+    out.push_str("    PyObject *r0 = PyRun_String(PRELUDE, Py_file_input, g, g);\n    if (!r0) { PyErr_Print(); return 2; }\n    Py_DECREF(r0);\n");
+    out.push_str("    cls_Plain = PyDict_GetItemString(g, \"Plain\"); cls_Evil = PyDict_GetItemString(g, \"Evil\");\n");
+    out.push_str("    make_callable = PyDict_GetItemString(g, \"make_callable\");\n");
+    out.push_str("    PyObject *scratch = PyModule_New(\"capisan_scratch\");\n");
+    let mut funcs: Vec<String> = Vec::new();
+    if let Some((m, _)) = r.ext.first().map(|_| callee(r, 0)) {
+        let _ = writeln!(
+            out,
+            "    ext_module = PyImport_ImportModule({});",
+            c_bytes(m.as_bytes())
+        );
+        out.push_str("    if (!ext_module) { PyErr_Print(); return 2; }\n");
+        for name in &r.ext {
+            let f = name.rsplit_once('.').map_or(name.as_str(), |x| x.1);
+            funcs.push(f.to_string());
+        }
+    }
+    out.push_str("    Py_ssize_t total0 = 0;\n    (void)total0; (void)scratch;\n\n");
+    let victim = victim_slot(r);
+    let n = r.ops.len();
+    for (i, op) in r.ops.iter().enumerate() {
+        if i + 1 == n {
+            let _ = writeln!(out, "    capisan_victim_ready(s[{victim}]);");
+        }
+        let _ = writeln!(out, "    /* {} */", super::describe(op, r));
+        out.push_str(&op_c(op, r, i, expect));
+        let _ = writeln!(out, "    done({i});");
+    }
+    out.push_str(
+        "\n    for (int i = 0; i < NSLOTS_N; i++) release_all(i);\n    Py_DECREF(scratch);\n",
+    );
+    out.push_str("    fprintf(stderr, \"capisan repro: finished without the expected failure\\n\");\n    return 0;\n}\n");
+    out.replace("NSLOTS_N", &NSLOTS.to_string())
+}
+
+fn op_c(op: &Op, r: &Resolved, i: usize, expect: Expect) -> String {
+    use Op::*;
+    let s = |x: &crate::ops::Slot| format!("s[{}]", x.index());
+    let d = |x: &crate::ops::Slot| x.index();
+    match op {
+        NewInt { dst, value } => format!("    put({}, PyLong_FromLongLong({value}LL), 1); /* new */\n", d(dst)),
+        NewFloat { dst, value } => {
+            let v = if value.is_nan() {
+                "NAN".into()
+            } else if value.is_infinite() {
+                if *value > 0.0 { "INFINITY".into() } else { "-INFINITY".into() }
+            } else {
+                format!("{value:?}")
+            };
+            format!("    put({}, PyFloat_FromDouble({v}), 1); /* new */\n", d(dst))
+        }
+        NewStr { dst, text } => {
+            let t = clip_str(text);
+            format!("    put({}, PyUnicode_FromStringAndSize({}, {}), 1); /* new */\n", d(dst), c_bytes(t.as_bytes()), t.len())
+        }
+        NewBytes { dst, data } => {
+            let b = clip_bytes(data);
+            format!("    put({}, PyBytes_FromStringAndSize({}, {}), 1); /* new */\n", d(dst), c_bytes(b), b.len())
+        }
+        NewTuple { dst, len } => format!(
+            "    {{ PyObject *t = PyTuple_New({n}); for (int k = 0; k < {n}; k++) {{ Py_INCREF(Py_None); PyTuple_SET_ITEM(t, k, Py_None); }} put({}, t, 1); }} /* new; SET_ITEM steals */\n",
+            d(dst),
+            n = len % 5
+        ),
+        NewList { dst } => format!("    put({}, PyList_New(0), 1); /* new */\n", d(dst)),
+        NewDict { dst } => format!("    put({}, PyDict_New(), 1); /* new */\n", d(dst)),
+        NewSet { dst } => format!("    put({}, PySet_New(NULL), 1); /* new */\n", d(dst)),
+        NewInstance { dst, class } => {
+            let c = if *class == PyClass::Evil { "cls_Evil" } else { "cls_Plain" };
+            format!("    put({}, PyObject_CallNoArgs({c}), 1); /* new */\n", d(dst))
+        }
+        NewCallable { dst, kind, target } => {
+            let k = match kind {
+                CallableKind::Clearer => 0,
+                CallableKind::Noop => 1,
+                CallableKind::Raiser => 2,
+            };
+            format!("    put({}, PyObject_CallFunction(make_callable, \"iO\", {k}, {}), 1); /* new */\n", d(dst), s(target))
+        }
+        Dup { src, dst } => format!("    Py_INCREF({}); put({}, {}, 1); /* Py_NewRef: new */\n", s(src), d(dst), s(src)),
+        Incref { slot } => format!("    Py_INCREF({}); own[{}]++; /* now owned */\n", s(slot), d(slot)),
+        Decref { slot } => format!(
+            "    {{ PyObject *o = {}; if (--own[{i2}] == 0) s[{i2}] = NULL; Py_DECREF(o); }} /* releases one owned reference */\n",
+            s(slot),
+            i2 = d(slot)
+        ),
+        Release { slot } => format!("    release_all({}); /* releases every owned reference */\n", d(slot)),
+        ListAppend { list, item } => format!("    if (PyList_Check({l})) PyList_Append({l}, {}); /* not stolen */\n", s(item), l = s(list)),
+        ListInsert { list, index, item } => {
+            format!("    if (PyList_Check({l})) PyList_Insert({l}, {index}, {}); /* not stolen */\n", s(item), l = s(list))
+        }
+        ListSetItem { list, index, item } => format!(
+            "    if (PyList_Check({l})) stolen({}, PyList_SetItem({l}, {index}, {})); /* stolen, even on failure */\n",
+            d(item),
+            s(item),
+            l = s(list)
+        ),
+        ListGetItem { list, index, dst } => {
+            format!("    if (PyList_Check({l})) put({}, PyList_GetItem({l}, {index}), 0); /* borrowed */\n", d(dst), l = s(list))
+        }
+        ListDelSlice { list, lo, hi } => format!("    if (PyList_Check({l})) PyList_SetSlice({l}, {lo}, {hi}, NULL);\n", l = s(list)),
+        ListSort { list } => format!("    if (PyList_Check({l})) PyList_Sort({l}); /* runs __lt__ */\n", l = s(list)),
+        TupleSetItem { tuple, index, item } => format!(
+            "    if (PyTuple_Check({t})) stolen({}, PyTuple_SetItem({t}, {index}, {})); /* stolen, even on failure */\n",
+            d(item),
+            s(item),
+            t = s(tuple)
+        ),
+        TupleGetItem { tuple, index, dst } => {
+            format!("    if (PyTuple_Check({t})) put({}, PyTuple_GetItem({t}, {index}), 0); /* borrowed */\n", d(dst), t = s(tuple))
+        }
+        DictSetItem { dict, key, value } => {
+            format!("    if (PyDict_Check({m})) PyDict_SetItem({m}, {}, {}); /* not stolen */\n", s(key), s(value), m = s(dict))
+        }
+        DictGetItem { dict, key, dst } => format!(
+            "    if (PyDict_Check({m})) put({}, PyDict_GetItemWithError({m}, {}), 0); /* borrowed */\n",
+            d(dst),
+            s(key),
+            m = s(dict)
+        ),
+        DictGetItemRef { dict, key, dst } => format!(
+            "    if (PyDict_Check({m})) {{ PyObject *v = NULL; PyDict_GetItemRef({m}, {}, &v); put({}, v, 1); }} /* new */\n",
+            s(key),
+            d(dst),
+            m = s(dict)
+        ),
+        DictDelItem { dict, key } => format!("    if (PyDict_Check({m})) PyDict_DelItem({m}, {});\n", s(key), m = s(dict)),
+        DictClear { dict } => format!("    if (PyDict_Check({m})) PyDict_Clear({m});\n", m = s(dict)),
+        SetAdd { set, item } => format!("    if (PyAnySet_Check({m})) PySet_Add({m}, {}); /* not stolen */\n", s(item), m = s(set)),
+        SetAttr { obj, name, value } => {
+            format!("    PyObject_SetAttrString({}, \"{}\", {}); /* not stolen */\n", s(obj), name.as_str(), s(value))
+        }
+        GetAttr { obj, name, dst } => format!("    put({}, PyObject_GetAttrString({}, \"{}\"), 1); /* new */\n", d(dst), s(obj), name.as_str()),
+        RichCompare { a, b, op, dst } => {
+            format!("    put({}, PyObject_RichCompare({}, {}, {}), 1); /* new; runs __eq__ */\n", d(dst), s(a), s(b), op % 6)
+        }
+        Hash { obj } => format!("    PyObject_Hash({}); /* runs __hash__ */\n", s(obj)),
+        Repr { obj, dst } => format!("    put({}, PyObject_Repr({}), 1); /* new */\n", d(dst), s(obj)),
+        Call { callable, arg, dst } => format!(
+            "    if (PyCallable_Check({c})) put({}, PyObject_CallOneArg({c}, {}), 1); /* new */\n",
+            d(dst),
+            s(arg),
+            c = s(callable)
+        ),
+        ModuleAddRef { obj, name } => format!("    PyModule_AddObjectRef(scratch, \"{}\", {}); /* not stolen */\n", name.as_str(), s(obj)),
+        ModuleAdd { obj, name } => {
+            format!("    stolen({}, PyModule_Add(scratch, \"{}\", {})); /* stolen */\n", d(obj), name.as_str(), s(obj))
+        }
+        ErrRoundTrip { dst } => format!(
+            "    PyErr_SetString(PyExc_ValueError, \"capisan\"); put({}, PyErr_GetRaisedException(), 1); /* new */\n",
+            d(dst)
+        ),
+        GcCollect => "    PyGC_Collect();\n".into(),
+        CallExt { func, nargs, args, dst } => {
+            let (_, f) = callee(r, *func);
+            let argv: Vec<String> = args.iter().take(*nargs as usize % 4).map(s).collect();
+            let call = format!(
+                "PyObject_CallFunctionObjArgs(PyObject_GetAttrString(ext_module, \"{f}\"), {}NULL)",
+                argv.iter().map(|a| format!("{a}, ")).collect::<String>()
+            );
+            match expect {
+                // capisan calls an extension function three times (regrtest -R rule).
+                Expect::Leak => format!(
+                    "    {{ /* called three times, like capisan's repeat rule */\n      put({}, {call}, 1); PyErr_Clear();\n      for (int k = 0; k < 2; k++) {{ Py_ssize_t t0 = _Py_GetGlobalRefTotal(); PyObject *x = {call}; Py_XDECREF(x); PyErr_Clear();\n        Py_ssize_t dt = _Py_GetGlobalRefTotal() - t0; fprintf(stderr, \"call %d: total refcount delta %zd\\n\", k + 2, dt);\n        if (dt < 1) break; if (k == 1) {{ fprintf(stderr, \"REFERENCE LEAK: every repeated call of {f} leaks\\n\"); return 1; }} }} }}\n",
+                    d(dst)
+                ),
+                Expect::GcTraversal if i + 1 == r.ops.len() => format!(
+                    "    put({}, {call}, 1); /* new */\n    if (s[{0}] && own[{0}] == 1 && {} && audit_release(s[{0}], {})) return 1; s[{0}] = NULL; own[{0}] = 0;\n",
+                    d(dst),
+                    argv.first().map_or("0".to_string(), |_| "1".into()),
+                    argv.first().cloned().unwrap_or("Py_None".into()),
+                ),
+                _ => format!(
+                    "    {{ put({}, {call}, 1); PyErr_Clear();\n      for (int k = 0; k < 2; k++) {{ PyObject *x = {call}; Py_XDECREF(x); PyErr_Clear(); }} }} /* new; called three times like capisan */\n",
+                    d(dst)
+                ),
+            }
+        }
+    }
+}

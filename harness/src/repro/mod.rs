@@ -1,0 +1,171 @@
+//! Standalone reproducers from a minimized, resolved op sequence: `repro.c` (embeds CPython and
+//! makes the same C-API calls, one line per op with its ownership effect), `repro.py` (the same
+//! in Python where every op is expressible), `watch.gdb` (watchpoint on the victim's refcount)
+//! and a README.
+
+pub mod c;
+pub mod gdb;
+pub mod python;
+
+use crate::ops::{Op, Resolved};
+
+/// What the reproducer must demonstrate, from the finding's class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// A sanitizer / allocator / pydebug abort: the calls alone crash.
+    Crash,
+    /// A reference leak: repeated calls grow the total refcount.
+    Leak,
+    /// A GC traversal bug: the victim's tp_traverse misses a reference its dealloc releases.
+    GcTraversal,
+}
+
+/// The slot the last op mostly concerns (first argument slot), for the gdb watchpoint.
+pub fn victim_slot(r: &Resolved) -> usize {
+    use Op::*;
+    match r.ops.last() {
+        Some(CallExt { nargs, args, .. }) if nargs % 4 > 0 => args[0].index(),
+        Some(
+            ListAppend { list, .. }
+            | ListSetItem { list, .. }
+            | ListGetItem { list, .. }
+            | ListDelSlice { list, .. },
+        ) => list.index(),
+        Some(Release { slot } | Decref { slot } | Incref { slot }) => slot.index(),
+        _ => 0,
+    }
+}
+
+/// An op as text with the extension callee's name (`s5 = CallExt bugzoo.double_free(s0)`).
+pub fn describe(op: &Op, r: &Resolved) -> String {
+    match op {
+        Op::CallExt {
+            func,
+            nargs,
+            args,
+            dst,
+        } => {
+            let (m, f) = callee(r, *func);
+            let argv: Vec<String> = args
+                .iter()
+                .take(*nargs as usize % 4)
+                .map(|a| a.to_string())
+                .collect();
+            format!("{dst} = CallExt {m}.{f}({})", argv.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// C string literal for arbitrary bytes.
+pub fn c_bytes(b: &[u8]) -> String {
+    let mut s = String::from("\"");
+    for &c in b {
+        match c {
+            b'"' => s.push_str("\\\""),
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\{c:03o}")),
+        }
+    }
+    s.push('"');
+    s
+}
+
+/// The callee's attribute name in its module (`bugzoo.extra_decref` -> `extra_decref`).
+pub fn callee(r: &Resolved, func: u8) -> (String, String) {
+    let full = r
+        .ext
+        .get(func as usize % r.ext.len().max(1))
+        .cloned()
+        .unwrap_or_else(|| "ext.f".into());
+    let (m, f) = full.rsplit_once('.').unwrap_or(("ext", &full));
+    (m.to_string(), f.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{CallableKind, Slot};
+
+    fn sample() -> Resolved {
+        Resolved {
+            ext: vec!["bugzoo.borrowed_after_mutation".into()],
+            ops: vec![
+                Op::NewList { dst: Slot(0) },
+                Op::NewInt {
+                    dst: Slot(1),
+                    value: 12345,
+                },
+                Op::ListAppend {
+                    list: Slot(0),
+                    item: Slot(1),
+                },
+                Op::NewCallable {
+                    dst: Slot(2),
+                    kind: CallableKind::Clearer,
+                    target: Slot(0),
+                },
+                Op::CallExt {
+                    func: 0,
+                    nargs: 2,
+                    args: [Slot(0), Slot(2), Slot(0)],
+                    dst: Slot(3),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn c_has_one_commented_line_per_op() {
+        let r = sample();
+        let src = c::emit(&r, Expect::Crash);
+        for op in &r.ops {
+            let text = describe(op, &r);
+            assert!(
+                src.contains(&format!("/* {text} */")),
+                "missing op {text} in\n{src}"
+            );
+        }
+        assert!(src.contains("CallExt bugzoo.borrowed_after_mutation(s0, s2)"));
+        assert!(
+            src.contains("PyList_Append(s[0], s[1]); /* not stolen */"),
+            "{src}"
+        );
+        assert!(src.contains("PyImport_ImportModule(\"bugzoo\")"));
+        assert!(src.contains("\"borrowed_after_mutation\""));
+    }
+
+    #[test]
+    fn python_translates_or_says_why_not() {
+        let r = sample();
+        let py = python::emit(&r, Expect::Crash).expect("all ops expressible");
+        assert!(py.contains("s0.append(s1)"), "{py}");
+        assert!(
+            py.contains("bugzoo.borrowed_after_mutation(s0, s2)"),
+            "{py}"
+        );
+        let mut r2 = r.clone();
+        r2.ops.insert(
+            0,
+            Op::TupleSetItem {
+                tuple: Slot(0),
+                index: 0,
+                item: Slot(1),
+            },
+        );
+        assert!(python::emit(&r2, Expect::Crash).is_err());
+    }
+
+    #[test]
+    fn gdb_watches_the_victim() {
+        let g = gdb::emit("./repro");
+        assert!(g.contains("watch -l"));
+        assert!(g.contains("py-bt"));
+    }
+
+    #[test]
+    fn bytes_are_escaped() {
+        assert_eq!(c_bytes(b"a\"\\\x00\xff"), "\"a\\\"\\\\\\000\\377\"");
+    }
+}

@@ -1,0 +1,126 @@
+//! `repro.py`: the same sequence in pure Python, where every op has a Python spelling; else an
+//! error saying which op does not (stealing setters and raw refcount ops have none).
+
+use std::fmt::Write;
+
+use super::{callee, Expect};
+use crate::ops::{clip_bytes, clip_str, CallableKind, Op, PyClass, Resolved};
+
+/// The Python program, or why there is none.
+pub fn emit(r: &Resolved, expect: Expect) -> Result<String, String> {
+    let mut out = String::from("# Standalone reproducer written by capisan: run it with the variant's python (./run.sh).\n");
+    out.push_str(crate::PRELUDE_PY);
+    out.push('\n');
+    let mut modules: Vec<String> = r
+        .ext
+        .iter()
+        .map(|e| e.rsplit_once('.').map_or(e.clone(), |x| x.0.to_string()))
+        .collect();
+    modules.dedup();
+    for m in &modules {
+        let _ = writeln!(out, "import {m}");
+    }
+    out.push_str("import sys\n");
+    let slots: Vec<String> = (0..crate::ops::NSLOTS).map(|i| format!("s{i}")).collect();
+    let _ = writeln!(out, "{} = None", slots.join(" = "));
+    for (i, op) in r.ops.iter().enumerate() {
+        let line =
+            op_py(op, r, expect).ok_or_else(|| format!("op #{i} {op} has no Python equivalent"))?;
+        let _ = writeln!(
+            out,
+            "# {}\ntry:\n    {}\nexcept Exception as e:\n    print('op #{i} raised (as in capisan):', repr(e))",
+            super::describe(op, r),
+            line.replace('\n', "\n    ")
+        );
+    }
+    out.push_str(
+        "print('capisan repro: finished without the expected failure', file=sys.stderr)\n",
+    );
+    Ok(out)
+}
+
+fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
+    use Op::*;
+    Some(match op {
+        NewInt { dst, value } => format!("{dst} = {value}"),
+        NewFloat { dst, value } => format!("{dst} = float({:?})", value.to_string()),
+        NewStr { dst, text } => format!("{dst} = {:?}", clip_str(text)),
+        NewBytes { dst, data } => format!("{dst} = bytes({:?})", clip_bytes(data)),
+        NewTuple { dst, len } => format!("{dst} = (None,) * {}", len % 5),
+        NewList { dst } => format!("{dst} = []"),
+        NewDict { dst } => format!("{dst} = {{}}"),
+        NewSet { dst } => format!("{dst} = set()"),
+        NewInstance { dst, class } => format!(
+            "{dst} = {}()",
+            if *class == PyClass::Evil {
+                "Evil"
+            } else {
+                "Plain"
+            }
+        ),
+        NewCallable { dst, kind, target } => {
+            let k = match kind {
+                CallableKind::Clearer => 0,
+                CallableKind::Noop => 1,
+                CallableKind::Raiser => 2,
+            };
+            format!("{dst} = make_callable({k}, {target})")
+        }
+        Dup { src, dst } => format!("{dst} = {src}"),
+        Release { slot } => format!("{slot} = None"),
+        ListAppend { list, item } => format!("{list}.append({item})"),
+        ListInsert { list, index, item } => format!("{list}.insert({index}, {item})"),
+        ListGetItem { list, index, dst } => format!("{dst} = {list}[{index}]"),
+        ListDelSlice { list, lo, hi } => format!("del {list}[{lo}:{hi}]"),
+        ListSort { list } => format!("{list}.sort()"),
+        TupleGetItem { tuple, index, dst } => format!("{dst} = {tuple}[{index}]"),
+        DictSetItem { dict, key, value } => format!("{dict}[{key}] = {value}"),
+        DictGetItem { dict, key, dst } | DictGetItemRef { dict, key, dst } => {
+            format!("{dst} = {dict}.get({key})")
+        }
+        DictDelItem { dict, key } => format!("del {dict}[{key}]"),
+        DictClear { dict } => format!("{dict}.clear()"),
+        SetAdd { set, item } => format!("{set}.add({item})"),
+        SetAttr { obj, name, value } => format!("setattr({obj}, {:?}, {value})", name.as_str()),
+        GetAttr { obj, name, dst } => format!("{dst} = getattr({obj}, {:?})", name.as_str()),
+        RichCompare { a, b, op, dst } => format!(
+            "{dst} = {a} {} {b}",
+            ["<", "<=", "==", "!=", ">", ">="][(*op % 6) as usize]
+        ),
+        Hash { obj } => format!("hash({obj})"),
+        Repr { obj, dst } => format!("{dst} = repr({obj})"),
+        Call { callable, arg, dst } => format!("{dst} = {callable}({arg})"),
+        GcCollect => "import gc; gc.collect()".into(),
+        ErrRoundTrip { dst } => format!("{dst} = ValueError('capisan')"),
+        CallExt {
+            func,
+            nargs,
+            args,
+            dst,
+        } => {
+            let (m, f) = callee(r, *func);
+            let argv: Vec<String> = args
+                .iter()
+                .take(*nargs as usize % 4)
+                .map(|a| a.to_string())
+                .collect();
+            let call = format!("{m}.{f}({})", argv.join(", "));
+            match expect {
+                Expect::Leak => format!(
+                    "{dst} = None\nfor k in range(3):\n    t0 = sys.gettotalrefcount()\n    try:\n        {call}\n    except Exception:\n        pass\n    print('call', k + 1, 'total refcount delta', sys.gettotalrefcount() - t0)"
+                ),
+                Expect::GcTraversal => format!(
+                    "{dst} = {call}\nimport gc\nif {a} is not None and not any(x is {a} for x in gc.get_referents({dst})):\n    sys.exit('GC TRAVERSAL BUG: tp_traverse of %s does not visit its argument' % type({dst}).__name__)",
+                    a = argv.first().cloned().unwrap_or("None".into())
+                ),
+                Expect::Crash => format!("{dst} = {call}\nfor _ in range(2):\n    {call}"),
+            }
+        }
+        Incref { .. }
+        | Decref { .. }
+        | ListSetItem { .. }
+        | TupleSetItem { .. }
+        | ModuleAdd { .. }
+        | ModuleAddRef { .. } => return None,
+    })
+}
