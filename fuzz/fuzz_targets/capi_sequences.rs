@@ -5,7 +5,7 @@
 use capisan::exec;
 use capisan::ops::OpSeq;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+libfuzzer_sys::fuzz_target!(init: capisan::replay::maybe_replay(), |data: &[u8]| {
     let seq = OpSeq::from_bytes(data);
     if let Err(v) = exec::run(&seq, exec::Config::from_env()) {
         exec::report(&v);

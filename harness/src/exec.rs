@@ -804,8 +804,15 @@ impl<'a> Executor<'a> {
                 }
             }
             Repr { obj: o, .. } => {
+                let o = p(o);
+                // repr(repr(...)) of a string doubles its escapes: cap it before it eats memory.
+                if shim_Py_TYPE(o) == &raw mut raw::PyUnicode_Type
+                    && raw::PyUnicode_GetLength(o) > 256
+                {
+                    return Ok(Done::skip());
+                }
                 pred.give_up();
-                obj(raw::PyObject_Repr(p(o)))
+                obj(raw::PyObject_Repr(o))
             }
             Call { callable, arg, .. } => {
                 pred.give_up();

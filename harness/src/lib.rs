@@ -21,3 +21,4 @@ pub mod exec;
 pub mod ffi;
 #[cfg(feature = "cpython")]
 pub mod interp;
+pub mod replay;

@@ -1,8 +1,10 @@
 //! `cargo xtask`: capisan's user-facing commands. Each subcommand is a small function over the
 //! `capisan-build` and `capisan` crates; the logic lives there.
 
+mod bench;
 mod build;
 mod fuzz;
+mod replay;
 mod repro;
 
 use std::path::PathBuf;
@@ -53,6 +55,12 @@ enum Command {
     Repro(repro::ReproArgs),
     /// Re-run a reproducer in fresh processes on every built variant and record which see it.
     Confirm(repro::ConfirmArgs),
+    /// Print the ops a fuzz input decodes to (slots as written, before resolution).
+    Show(repro::ShowArgs),
+    /// Benchmarks side by side: exec/s with and without checks, cached build, minimization, replay.
+    Bench(bench::BenchArgs),
+    /// Replay every corpus input with fork isolation; non-zero exit if anything regressed.
+    Replay(replay::ReplayArgs),
 }
 
 /// Options every command that touches the cache shares.
@@ -81,6 +89,16 @@ fn main() -> ExitCode {
         Command::Minimize(a) => repro::minimize_cmd(a),
         Command::Repro(a) => repro::repro_cmd(a),
         Command::Confirm(a) => repro::confirm_cmd(a),
+        Command::Show(a) => repro::show_cmd(a),
+        Command::Bench(a) => bench::bench(a),
+        Command::Replay(a) => match replay::replay_cmd(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                eprintln!("replay: regressions found");
+                return ExitCode::from(1);
+            }
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,30 @@ pub struct ReproArgs {
 }
 
 #[derive(Args)]
+pub struct ShowArgs {
+    /// A fuzz input (libFuzzer bytes or a JSON op list).
+    pub input: PathBuf,
+    /// Print the decoded ops as a JSON op list (a replayable input).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Decode an input the way the fuzz target does and print its ops.
+pub fn show_cmd(args: ShowArgs) -> Result<()> {
+    let bytes =
+        fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let seq = OpSeq::from_bytes(&bytes);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&seq.0)?);
+    } else {
+        for (i, op) in seq.0.iter().enumerate() {
+            println!("#{i} {op}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
 pub struct ConfirmArgs {
     /// A reproducer directory written by `cargo xtask repro`.
     pub dir: PathBuf,
@@ -500,7 +524,10 @@ pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
 pub fn confirm_cmd(args: ConfirmArgs) -> Result<()> {
     let cache = Cache::resolve(args.cache);
     let results = confirm_dir(&args.dir, &cache)?;
-    println!("{:<10} {:<13} {:<11} what it saw", "variant", "PYTHONMALLOC", "reproduced");
+    println!(
+        "{:<10} {:<13} {:<11} what it saw",
+        "variant", "PYTHONMALLOC", "reproduced"
+    );
     for r in &results {
         println!(
             "{:<10} {:<13} {:<11} {}",

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 /// Number of object slots an op sequence works over.
 pub const NSLOTS: usize = 8;
 
-/// Most ops one input may hold; longer inputs are truncated (keeps exec/s high).
-pub const MAX_OPS: usize = 256;
+/// Most ops one fuzzer input decodes to; longer inputs are truncated (keeps exec/s high).
+pub const MAX_OPS: usize = 64;
+
+/// Most ops a JSON op list (seed, regression case, reproducer) may hold.
+pub const MAX_JSON_OPS: usize = 1024;
 
 /// Index of a slot; any byte is valid (taken modulo [`NSLOTS`]).
 #[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -343,7 +346,7 @@ impl OpSeq {
     pub fn from_bytes(data: &[u8]) -> OpSeq {
         if data.first() == Some(&b'[') {
             if let Ok(ops) = serde_json::from_slice::<Vec<Op>>(data) {
-                return OpSeq(ops.into_iter().take(MAX_OPS).collect());
+                return OpSeq(ops.into_iter().take(MAX_JSON_OPS).collect());
             }
         }
         let mut u = arbitrary::Unstructured::new(data);
