@@ -85,12 +85,7 @@ fn extra_decref_is_use_after_free() {
 
 #[test]
 fn leak_on_error_path_is_reference_leak() {
-    assert_found(
-        "leak_on_error",
-        "asan",
-        "reference leak",
-        "bugzoo.leak_on_error",
-    );
+    assert_found("leak_on_error", "asan", "reference leak", "leak_on_error");
 }
 
 #[test]
@@ -105,12 +100,7 @@ fn overflow_is_buffer_overflow() {
 
 #[test]
 fn missing_py_visit_is_gc_traversal_bug() {
-    assert_found(
-        "holder_traverse_bug",
-        "asan",
-        "gc traversal",
-        "bugzoo.Holder",
-    );
+    assert_found("holder_traverse_bug", "asan", "gc traversal", "Holder");
 }
 
 #[test]

@@ -134,7 +134,7 @@ mod tests {
         let f = &crate::detect::parse(text)[0];
         assert_eq!(f.class, crate::detect::BugClass::GcTraversal);
         assert_eq!(f.top_frame().unwrap().function, "bugzoo.Holder");
-        assert_eq!(f.signature().0, "gc-traversal|Holder|Release");
+        assert_eq!(f.signature().0, "gc-traversal|Holder|-");
     }
 
     #[test]
