@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod fuzz;
+mod leaks;
 mod replay;
 mod repro;
 
@@ -57,6 +58,8 @@ enum Command {
     Confirm(repro::ConfirmArgs),
     /// Print the ops a fuzz input decodes to (slots as written, before resolution).
     Show(repro::ShowArgs),
+    // leaks (issue 6): begin
+    // leaks (issue 6): end
     /// Benchmarks side by side: exec/s with and without checks, cached build, minimization, replay.
     Bench(bench::BenchArgs),
     /// Replay every corpus input with fork isolation; non-zero exit if anything regressed.
@@ -91,6 +94,8 @@ fn main() -> ExitCode {
         Command::Confirm(a) => repro::confirm_cmd(a),
         Command::Show(a) => repro::show_cmd(a),
         Command::Bench(a) => bench::bench(a),
+        // leaks (issue 6) arms: begin
+        // leaks (issue 6) arms: end
         Command::Replay(a) => match replay::replay_cmd(a) {
             Ok(true) => Ok(()),
             Ok(false) => {
