@@ -125,6 +125,10 @@ pub struct TriageArgs {
     pub dir: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// File of known bucket signatures (one a line, `#` comments): exit 1 only if a bucket is
+    /// not in it (nightly fuzzing fails on new bugs, not on known ones).
+    #[arg(long)]
+    pub known: Option<PathBuf>,
 }
 
 /// What `triage` needs to re-run a campaign's artifacts.
@@ -171,8 +175,44 @@ impl Campaign {
     }
 }
 
+/// One libFuzzer status line with the campaign's elapsed time (for `report`'s plots).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub seconds: f64,
+    pub execs: u64,
+    pub cov: u64,
+    pub features: u64,
+    pub corpus: u64,
+    pub exec_per_sec: u64,
+}
+
+impl Progress {
+    /// Parse `#4096 pulse  cov: 834 ft: 1200 corp: 50/1kb exec/s: 2048 rss: ...`.
+    pub fn parse(line: &str, seconds: f64) -> Option<Progress> {
+        let execs = line
+            .strip_prefix('#')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == name)?;
+            words.next()?.split('/').next()?.parse().ok()
+        };
+        Some(Progress {
+            seconds,
+            execs,
+            cov: field("cov:")?,
+            features: field("ft:").unwrap_or(0),
+            corpus: field("corp:").unwrap_or(0),
+            exec_per_sec: field("exec/s:").unwrap_or(0),
+        })
+    }
+}
+
 /// One bucket of findings.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Bucket {
     pub signature: String,
     pub class: String,
@@ -354,6 +394,7 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     };
     let log_path = dir.join("fuzz.log");
     let mut log = fs::File::create(&log_path)?;
+    let mut progress = fs::File::create(dir.join("progress.jsonl"))?;
     let bar = ProgressBar::new(args.time).with_style(
         ProgressStyle::with_template(
             "fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}",
@@ -375,6 +416,9 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
         log.write_all(&line)?;
         log.write_all(b"\n")?;
         let text = String::from_utf8_lossy(&line);
+        if let Some(p) = Progress::parse(&text, started.elapsed().as_secs_f64()) {
+            writeln!(progress, "{}", serde_json::to_string(&p)?)?;
+        }
         if text.starts_with('#') && text.contains("cov:") {
             bar.set_message(
                 text.split_whitespace()
@@ -409,6 +453,10 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
         })
         .map(str::to_string)
         .collect();
+    fs::write(
+        dir.join("buckets.json"),
+        serde_json::to_vec_pretty(&buckets)?,
+    )?;
     print_summary(&buckets, &dir, args.json, &stats)?;
     Ok(buckets)
 }
@@ -505,9 +553,32 @@ fn print_summary(buckets: &[Bucket], dir: &Path, json: bool, stats: &[String]) -
     Ok(())
 }
 
-pub fn triage(args: TriageArgs) -> Result<()> {
+/// Triage; `Ok(false)` when `--known` is given and a bucket is new.
+pub fn triage(args: TriageArgs) -> Result<bool> {
     let buckets = triage_dir(&args.dir)?;
-    print_summary(&buckets, &args.dir, args.json, &[])
+    fs::write(
+        args.dir.join("buckets.json"),
+        serde_json::to_vec_pretty(&buckets)?,
+    )?;
+    print_summary(&buckets, &args.dir, args.json, &[])?;
+    let Some(known) = args.known else {
+        return Ok(true);
+    };
+    let text =
+        fs::read_to_string(&known).with_context(|| format!("reading {}", known.display()))?;
+    let known: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let new: Vec<&Bucket> = buckets
+        .iter()
+        .filter(|b| !known.contains(&b.signature.as_str()))
+        .collect();
+    for b in &new {
+        eprintln!("NEW bucket: {}", b.signature);
+    }
+    Ok(new.is_empty())
 }
 
 pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
@@ -632,4 +703,23 @@ fn ext_suffix(m: &Manifest) -> Result<String> {
         .context("asking the variant's python for EXT_SUFFIX")?
         .trim()
         .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libfuzzer_status_lines() {
+        let p = Progress::parse("#3107\tNEW    cov: 6636 ft: 16204 corp: 202/1953b lim: 17 exec/s: 3107 rss: 134Mb L: 17/17", 1.5).unwrap();
+        assert_eq!(
+            (p.execs, p.cov, p.features, p.corpus, p.exec_per_sec),
+            (3107, 6636, 16204, 202, 3107)
+        );
+        assert!(Progress::parse("INFO: Seed: 1", 0.0).is_none());
+        assert!(
+            Progress::parse("#2\tINITED exec/s: 0 rss: 119Mb", 0.0).is_none(),
+            "no cov: field"
+        );
+    }
 }

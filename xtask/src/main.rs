@@ -3,9 +3,11 @@
 
 mod bench;
 mod build;
+mod corpus;
 mod fuzz;
 mod leaks;
 mod replay;
+mod report;
 mod repro;
 
 use std::path::PathBuf;
@@ -59,7 +61,25 @@ enum Command {
     /// Print the ops a fuzz input decodes to (slots as written, before resolution).
     Show(repro::ShowArgs),
     // leaks (issue 6): begin
+    /// Run a target repeatedly in one pydebug process and report leaked references, memory
+    /// blocks and file descriptors with regrtest's -R rule (exit 1 on a leak).
+    Refleak(leaks::RefleakArgs),
+    /// Diff tracemalloc snapshots around N runs of a target and print the top growth by
+    /// traceback (exit 1 when a traceback grows by a block per iteration).
+    TracemallocDiff(leaks::TracemallocArgs),
+    /// Run a target with LeakSanitizer on the asan variant, minus the leaks of an empty program
+    /// (suppressions/lsan-<version>.supp); exit 1 on a leak.
+    Lsan(leaks::LsanArgs),
+    /// Run a target under valgrind memcheck on the valgrind variant with CPython's and capisan's
+    /// suppressions and print the findings (exit 1 on any).
+    Valgrind(leaks::ValgrindArgs),
+    /// Generate, merge and minimize valgrind suppression files.
+    ValgrindSupp(leaks::ValgrindSuppArgs),
     // leaks (issue 6): end
+    /// Corpus hygiene: merge new inputs, minimize, add regression cases (content-hash names).
+    Corpus(corpus::CorpusArgs),
+    /// Write a static HTML report of a campaign (plots, buckets, stacks, op logs, links).
+    Report(report::ReportArgs),
     /// Benchmarks side by side: exec/s with and without checks, cached build, minimization, replay.
     Bench(bench::BenchArgs),
     /// Replay every corpus input with fork isolation; non-zero exit if anything regressed.
@@ -88,13 +108,40 @@ fn main() -> ExitCode {
         Command::Fuzz(a) => fuzz::fuzz(a).map(|_| ()),
         Command::FuzzExt(a) => fuzz::fuzz_ext(a),
         Command::ExtBuild(a) => fuzz::ext_build(a),
-        Command::Triage(a) => fuzz::triage(a),
+        Command::Triage(a) => match fuzz::triage(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Minimize(a) => repro::minimize_cmd(a),
         Command::Repro(a) => repro::repro_cmd(a),
         Command::Confirm(a) => repro::confirm_cmd(a),
         Command::Show(a) => repro::show_cmd(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Report(a) => report::report_cmd(a),
+        Command::Corpus(a) => corpus::corpus_cmd(a),
         // leaks (issue 6) arms: begin
+        Command::Refleak(a) => match leaks::refleak(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::TracemallocDiff(a) => match leaks::tracemalloc_diff(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Lsan(a) => match leaks::lsan(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Valgrind(a) => match leaks::valgrind(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::ValgrindSupp(a) => leaks::valgrind_supp(a),
         // leaks (issue 6) arms: end
         Command::Replay(a) => match replay::replay_cmd(a) {
             Ok(true) => Ok(()),

@@ -107,6 +107,23 @@ fn parse_error(bug_type: &str, body: &[&str]) -> Finding {
             push(&mut finding, section, frame);
         }
     }
+    // An "overflow" off a block ASan also shows a free stack for is a read through a dangling
+    // pointer next to freed memory (e.g. pydebug dumping an over-released object's header).
+    if class == BugClass::BufferOverflow
+        && bug_type.starts_with("heap-buffer-overflow")
+        && !finding.free_stack.is_empty()
+    {
+        finding.class = BugClass::UseAfterFree;
+        finding.reason = if finding
+            .access_stack
+            .iter()
+            .any(|f| f.function == "_Py_NegativeRefcount")
+        {
+            "ASan heap-buffer-overflow next to a freed block, while pydebug reports a negative refcount: an over-released (extra DECREF) object is being read after it was freed".into()
+        } else {
+            "ASan heap-buffer-overflow next to a block that was already freed (ASan shows its free stack): an access through a dangling pointer".into()
+        };
+    }
     if class == BugClass::UseAfterFree && bug_type.starts_with("heap-use-after-free") {
         let (class, reason) = classify::refine_use_after_free(&finding);
         finding.class = class;

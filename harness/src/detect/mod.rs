@@ -324,6 +324,15 @@ pub fn parse(text: &str) -> Vec<Finding> {
         .collect();
     let starts: Vec<usize> = fatal.iter().map(|(range, _)| range.start).collect();
     for (k, (range, mut f)) in fatal.into_iter().enumerate() {
+        // One crash, two reports (pydebug's fatal error, then ASan tripping over the dead object
+        // while it was being dumped): keep ASan's, which has the stacks, and say both.
+        if let Some(a) = findings
+            .iter_mut()
+            .find(|a| a.tool == Tool::Asan && a.class == f.class)
+        {
+            a.reason = format!("{}; pydebug also reported: {}", a.reason, f.summary);
+            continue;
+        }
         let limit = starts.get(k + 1).copied().unwrap_or(lines.len());
         let stack = following_stack(&lines[range.end..limit]);
         if !stack.is_empty() {
@@ -581,6 +590,15 @@ mod tests {
             f.signature().0,
             "use-after-free|extra_decref|CallExt bugzoo.extra_decref"
         );
+    }
+
+    #[test]
+    fn overflow_next_to_a_freed_object_is_use_after_free() {
+        // Real capture: `replay` of the bugzoo regression corpus with extra_decref reintroduced.
+        let f = only(fixture!("asan_overflow_next_to_freed_object.txt"));
+        assert_eq!(f.class, BugClass::UseAfterFree);
+        assert!(f.reason.contains("negative refcount"), "{}", f.reason);
+        assert_eq!(f.top_frame().unwrap().function, "extra_decref");
     }
 
     #[test]
