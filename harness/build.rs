@@ -77,6 +77,26 @@ mod cpython {
             shim.flag("-gdwarf-4");
         }
         if m.variant == Variant::Asan {
+            // Defaults baked into the binary (the environment still overrides them), so a direct
+            // `cargo fuzz run` or a copied fuzzer gets leak checks off and aborts on error.
+            let asan = m
+                .runtime_env
+                .get("ASAN_OPTIONS")
+                .cloned()
+                .unwrap_or_default();
+            let ubsan = m
+                .runtime_env
+                .get("UBSAN_OPTIONS")
+                .cloned()
+                .unwrap_or_default();
+            shim.define(
+                "CAPISAN_ASAN_DEFAULTS",
+                Some(format!("\"{asan}\"").as_str()),
+            );
+            shim.define(
+                "CAPISAN_UBSAN_DEFAULTS",
+                Some(format!("\"{ubsan}\"").as_str()),
+            );
             shim.flag("-fsanitize=address,undefined")
                 .flag("-fno-sanitize=function")
                 .flag("-fno-omit-frame-pointer");

@@ -91,7 +91,8 @@ fn pydebug_python_has_gettotalrefcount() {
 
 #[test]
 fn asan_python_reports_a_planted_ctypes_use_after_free() {
-    let code = "import ctypes\nb = ctypes.create_string_buffer(64)\np = ctypes.cast(b, ctypes.POINTER(ctypes.c_char * 64))\ndel b\nprint(p.contents[0])";
+    // The buffer (64 bytes: heap-allocated by ctypes) is freed by `del`; string_at reads it.
+    let code = "import ctypes\nb = ctypes.create_string_buffer(64)\naddr = ctypes.addressof(b)\ndel b\nprint(ctypes.string_at(addr, 8))";
     let out = run_python(Variant::Asan, code);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

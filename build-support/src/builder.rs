@@ -103,7 +103,19 @@ pub fn build(cache: &Cache, req: &BuildRequest, progress: &ProgressBar) -> Resul
         dir.display()
     )))?;
     if !FileExt::try_lock_exclusive(&lock).unwrap_or(false) {
-        return Err(BuildError::Locked(dir));
+        // Another process builds the same key: wait for it, then use what it built.
+        progress.set_message(format!(
+            "waiting for another build of {} (lock held)",
+            dir.display()
+        ));
+        FileExt::lock_exclusive(&lock).map_err(|_| BuildError::Locked(dir.clone()))?;
+        if !req.force {
+            if let Ok(m) = Manifest::load(&manifest_path) {
+                if m.python.exists() && m.schema == manifest::SCHEMA {
+                    return Ok(BuildOutcome::Cached(m));
+                }
+            }
+        }
     }
     // Once we hold the lock, the old manifest (if any) no longer describes what is on disk.
     let _ = fs::remove_file(&manifest_path);

@@ -43,3 +43,9 @@ Py_ssize_t shim_total_refcount(void) {
     return -1;
 #endif
 }
+
+#ifdef CAPISAN_ASAN_DEFAULTS
+/* ASan / UBSan read these at start-up, before main: the variant's run-time options. */
+const char *__asan_default_options(void) { return CAPISAN_ASAN_DEFAULTS; }
+const char *__ubsan_default_options(void) { return CAPISAN_UBSAN_DEFAULTS; }
+#endif

@@ -204,13 +204,25 @@ fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<()
     if interp::total_refcount() == Some(before) {
         return Ok(());
     }
-    // Something is left: collect cycles before calling it a leak.
-    // SAFETY: GIL held.
-    unsafe { raw::PyGC_Collect() };
-    let after = interp::total_refcount().unwrap_or(before);
-    if after == before {
-        return Ok(());
+    // Something is left: collect cycles before calling it a leak — the young generations first
+    // (cheap; the sequence's own cycles are there), a full collection only if that was not enough.
+    for generation in [0, 2] {
+        // SAFETY: GIL held; gc.collect(generation) returns a new reference or NULL.
+        unsafe {
+            let g = raw::PyLong_FromLong(generation);
+            let r = raw::PyObject_CallOneArg(interp::get().gc_collect, g);
+            shim_Py_DECREF(g);
+            if r.is_null() {
+                raw::PyErr_Clear();
+            } else {
+                shim_Py_DECREF(r);
+            }
+        }
+        if interp::total_refcount() == Some(before) {
+            return Ok(());
+        }
     }
+    let after = interp::total_refcount().unwrap_or(before);
     let mut deltas = vec![after - before];
     for _ in 0..2 {
         let b = interp::total_refcount().unwrap_or(0);
@@ -462,7 +474,7 @@ impl<'a> Executor<'a> {
     /// Release everything still owned, then clear the scratch module.
     fn finish(&mut self, ops: &[Op]) -> Result<(), Violation> {
         let last = ops.len().saturating_sub(1);
-        let end = Op::GcCollect;
+        let end = Op::GcCollect { generation: 2 };
         let op = ops.last().unwrap_or(&end);
         for (s, refs) in self.model.owned() {
             let o = self.ptrs[s];
@@ -625,9 +637,9 @@ impl<'a> Executor<'a> {
                 let i = *index as isize;
                 let in_range = i >= 0 && i < shim_PyList_GET_SIZE(l);
                 if in_range {
-                    pred.add(shim_PyList_GET_ITEM(l, i), -1);
+                    pred.drop_ref(shim_PyList_GET_ITEM(l, i));
                 } else {
-                    pred.add(it, -1); // stolen even on failure
+                    pred.drop_ref(it); // stolen even on failure
                 }
                 status(raw::PyList_SetItem(l, i, it))
             }
@@ -646,7 +658,7 @@ impl<'a> Executor<'a> {
                 let n = shim_PyList_GET_SIZE(l);
                 let (a, b) = ((*lo as isize).clamp(0, n), (*hi as isize).clamp(0, n));
                 for k in a..b.max(a) {
-                    pred.add(shim_PyList_GET_ITEM(l, k), -1);
+                    pred.drop_ref(shim_PyList_GET_ITEM(l, k));
                 }
                 status(raw::PyList_SetSlice(
                     l,
@@ -670,9 +682,9 @@ impl<'a> Executor<'a> {
                 }
                 let i = *index as isize;
                 if i >= 0 && i < shim_PyTuple_GET_SIZE(t) && shim_Py_REFCNT(t) == 1 {
-                    pred.add(raw::PyTuple_GetItem(t, i), -1);
+                    pred.drop_ref(raw::PyTuple_GetItem(t, i));
                 } else {
-                    pred.add(it, -1);
+                    pred.drop_ref(it);
                 }
                 status(raw::PyTuple_SetItem(t, i, it))
             }
@@ -693,7 +705,7 @@ impl<'a> Executor<'a> {
                     if old.is_null() {
                         pred.add(k, 1);
                     } else {
-                        pred.add(old, -1);
+                        pred.drop_ref(old);
                     }
                     pred.add(v, 1);
                 } else {
@@ -773,8 +785,10 @@ impl<'a> Executor<'a> {
                     // The old value (if any) loses the instance's reference.
                     let mut prev: *mut PyObject = std::ptr::null_mut();
                     if raw::PyObject_GetOptionalAttr(o, n, &mut prev) == 1 {
-                        pred.add(prev, -1);
-                        shim_Py_DECREF(prev); // only its address is used from here on
+                        // Give back GetOptionalAttr's reference first, so drop_ref sees the
+                        // count from before the op (the instance's reference keeps it alive).
+                        shim_Py_DECREF(prev);
+                        pred.drop_ref(prev);
                     }
                     raw::PyErr_Clear();
                     pred.add(v, 1);
@@ -827,7 +841,7 @@ impl<'a> Executor<'a> {
                 let n = self.interp.names[*name as usize];
                 let md = raw::PyModule_GetDict(self.scratch);
                 let prev = raw::PyDict_GetItemWithError(md, n);
-                pred.add(prev, -1);
+                pred.drop_ref(prev);
                 let cname = CString::new(name.as_str()).unwrap();
                 let rc = if let ModuleAdd { .. } = op {
                     raw::PyModule_Add(self.scratch, cname.as_ptr(), o)
@@ -855,9 +869,16 @@ impl<'a> Executor<'a> {
                     skipped: false,
                 }
             }
-            GcCollect => {
+            GcCollect { generation } => {
                 pred.give_up();
-                raw::PyGC_Collect();
+                let g = raw::PyLong_FromLong((*generation % 3) as std::os::raw::c_long);
+                let r = raw::PyObject_CallOneArg(self.interp.gc_collect, g);
+                shim_Py_DECREF(g);
+                if r.is_null() {
+                    raw::PyErr_Clear();
+                } else {
+                    shim_Py_DECREF(r);
+                }
                 unchecked
             }
             CallExt {

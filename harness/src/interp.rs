@@ -21,6 +21,8 @@ pub struct Interp {
     pub plain: *mut PyObject,
     pub evil: *mut PyObject,
     pub make_callable: *mut PyObject,
+    /// `gc.collect`.
+    pub gc_collect: *mut PyObject,
     /// `(qualified name, callable)` of the extension under test (`CAPISAN_EXT`).
     pub ext: Vec<(String, *mut PyObject)>,
     /// Interned attribute names, indexed like [`crate::ops::AttrName`].
@@ -68,16 +70,37 @@ pub fn take_error() -> String {
     }
 }
 
+/// A standard library shipped beside the binary (`<binary>.python/`, written by
+/// `cargo xtask fuzz-build`), for fuzzers copied to other machines (ClusterFuzzLite, OSS-Fuzz).
+pub fn bundled_home() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.with_file_name(format!("{}.python", exe.file_name()?.to_str()?));
+    dir.join("Lib").is_dir().then_some(dir)
+}
+
 /// Initialize the interpreter once and return the prelude handles. Panics with a clear
 /// message when the manifest or the extension under test cannot be loaded.
 pub fn get() -> &'static Interp {
     INTERP.get_or_init(|| {
-        let manifest: capisan_build::Manifest =
-            capisan_build::Manifest::load(MANIFEST_PATH.as_ref()).unwrap_or_else(|e| {
-                panic!("capisan was built against {MANIFEST_PATH}, which is gone: {e}; rebuild")
-            });
-        for (k, v) in manifest.env() {
-            default_env(&k, &v);
+        if let Some(home) = bundled_home() {
+            default_env("PYTHONHOME", &home.display().to_string());
+            let path = format!(
+                "{}:{}",
+                home.join("Lib").display(),
+                home.join("lib-dynload").display()
+            );
+            default_env("PYTHONPATH", &path);
+            if VARIANT == "asan" {
+                default_env("PYTHONMALLOC", "malloc");
+            }
+        } else {
+            let manifest: capisan_build::Manifest =
+                capisan_build::Manifest::load(MANIFEST_PATH.as_ref()).unwrap_or_else(|e| {
+                    panic!("capisan was built against {MANIFEST_PATH}, which is gone: {e}; rebuild")
+                });
+            for (k, v) in manifest.env() {
+                default_env(&k, &v);
+            }
         }
         // SAFETY: first and only initialization; 0 = leave signal handlers to libFuzzer.
         unsafe { raw::Py_InitializeEx(0) };
@@ -161,6 +184,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         plain: get(c"Plain")?,
         evil: get(c"Evil")?,
         make_callable: get(c"make_callable")?,
+        gc_collect: get(c"gc_collect")?,
         ext,
         names,
     })

@@ -156,10 +156,16 @@ mod tests {
             })
             .collect();
         ops[37] = Op::NewList { dst: Slot(0) };
-        ops[150] = Op::GcCollect;
+        ops[150] = Op::GcCollect { generation: 2 };
         let mut pred = |c: &[Op]| fails_if_contains(c, &["NewList", "GcCollect"]);
         let (min, tries) = minimize(&ops, &mut pred, &mut |_, _| {});
-        assert_eq!(min, vec![Op::NewList { dst: Slot(0) }, Op::GcCollect]);
+        assert_eq!(
+            min,
+            vec![
+                Op::NewList { dst: Slot(0) },
+                Op::GcCollect { generation: 2 }
+            ]
+        );
         assert!(
             tries < 200,
             "ddmin should need far fewer than one try per op, took {tries}"

@@ -1,3 +1,6 @@
+import gc as _gc
+gc_collect = _gc.collect
+
 class Plain:
     pass
 

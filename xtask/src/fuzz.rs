@@ -120,6 +120,72 @@ pub struct ExtBuildArgs {
 }
 
 #[derive(Args, Clone)]
+pub struct FuzzBuildArgs {
+    /// Fuzz target to build.
+    #[arg(default_value = "capi_sequences")]
+    pub target: String,
+    #[arg(long, default_value = "asan")]
+    pub variant: Variant,
+    /// Copy the fuzzer here, with the standard library it needs in `<target>.python/`, so it runs
+    /// without the capisan cache (ClusterFuzzLite / OSS-Fuzz `$OUT`).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// Build a fuzz target and make it self-contained in `out`.
+pub fn fuzz_build(args: FuzzBuildArgs) -> Result<()> {
+    let m = Manifest::find(
+        &Cache::resolve(args.cache.cache.clone()),
+        args.variant,
+        None,
+    )?;
+    let bin = build_target(&args.target, args.variant, &m)?;
+    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let dest = args.out.join(&args.target);
+    fs::copy(&bin, &dest).with_context(|| format!("copying the fuzzer to {}", dest.display()))?;
+    let home = args.out.join(format!("{}.python", args.target));
+    let _ = fs::remove_dir_all(&home);
+    // The pure-Python stdlib without its test suite, and the build's compiled modules.
+    let skip = ["test", "idlelib", "__pycache__", "tkinter", "turtledemo"];
+    for entry in walkdir::WalkDir::new(&m.stdlib)
+        .into_iter()
+        .filter_entry(|e| !(e.file_type().is_dir() && skip.iter().any(|s| e.file_name() == *s)))
+    {
+        let entry = entry?;
+        let rel = entry.path().strip_prefix(&m.stdlib)?;
+        let to = home.join("Lib").join(rel);
+        if entry.file_type().is_dir() {
+            fs::create_dir_all(&to)?;
+        } else {
+            fs::copy(entry.path(), &to)?;
+        }
+    }
+    let dynload = home.join("lib-dynload");
+    fs::create_dir_all(&dynload)?;
+    for e in fs::read_dir(&m.platstdlib)?
+        .flatten()
+        .filter(|e| e.path().is_file())
+    {
+        fs::copy(e.path(), dynload.join(e.file_name()))?;
+    }
+    let seeds = workspace_root().join("corpora").join(&args.target);
+    if seeds.is_dir() {
+        let to = args.out.join(format!("{}_seed_corpus", args.target));
+        fs::create_dir_all(&to)?;
+        for e in fs::read_dir(&seeds)?
+            .flatten()
+            .filter(|e| e.path().is_file())
+        {
+            fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    println!("built {} (+ {})", dest.display(), home.display());
+    Ok(())
+}
+
+#[derive(Args, Clone)]
 pub struct TriageArgs {
     /// Campaign directory written by `cargo xtask fuzz`.
     pub dir: PathBuf,

@@ -15,6 +15,7 @@
 //! directory at run time; it talks back through a JSON file, never through the target's stdout.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -189,7 +190,8 @@ struct RunOutput {
     text: String,
 }
 
-fn run_captured(program: &Path, argv: &[String], env: &[(String, String)]) -> Result<RunOutput> {
+/// Run `program` (an absolute path, or a bare name looked up on PATH) and capture its output.
+fn run_captured(program: &OsStr, argv: &[String], env: &[(String, String)]) -> Result<RunOutput> {
     let mut cmd = duct::cmd(program, argv)
         .stderr_to_stdout()
         .stdout_capture()
@@ -199,7 +201,7 @@ fn run_captured(program: &Path, argv: &[String], env: &[(String, String)]) -> Re
     }
     let out = cmd
         .run()
-        .with_context(|| format!("running {}", program.display()))?;
+        .with_context(|| format!("running {}", program.to_string_lossy()))?;
     Ok(RunOutput {
         ok: out.status.success(),
         code: out.status.code(),
@@ -239,7 +241,11 @@ fn run_driver(
         spec_path.display().to_string(),
         result_path.display().to_string(),
     ];
-    let out = run_captured(&manifest.python, &argv, &python_env(manifest, ext))?;
+    let out = run_captured(
+        manifest.python.as_os_str(),
+        &argv,
+        &python_env(manifest, ext),
+    )?;
     let Ok(text) = fs::read_to_string(&result_path) else {
         bail!(
             "the driver gave no result for {} (exit {:?}); its output ends with:\n{}\nReproduce with: {} {}",
@@ -284,6 +290,8 @@ def load_target(spec):
         import unittest
         from test import support
         support.verbose = 0
+        # Like regrtest: resource-gated tests (-u cpu, network, ...) run only when asked for.
+        support.use_resources = list(spec.get("use_resources", []))
         module = importlib.import_module("test." + spec["test"])
         def run():
             # A suite forgets its tests once run; load a fresh one every time, as regrtest does.
@@ -313,6 +321,10 @@ pub struct RefleakArgs {
     /// WARMUPS:RUNS, as regrtest's -R (e.g. 3:3).
     #[arg(short = 'R', long = "huntrleaks", default_value = "3:3")]
     pub huntrleaks: String,
+    /// Test resources to enable for a CPython test target, as regrtest's -u (e.g. cpu,network);
+    /// none by default, like regrtest.
+    #[arg(short = 'u', long = "use", value_delimiter = ',')]
+    pub use_resources: Vec<String>,
     /// Variant to run on; it must be a debug build (pydebug, asan and valgrind all are).
     #[arg(long, default_value = "pydebug")]
     pub variant: Variant,
@@ -528,7 +540,7 @@ pub fn refleak(args: RefleakArgs) -> Result<bool> {
         &ext,
         REFLEAK_DRIVER,
         &target,
-        serde_json::json!({"warmups": warmups, "runs": runs}),
+        serde_json::json!({"warmups": warmups, "runs": runs, "use_resources": args.use_resources}),
     );
     bar.finish_and_clear();
     let result = result?;
@@ -661,10 +673,13 @@ def main():
     n, top = spec["iterations"], spec["top"]
     run = load_target(spec)
     tracemalloc.start(spec["frames"])
-    run()  # warmup: first-call caches, lazy imports, specialization
-    gc.collect()
-    before = tracemalloc.take_snapshot()
-    for _ in range(n):
+    # Iteration 0 is the warmup (first-call caches, lazy imports, specialization). Every run is
+    # called from this one line, so warmup and measured allocations share their tracebacks.
+    before = None
+    for i in range(n + 1):
+        if i == 1:
+            gc.collect()
+            before = tracemalloc.take_snapshot()
         run()
     gc.collect()
     after = tracemalloc.take_snapshot()
@@ -904,7 +919,11 @@ pub fn lsan(args: LsanArgs) -> Result<bool> {
     ));
     let mut base_env = env.clone();
     base_env.push(("LSAN_OPTIONS".into(), "print_suppressions=0".into()));
-    let base = run_captured(&manifest.python, &["-c".into(), "pass".into()], &base_env);
+    let base = run_captured(
+        manifest.python.as_os_str(),
+        &["-c".into(), "pass".into()],
+        &base_env,
+    );
     bar.finish_and_clear();
     let base = base?;
     let lines = lsan_suppression_lines(&base.text);
@@ -940,7 +959,7 @@ pub fn lsan(args: LsanArgs) -> Result<bool> {
         "LSAN_OPTIONS".into(),
         format!("suppressions={}:print_suppressions=0", supp.display()),
     ));
-    let out = run_captured(&manifest.python, &target.python_argv(), &env);
+    let out = run_captured(manifest.python.as_os_str(), &target.python_argv(), &env);
     bar.finish_and_clear();
     let out = out?;
     let findings = detect::parse(&out.text);
@@ -1047,7 +1066,7 @@ impl Memcheck<'_> {
         argv.push(self.manifest.python.display().to_string());
         argv.extend(target.python_argv());
         let env = python_env(self.manifest, self.ext);
-        let out = run_captured(Path::new("valgrind"), &argv, &env)
+        let out = run_captured(OsStr::new("valgrind"), &argv, &env)
             .context("running valgrind (install it with `cargo xtask setup`)")?;
         let xml = fs::read_to_string(&xml_path).with_context(|| {
             format!(
@@ -1576,27 +1595,51 @@ fn supp_merge(args: SuppMergeArgs) -> Result<()> {
     Ok(())
 }
 
-/// True when `frames` still names a concrete location: at least one `fun:` frame that is not
-/// allocator / sanitizer machinery and has no wildcard. A suppression of only wildcards (or of
-/// `fun:malloc`) would swallow every error of its kind, the target's included.
-fn anchored(frames: &[String]) -> bool {
+/// True when `frames` still names a concrete location: at least one `fun:` frame without
+/// wildcards that is not allocator / sanitizer machinery and not in `weak` (functions of libc or
+/// valgrind's preload, e.g. `bcmp`). A suppression of only wildcards, or of `fun:malloc` or
+/// `fun:bcmp`, would swallow every error of its kind, the target's own included.
+fn anchored(frames: &[String], weak: &BTreeSet<String>) -> bool {
     frames.iter().any(|f| {
         f.strip_prefix("fun:").is_some_and(|name| {
-            !name.contains(['*', '?']) && !frame_tables::is_machinery(&Frame::named(name))
+            !name.contains(['*', '?'])
+                && !weak.contains(name)
+                && !frame_tables::is_machinery(&Frame::named(name))
         })
     })
 }
 
+/// Functions of the C library, the dynamic loader and valgrind's preloaded replacements: shared
+/// by every caller, so they never anchor a suppression.
+fn weak_functions(errors: &[&VgError]) -> BTreeSet<String> {
+    errors
+        .iter()
+        .flat_map(|e| &e.stack)
+        .filter(|f| {
+            f.object.as_deref().is_some_and(|o| {
+                let base = o.rsplit('/').next().unwrap_or(o);
+                base.starts_with("vgpreload_")
+                    || base.starts_with("libc.so")
+                    || base.starts_with("libc-")
+                    || base.starts_with("ld-linux")
+            })
+        })
+        .filter_map(|f| f.function.clone())
+        .collect()
+}
+
 /// Make one suppression as general as the evidence allows: it must still suppress every error in
-/// `covered`, suppress nothing in `protected`, and stay [`anchored`]. The innermost frame is never
-/// widened, so the suppression stays tied to where the error happens.
+/// `covered`, suppress nothing in `protected`, and stay [`anchored`] (a frame that is neither
+/// machinery nor libc / valgrind preload). The innermost frame is never widened, so the
+/// suppression stays tied to where the error happens.
 pub fn widen(entry: &Suppression, covered: &[&VgError], protected: &[&VgError]) -> Suppression {
+    let weak = weak_functions(covered);
     let ok = |frames: &[String]| {
         let cand = Suppression {
             frames: frames.to_vec(),
             ..entry.clone()
         };
-        anchored(frames)
+        anchored(frames, &weak)
             && covered.iter().all(|e| e.suppressed_by(&cand))
             && !protected.iter().any(|e| e.suppressed_by(&cand))
     };
@@ -1675,6 +1718,10 @@ fn supp_minimize(args: SuppMinimizeArgs) -> Result<()> {
         }
     }
     let protected_refs: Vec<&VgError> = protected.iter().collect();
+    let covered_count = baseline
+        .iter()
+        .filter(|e| original.iter().any(|s| e.suppressed_by(s)))
+        .count();
     let uncovered: BTreeSet<String> = baseline
         .iter()
         .filter(|e| !original.iter().any(|s| e.suppressed_by(s)))
@@ -1781,11 +1828,11 @@ fn supp_minimize(args: SuppMinimizeArgs) -> Result<()> {
     let frames_after: usize = entries.iter().map(|s| s.frames.len()).sum();
     println!(
         "valgrind-supp minimize: {} -> {} suppression(s) ({unused} unused by the baseline), \
-         {frames_before} -> {frames_after} frame line(s); verified: {} baseline error(s) \
-         suppressed, {} protected error(s) still reported; wrote {}",
+         {frames_before} -> {frames_after} frame line(s); verified by re-running: the {} baseline \
+         error(s) FILE suppressed stay suppressed, {} protected error(s) stay reported; wrote {}",
         original.len(),
         entries.len(),
-        baseline.len() - uncovered.len(),
+        covered_count,
         protected.len(),
         args.out.display()
     );
@@ -1859,6 +1906,30 @@ mod tests {
         ));
         assert!(!stack_matches(&s[0].frames, &[frame("malloc"), frame("a")]));
         assert!(glob(b"a?c*", b"abcdef"));
+    }
+
+    #[test]
+    fn libc_and_preload_frames_never_anchor() {
+        let mut e = error(
+            "Memcheck:Cond",
+            &["bcmp", "bytes_compare_eq", "bytes_richcompare", "eval"],
+        );
+        e.stack[0].object = Some("/usr/libexec/valgrind/vgpreload_memcheck-amd64-linux.so".into());
+        let w = widen(e.generated.as_ref().unwrap(), &[&e], &[]);
+        assert_eq!(w.frames, vec!["fun:bcmp", "fun:bytes_compare_eq"]);
+    }
+
+    #[test]
+    fn lsan_baseline_lines_name_the_innermost_non_allocator_frame() {
+        let text = include_str!("../../harness/src/detect/fixtures/lsan_leak_bytes_on_error.txt");
+        assert_eq!(lsan_suppression_lines(text), vec!["leak:_PyBytes_FromSize"]);
+        assert!(lsan_suppression_lines("").is_empty());
+        let mut env = vec![(
+            "ASAN_OPTIONS".to_string(),
+            "detect_leaks=0:halt_on_error=1".to_string(),
+        )];
+        with_leak_detection(&mut env);
+        assert_eq!(env[0].1, "detect_leaks=1:halt_on_error=1");
     }
 
     #[test]

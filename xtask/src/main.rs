@@ -50,6 +50,8 @@ enum Command {
     FuzzExt(fuzz::FuzzExtArgs),
     /// Compile a C extension (file or directory of .c files) against a variant, with its sanitizers.
     ExtBuild(fuzz::ExtBuildArgs),
+    /// Build a fuzz target into a self-contained directory (ClusterFuzzLite / OSS-Fuzz `$OUT`).
+    FuzzBuild(fuzz::FuzzBuildArgs),
     /// Re-run a campaign's crash artifacts and print the buckets.
     Triage(fuzz::TriageArgs),
     /// Shrink a crash artifact to its op-sequence core (ddmin), keeping its bucket signature.
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
         Command::Variants(a) => build::variants(a),
         Command::Fuzz(a) => fuzz::fuzz(a).map(|_| ()),
         Command::FuzzExt(a) => fuzz::fuzz_ext(a),
+        Command::FuzzBuild(a) => fuzz::fuzz_build(a),
         Command::ExtBuild(a) => fuzz::ext_build(a),
         Command::Triage(a) => match fuzz::triage(a) {
             Ok(true) => Ok(()),

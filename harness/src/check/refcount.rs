@@ -51,6 +51,22 @@ impl Prediction {
         }
     }
 
+    /// Expect the op to release one reference to `o` (alive now, before the op). If that may be
+    /// its last reference, its dealloc may release others: nothing is compared for this op.
+    ///
+    /// # Safety
+    /// `o` must be NULL or a live object; the GIL must be held.
+    pub unsafe fn drop_ref(&mut self, o: *mut PyObject) {
+        if o.is_null() {
+            return;
+        }
+        self.add(o, -1);
+        let pending = self.delta.get(&(o as usize)).copied().unwrap_or(0);
+        if shim_Py_IsImmortal(o) == 0 && shim_Py_REFCNT(o) + pending <= 0 {
+            self.give_up();
+        }
+    }
+
     /// Mark the op as not comparable.
     pub fn give_up(&mut self) {
         self.unpredictable = true;

@@ -170,8 +170,8 @@ pub enum Op {
     ModuleAdd { obj: Slot, name: AttrName },
     /// `PyErr_SetString` then `PyErr_GetRaisedException` — new.
     ErrRoundTrip { dst: Slot },
-    /// `PyGC_Collect`.
-    GcCollect,
+    /// `gc.collect(generation % 3)`: young generations are cheap, a full collection is not.
+    GcCollect { generation: u8 },
     /// Call callable number `func` of the extension under test with the first `nargs % 4` of
     /// `args` — new. (A fixed array keeps the fuzzer's encoding dense.)
     CallExt {
@@ -186,7 +186,7 @@ impl Op {
     /// The variant name, e.g. `ListAppend` (the op part of a bucket signature).
     pub fn name(&self) -> &'static str {
         macro_rules! names {
-            ($($v:ident),*) => { match self { $(Op::$v { .. } => stringify!($v),)* Op::GcCollect => "GcCollect" } };
+            ($($v:ident),*) => { match self { $(Op::$v { .. } => stringify!($v),)* } };
         }
         names!(
             NewInt,
@@ -226,6 +226,7 @@ impl Op {
             ModuleAddRef,
             ModuleAdd,
             ErrRoundTrip,
+            GcCollect,
             CallExt
         )
     }
@@ -282,7 +283,7 @@ impl fmt::Display for Op {
             ModuleAddRef { obj, name } => write!(f, "ModuleAddRef({obj}, {:?})", name.as_str()),
             ModuleAdd { obj, name } => write!(f, "ModuleAdd({obj}, {:?})", name.as_str()),
             ErrRoundTrip { dst } => write!(f, "{dst} = ErrRoundTrip()"),
-            GcCollect => write!(f, "GcCollect()"),
+            GcCollect { generation } => write!(f, "GcCollect({})", generation % 3),
             CallExt {
                 func,
                 nargs,

@@ -245,7 +245,7 @@ impl Model {
             Hash { obj } => (vec![r(obj)], None, true),
             ModuleAddRef { obj, .. } => (vec![r(obj)], None, true),
             ModuleAdd { obj, .. } => (vec![(obj.index(), Steal)], None, true),
-            GcCollect => (vec![], None, true),
+            GcCollect { .. } => (vec![], None, true),
             CallExt {
                 nargs, args, dst, ..
             } => {

@@ -18,21 +18,67 @@ static PyObject *s[NSLOTS];
 static int own[NSLOTS];
 static PyObject *cls_Plain, *cls_Evil, *make_callable, *ext_module;
 
+/* tp_traverse audit at an object's death, as capisan's GC check does it: hold every object the
+ * victim's tp_traverse visits (so none dies and cascades) and every other owned GC object in a
+ * slot, release the victim, and compare each candidate's refcount drop with its visit count. */
+#define MAX_VISITS 256
+struct visits { PyObject *o[MAX_VISITS]; int n; };
+static int collect_visit(PyObject *o, void *arg) {
+    struct visits *v = arg;
+    if (o && v->n < MAX_VISITS) v->o[v->n++] = o;
+    return 0;
+}
+static void release_ref(PyObject *o) {
+    if (Py_REFCNT(o) != 1 || !PyObject_IS_GC(o) || _Py_IsImmortal(o)) { Py_DECREF(o); return; }
+    struct visits v = {.n = 0};
+    traverseproc t = Py_TYPE(o)->tp_traverse;
+    if (t) t(o, collect_visit, &v);
+    for (int k = 0; k < v.n; k++) Py_INCREF(v.o[k]);
+    PyObject *cand[NSLOTS]; Py_ssize_t before[NSLOTS]; int nc = 0;
+    for (int i = 0; i < NSLOTS; i++) {
+        int seen = 0;
+        for (int j = 0; j < nc; j++) seen |= cand[j] == s[i];
+        if (own[i] > 0 && s[i] && s[i] != o && !seen && PyObject_IS_GC(s[i]) && !_Py_IsImmortal(s[i])) {
+            Py_INCREF(s[i]);
+            cand[nc] = s[i];
+            before[nc++] = Py_REFCNT(s[i]);
+        }
+    }
+    const char *tname = Py_TYPE(o)->tp_name;
+    Py_DECREF(o);
+    int bad = 0;
+    for (int j = 0; j < nc; j++) {
+        Py_ssize_t released = before[j] - Py_REFCNT(cand[j]), visited = 0;
+        for (int k = 0; k < v.n; k++) visited += v.o[k] == cand[j];
+        if (released != visited) {
+            fprintf(stderr, "GC TRAVERSAL BUG: %s released %zd reference(s) to a %s that tp_traverse visited %zd time(s) (missing Py_VISIT)\n",
+                    tname, released, Py_TYPE(cand[j])->tp_name, visited);
+            bad = 1;
+        }
+        Py_DECREF(cand[j]);
+    }
+    for (int k = 0; k < v.n; k++) Py_DECREF(v.o[k]);
+    if (bad) exit(1);
+}
+
 /* Store a call's result in slot d; release what d owned before (after the call, as capisan does). */
 static void put(int d, PyObject *r, int is_new) {
     PyObject *old = s[d];
     int n = own[d];
     s[d] = r;
     own[d] = (r != NULL && is_new) ? 1 : 0;
-    while (n-- > 0) Py_DECREF(old);
+    while (n-- > 0) release_ref(old);
 }
 /* Slot i gave one reference away to a stealing call. */
 static void stolen(int i, int rc) {
     if (--own[i] == 0 && rc != 0) s[i] = NULL;
 }
 static void release_all(int i) {
-    while (own[i] > 0) { own[i]--; Py_DECREF(s[i]); }
+    PyObject *o = s[i];
+    int n = own[i];
+    own[i] = 0;
     s[i] = NULL;
+    while (n-- > 0) release_ref(o);
 }
 static void done(int op) {
     if (PyErr_Occurred()) {
@@ -43,32 +89,15 @@ static void done(int op) {
 /* gdb's watch.gdb breaks here to set a watchpoint on the victim's refcount. */
 __attribute__((noinline)) void capisan_victim_ready(PyObject *victim) { (void)victim; }
 
-/* tp_traverse audit, as capisan's GC check does it. */
-static int count_visit(PyObject *o, void *arg) { if (o == ((PyObject **)arg)[0]) ((PyObject **)arg)[1]++; return 0; }
-static int audit_release(PyObject *obj, PyObject *child) {
-    PyObject *box[2] = {child, NULL};
-    traverseproc t = Py_TYPE(obj)->tp_traverse;
-    if (t) t(obj, count_visit, box);
-    Py_ssize_t visits = (Py_ssize_t)box[1];
-    Py_INCREF(child);
-    Py_ssize_t before = Py_REFCNT(child);
-    Py_DECREF(obj);
-    Py_ssize_t released = before - Py_REFCNT(child);
-    Py_DECREF(child);
-    if (released != visits) {
-        fprintf(stderr, "GC TRAVERSAL BUG: %s released %zd reference(s) to a %s that tp_traverse visited %zd time(s) (missing Py_VISIT)\n",
-                Py_TYPE(obj)->tp_name, released, Py_TYPE(child)->tp_name, visits);
-        return 1;
-    }
-    return 0;
-}
-
 static const char PRELUDE[] =
 "#;
 
 /// The C program for a resolved sequence.
 pub fn emit(r: &Resolved, expect: Expect) -> String {
-    let mut out = HEADER.replace("NSLOTS]", &format!("{NSLOTS}]"));
+    let mut out = HEADER.replace(
+        "#include <stdio.h>\n",
+        &format!("#include <stdio.h>\n\n#define NSLOTS {NSLOTS}\n"),
+    );
     for line in crate::PRELUDE_PY.lines() {
         let _ = writeln!(out, "    {}", c_bytes(format!("{line}\n").as_bytes()));
     }
@@ -99,17 +128,17 @@ pub fn emit(r: &Resolved, expect: Expect) -> String {
             let _ = writeln!(out, "    capisan_victim_ready(s[{victim}]);");
         }
         let _ = writeln!(out, "    /* {} */", super::describe(op, r));
-        out.push_str(&op_c(op, r, i, expect));
+        out.push_str(&op_c(op, r, expect));
         let _ = writeln!(out, "    done({i});");
     }
     out.push_str(
-        "\n    for (int i = 0; i < NSLOTS_N; i++) release_all(i);\n    Py_DECREF(scratch);\n",
+        "\n    for (int i = 0; i < NSLOTS; i++) release_all(i);\n    Py_DECREF(scratch);\n",
     );
     out.push_str("    fprintf(stderr, \"capisan repro: finished without the expected failure\\n\");\n    return 0;\n}\n");
-    out.replace("NSLOTS_N", &NSLOTS.to_string())
+    out
 }
 
-fn op_c(op: &Op, r: &Resolved, i: usize, expect: Expect) -> String {
+fn op_c(op: &Op, r: &Resolved, expect: Expect) -> String {
     use Op::*;
     let s = |x: &crate::ops::Slot| format!("s[{}]", x.index());
     let d = |x: &crate::ops::Slot| x.index();
@@ -156,7 +185,7 @@ fn op_c(op: &Op, r: &Resolved, i: usize, expect: Expect) -> String {
         Dup { src, dst } => format!("    Py_INCREF({}); put({}, {}, 1); /* Py_NewRef: new */\n", s(src), d(dst), s(src)),
         Incref { slot } => format!("    Py_INCREF({}); own[{}]++; /* now owned */\n", s(slot), d(slot)),
         Decref { slot } => format!(
-            "    {{ PyObject *o = {}; if (--own[{i2}] == 0) s[{i2}] = NULL; Py_DECREF(o); }} /* releases one owned reference */\n",
+            "    {{ PyObject *o = {}; if (--own[{i2}] == 0) s[{i2}] = NULL; release_ref(o); }} /* releases one owned reference */\n",
             s(slot),
             i2 = d(slot)
         ),
@@ -226,7 +255,10 @@ fn op_c(op: &Op, r: &Resolved, i: usize, expect: Expect) -> String {
             "    PyErr_SetString(PyExc_ValueError, \"capisan\"); put({}, PyErr_GetRaisedException(), 1); /* new */\n",
             d(dst)
         ),
-        GcCollect => "    PyGC_Collect();\n".into(),
+        GcCollect { generation } => format!(
+            "    {{ PyObject *gc = PyImport_ImportModule(\"gc\"); PyObject *r = PyObject_CallMethod(gc, \"collect\", \"i\", {}); Py_XDECREF(r); Py_DECREF(gc); }}\n",
+            generation % 3
+        ),
         CallExt { func, nargs, args, dst } => {
             let (_, f) = callee(r, *func);
             let argv: Vec<String> = args.iter().take(*nargs as usize % 4).map(s).collect();
@@ -239,12 +271,6 @@ fn op_c(op: &Op, r: &Resolved, i: usize, expect: Expect) -> String {
                 Expect::Leak => format!(
                     "    {{ /* called three times, like capisan's repeat rule */\n      put({}, {call}, 1); PyErr_Clear();\n      for (int k = 0; k < 2; k++) {{ Py_ssize_t t0 = _Py_GetGlobalRefTotal(); PyObject *x = {call}; Py_XDECREF(x); PyErr_Clear();\n        Py_ssize_t dt = _Py_GetGlobalRefTotal() - t0; fprintf(stderr, \"call %d: total refcount delta %zd\\n\", k + 2, dt);\n        if (dt < 1) break; if (k == 1) {{ fprintf(stderr, \"REFERENCE LEAK: every repeated call of {f} leaks\\n\"); return 1; }} }} }}\n",
                     d(dst)
-                ),
-                Expect::GcTraversal if i + 1 == r.ops.len() => format!(
-                    "    put({}, {call}, 1); /* new */\n    if (s[{0}] && own[{0}] == 1 && {} && audit_release(s[{0}], {})) return 1; s[{0}] = NULL; own[{0}] = 0;\n",
-                    d(dst),
-                    argv.first().map_or("0".to_string(), |_| "1".into()),
-                    argv.first().cloned().unwrap_or("Py_None".into()),
                 ),
                 _ => format!(
                     "    {{ put({}, {call}, 1); PyErr_Clear();\n      for (int k = 0; k < 2; k++) {{ PyObject *x = {call}; Py_XDECREF(x); PyErr_Clear(); }} }} /* new; called three times like capisan */\n",

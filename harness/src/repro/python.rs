@@ -90,7 +90,7 @@ fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
         Hash { obj } => format!("hash({obj})"),
         Repr { obj, dst } => format!("{dst} = repr({obj})"),
         Call { callable, arg, dst } => format!("{dst} = {callable}({arg})"),
-        GcCollect => "import gc; gc.collect()".into(),
+        GcCollect { generation } => format!("import gc; gc.collect({})", generation % 3),
         ErrRoundTrip { dst } => format!("{dst} = ValueError('capisan')"),
         CallExt {
             func,
