@@ -38,3 +38,23 @@ pub fn xtask(args: &[&str], env: &[(&str, &str)]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Build the bug zoo (`tests/bugzoo/bugzoo.c`) for `variant` into a temporary directory named
+/// after `purpose` (so tests do not overwrite each other's builds); returns the directory.
+pub fn build_zoo(variant: &str, purpose: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("capisan-{purpose}-zoo-{variant}"));
+    let src = root().join("tests/bugzoo/bugzoo.c");
+    let r = xtask(
+        &[
+            "ext-build",
+            src.to_str().unwrap(),
+            "--variant",
+            variant,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.ok, "ext-build failed: {}{}", r.stdout, r.stderr);
+    out
+}

@@ -13,21 +13,7 @@ use serde_json::Value;
 
 /// Build the bug zoo for `variant` into a directory of its own.
 fn zoo(variant: &str) -> String {
-    let out = std::env::temp_dir().join(format!("capisan-leaks-zoo-{variant}"));
-    let src = root().join("tests/bugzoo/bugzoo.c");
-    let r = xtask(
-        &[
-            "ext-build",
-            src.to_str().unwrap(),
-            "--variant",
-            variant,
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(r.ok, "ext-build failed: {}{}", r.stdout, r.stderr);
-    out.display().to_string()
+    common::build_zoo(variant, "leaks").display().to_string()
 }
 
 /// Write `name` with `text` into `dir`; returns its path as a string.

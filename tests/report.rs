@@ -3,26 +3,11 @@
 
 mod common;
 
-use common::{root, xtask};
+use common::xtask;
 
 #[test]
 fn report_shows_the_findings_in_a_browser() {
-    let ext = std::env::temp_dir().join("capisan-report-ext");
-    let zoo = root().join("tests/bugzoo/bugzoo.c");
-    assert!(
-        xtask(
-            &[
-                "ext-build",
-                zoo.to_str().unwrap(),
-                "--variant",
-                "asan",
-                "-o",
-                ext.to_str().unwrap()
-            ],
-            &[]
-        )
-        .ok
-    );
+    let ext = common::build_zoo("asan", "report");
     let dir = std::env::temp_dir().join("capisan-report-campaign");
     let _ = std::fs::remove_dir_all(&dir);
     let r = xtask(

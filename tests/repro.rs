@@ -6,24 +6,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use capisan::detect::{self, BugClass};
-use common::{root, xtask};
+use common::xtask;
 
 /// Fuzz one zoo function until it crashes; return the first crash artifact.
 fn artifact_for(func: &str, pythonmalloc: Option<&str>) -> PathBuf {
-    let ext = std::env::temp_dir().join("capisan-repro-ext");
-    let zoo = root().join("tests/bugzoo/bugzoo.c");
-    let r = xtask(
-        &[
-            "ext-build",
-            zoo.to_str().unwrap(),
-            "--variant",
-            "asan",
-            "-o",
-            ext.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(r.ok, "{}", r.stderr);
+    let ext = common::build_zoo("asan", "repro");
     let out = std::env::temp_dir().join(format!("capisan-repro-campaign-{func}"));
     let _ = std::fs::remove_dir_all(&out);
     let mut args = vec![

@@ -5,25 +5,11 @@
 
 mod common;
 
-use common::{root, xtask};
+use common::xtask;
 use serde_json::Value;
 
 fn ext_dir(variant: &str) -> String {
-    let out = std::env::temp_dir().join(format!("capisan-zoo-{variant}"));
-    let zoo = root().join("tests/bugzoo/bugzoo.c");
-    let r = xtask(
-        &[
-            "ext-build",
-            zoo.to_str().unwrap(),
-            "--variant",
-            variant,
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(r.ok, "ext-build failed: {}{}", r.stdout, r.stderr);
-    out.display().to_string()
+    common::build_zoo(variant, "zoo").display().to_string()
 }
 
 /// Fuzz one zoo function and return the buckets as JSON.

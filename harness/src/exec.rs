@@ -79,7 +79,7 @@ fn dump_resolved(log: &[Op], interp: &Interp) {
     static PATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     if let Some(path) = PATH.get_or_init(|| std::env::var("CAPISAN_DUMP_RESOLVED").ok()) {
         let r = Resolved {
-            ext: interp.ext.iter().map(|e| e.0.clone()).collect(),
+            ext: interp.ext_names.clone(),
             ops: log.to_vec(),
         };
         let _ = std::fs::write(path, serde_json::to_vec(&r).unwrap_or_default());
@@ -88,26 +88,7 @@ fn dump_resolved(log: &[Op], interp: &Interp) {
 
 /// An op as text, with the extension callee's name.
 pub fn describe(op: &Op) -> String {
-    match op {
-        Op::CallExt {
-            func,
-            nargs,
-            args,
-            dst,
-        } => {
-            let name = interp::get()
-                .ext
-                .get(*func as usize % interp::get().ext.len().max(1))
-                .map_or("?".to_string(), |e| e.0.clone());
-            let args: Vec<String> = args
-                .iter()
-                .take(*nargs as usize % 4)
-                .map(|a| a.to_string())
-                .collect();
-            format!("{dst} = CallExt {name}({})", args.join(", "))
-        }
-        other => other.to_string(),
-    }
+    op.describe(&interp::get().ext_names)
 }
 
 #[cfg(capisan_asan)]
@@ -881,12 +862,9 @@ impl<'a> Executor<'a> {
                 }
                 unchecked
             }
-            CallExt {
-                func, nargs, args, ..
-            } => {
+            CallExt { func, .. } => {
                 pred.give_up();
-                let n = *nargs as usize % 4;
-                self.call_ext(op, *func as usize % self.interp.ext.len(), &args[..n])?
+                self.call_ext(op, *func as usize % self.interp.ext.len(), op.ext_args())?
             }
         })
     }

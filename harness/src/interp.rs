@@ -25,6 +25,8 @@ pub struct Interp {
     pub gc_collect: *mut PyObject,
     /// `(qualified name, callable)` of the extension under test (`CAPISAN_EXT`).
     pub ext: Vec<(String, *mut PyObject)>,
+    /// The qualified names of `ext`, for op text.
+    pub ext_names: Vec<String>,
     /// Interned attribute names, indexed like [`crate::ops::AttrName`].
     pub names: [*mut PyObject; 3],
 }
@@ -185,6 +187,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         evil: get(c"Evil")?,
         make_callable: get(c"make_callable")?,
         gc_collect: get(c"gc_collect")?,
+        ext_names: ext.iter().map(|e| e.0.clone()).collect(),
         ext,
         names,
     })

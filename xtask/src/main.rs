@@ -20,7 +20,13 @@ use clap::{Args, Parser, Subcommand};
 /// Build interpreter variants (pydebug, ASan+UBSan, valgrind, release) from real CPython source,
 /// cached outside the checkout under ~/.cache/capisan (or $CAPISAN_CACHE).
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, about, long_about)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    about,
+    long_about
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

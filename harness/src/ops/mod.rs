@@ -183,6 +183,29 @@ pub enum Op {
 }
 
 impl Op {
+    /// The argument slots a `CallExt` passes: the first `nargs % 4` of `args` (none for others).
+    pub fn ext_args(&self) -> &[Slot] {
+        match self {
+            Op::CallExt { nargs, args, .. } => &args[..*nargs as usize % 4],
+            _ => &[],
+        }
+    }
+
+    /// The op as text, naming a `CallExt` callee from `ext` (indexed like `func % ext.len()`):
+    /// `s5 = CallExt bugzoo.double_free(s0)`.
+    pub fn describe(&self, ext: &[String]) -> String {
+        match self {
+            Op::CallExt { func, dst, .. } => {
+                let name = ext
+                    .get(*func as usize % ext.len().max(1))
+                    .map_or("?", String::as_str);
+                let args: Vec<String> = self.ext_args().iter().map(Slot::to_string).collect();
+                format!("{dst} = CallExt {name}({})", args.join(", "))
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The variant name, e.g. `ListAppend` (the op part of a bucket signature).
     pub fn name(&self) -> &'static str {
         macro_rules! names {
@@ -284,17 +307,8 @@ impl fmt::Display for Op {
             ModuleAdd { obj, name } => write!(f, "ModuleAdd({obj}, {:?})", name.as_str()),
             ErrRoundTrip { dst } => write!(f, "{dst} = ErrRoundTrip()"),
             GcCollect { generation } => write!(f, "GcCollect({})", generation % 3),
-            CallExt {
-                func,
-                nargs,
-                args,
-                dst,
-            } => {
-                let args: Vec<String> = args
-                    .iter()
-                    .take(*nargs as usize % 4)
-                    .map(|a| a.to_string())
-                    .collect();
+            CallExt { func, dst, .. } => {
+                let args: Vec<String> = self.ext_args().iter().map(Slot::to_string).collect();
                 write!(f, "{dst} = CallExt #{func}({})", args.join(", "))
             }
         }

@@ -259,9 +259,9 @@ fn op_c(op: &Op, r: &Resolved, expect: Expect) -> String {
             "    {{ PyObject *gc = PyImport_ImportModule(\"gc\"); PyObject *r = PyObject_CallMethod(gc, \"collect\", \"i\", {}); Py_XDECREF(r); Py_DECREF(gc); }}\n",
             generation % 3
         ),
-        CallExt { func, nargs, args, dst } => {
+        CallExt { func, dst, .. } => {
             let (_, f) = callee(r, *func);
-            let argv: Vec<String> = args.iter().take(*nargs as usize % 4).map(s).collect();
+            let argv: Vec<String> = op.ext_args().iter().map(s).collect();
             let call = format!(
                 "PyObject_CallFunctionObjArgs(PyObject_GetAttrString(ext_module, \"{f}\"), {}NULL)",
                 argv.iter().map(|a| format!("{a}, ")).collect::<String>()

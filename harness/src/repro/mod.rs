@@ -38,23 +38,7 @@ pub fn victim_slot(r: &Resolved) -> usize {
 
 /// An op as text with the extension callee's name (`s5 = CallExt bugzoo.double_free(s0)`).
 pub fn describe(op: &Op, r: &Resolved) -> String {
-    match op {
-        Op::CallExt {
-            func,
-            nargs,
-            args,
-            dst,
-        } => {
-            let (m, f) = callee(r, *func);
-            let argv: Vec<String> = args
-                .iter()
-                .take(*nargs as usize % 4)
-                .map(|a| a.to_string())
-                .collect();
-            format!("{dst} = CallExt {m}.{f}({})", argv.join(", "))
-        }
-        other => other.to_string(),
-    }
+    op.describe(&r.ext)
 }
 
 /// C string literal for arbitrary bytes.

@@ -92,18 +92,9 @@ fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
         Call { callable, arg, dst } => format!("{dst} = {callable}({arg})"),
         GcCollect { generation } => format!("import gc; gc.collect({})", generation % 3),
         ErrRoundTrip { dst } => format!("{dst} = ValueError('capisan')"),
-        CallExt {
-            func,
-            nargs,
-            args,
-            dst,
-        } => {
+        CallExt { func, dst, .. } => {
             let (m, f) = callee(r, *func);
-            let argv: Vec<String> = args
-                .iter()
-                .take(*nargs as usize % 4)
-                .map(|a| a.to_string())
-                .collect();
+            let argv: Vec<String> = op.ext_args().iter().map(|a| a.to_string()).collect();
             let call = format!("{m}.{f}({})", argv.join(", "));
             match expect {
                 Expect::Leak => format!(
