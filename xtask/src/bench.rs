@@ -60,6 +60,7 @@ fn exec_per_sec(time: u64, no_checks: bool, collect: bool, cache: &Option<PathBu
         collect,
         json: true,
         no_seeds: true,
+        jobs: 1,
         cache: crate::CacheArgs {
             cache: cache.clone(),
         },
@@ -253,6 +254,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             collect: false,
             json: true,
             no_seeds: true,
+            jobs: 1,
             cache: crate::CacheArgs {
                 cache: args.cache.clone(),
             },
@@ -340,6 +342,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                     collect: false,
                     json: true,
                     no_seeds: true,
+                    jobs: 1,
                     cache: crate::CacheArgs {
                         cache: args.cache.clone(),
                     },

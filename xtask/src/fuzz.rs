@@ -51,6 +51,10 @@ pub struct FuzzArgs {
     /// Start from an empty corpus, without corpora/<target>/ (to measure time-to-detect).
     #[arg(long)]
     pub no_seeds: bool,
+    /// Parallel fuzzing processes (libFuzzer fork mode, shared corpus). With more than one job
+    /// the campaign keeps going after a crash, so one run can collect several buckets.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
     #[command(flatten)]
     pub cache: CacheArgs,
     /// Extra libFuzzer arguments, after `--`.
@@ -102,6 +106,9 @@ pub struct FuzzExtArgs {
     /// Start from an empty corpus, without corpora/capi_sequences/.
     #[arg(long)]
     pub no_seeds: bool,
+    /// Parallel fuzzing processes (libFuzzer fork mode).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -434,6 +441,17 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     if let Some(seed) = args.seed {
         fuzz_args.push(format!("-seed={seed}"));
     }
+    if args.jobs > 1 {
+        // Fork mode: the parent merges each child's new inputs into the corpus directory and
+        // copies crash artifacts out as children report them, so killing the campaign loses
+        // nothing already reported.
+        fuzz_args.extend([
+            format!("-fork={}", args.jobs),
+            "-ignore_crashes=1".into(),
+            "-ignore_ooms=1".into(),
+            "-ignore_timeouts=1".into(),
+        ]);
+    }
     fuzz_args.extend(args.libfuzzer.iter().cloned());
     fuzz_args.push(corpus.display().to_string());
     if seeds.is_dir() && !args.no_seeds {
@@ -664,6 +682,7 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
         collect: false,
         json: args.json,
         no_seeds: args.no_seeds,
+        jobs: args.jobs,
         cache: args.cache,
         libfuzzer: Vec::new(),
     })
