@@ -113,7 +113,7 @@ fn kill_9_loses_no_corpus_entry_or_finding() {
         .lines()
         .find_map(|l| {
             l.strip_prefix("INFO:")
-                .and_then(|l| l.trim().split_whitespace().next()?.parse().ok())
+                .and_then(|l| l.split_whitespace().next()?.parse().ok())
                 .filter(|_| l.contains("files found in"))
         })
         .expect("libFuzzer reports the corpus it loaded");
