@@ -532,6 +532,23 @@ impl<'a> Executor<'a> {
                 obj(t)
             }
             NewList { .. } => obj(raw::PyList_New(0)),
+            NewListOf { len, .. } => {
+                let l = raw::PyList_New(0);
+                for k in 0..(*len % 5) {
+                    let item = raw::PyFloat_FromDouble(f64::from(k) + 0.5); // new
+                    if l.is_null() || item.is_null() || raw::PyList_Append(l, item) != 0 {
+                        return Err(Violation {
+                            kind: ViolationKind::ExceptionState,
+                            op_index: CURRENT_INDEX.load(Ordering::SeqCst),
+                            op: describe(op),
+                            detail: "building a small list of floats failed".into(),
+                            at: None,
+                        });
+                    }
+                    shim_Py_DECREF(item); // the list holds the only reference now
+                }
+                obj(l)
+            }
             NewDict { .. } => obj(raw::PyDict_New()),
             NewSet { .. } => obj(raw::PySet_New(std::ptr::null_mut())),
             NewInstance { class, .. } => {

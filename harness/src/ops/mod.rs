@@ -92,6 +92,9 @@ pub enum Op {
     NewTuple { dst: Slot, len: u8 },
     /// `PyList_New(0)` — new.
     NewList { dst: Slot },
+    /// `PyList_New(0)` then `PyList_Append` of `len % 5` fresh floats the list alone owns (the
+    /// shape where a borrowed item dies as soon as the list lets go of it) — new.
+    NewListOf { dst: Slot, len: u8 },
     /// `PyDict_New` — new.
     NewDict { dst: Slot },
     /// `PySet_New(NULL)` — new.
@@ -218,6 +221,7 @@ impl Op {
             NewBytes,
             NewTuple,
             NewList,
+            NewListOf,
             NewDict,
             NewSet,
             NewInstance,
@@ -267,6 +271,7 @@ impl fmt::Display for Op {
             }
             NewTuple { dst, len } => write!(f, "{dst} = NewTuple({})", len % 5),
             NewList { dst } => write!(f, "{dst} = NewList()"),
+            NewListOf { dst, len } => write!(f, "{dst} = NewListOf({})", len % 5),
             NewDict { dst } => write!(f, "{dst} = NewDict()"),
             NewSet { dst } => write!(f, "{dst} = NewSet()"),
             NewInstance { dst, class } => write!(f, "{dst} = NewInstance({class:?})"),

@@ -173,6 +173,7 @@ impl Model {
             | NewBytes { dst, .. }
             | NewTuple { dst, .. }
             | NewList { dst }
+            | NewListOf { dst, .. }
             | NewDict { dst }
             | NewSet { dst }
             | NewInstance { dst, .. }

@@ -168,6 +168,11 @@ fn op_c(op: &Op, r: &Resolved, expect: Expect) -> String {
             n = len % 5
         ),
         NewList { dst } => format!("    put({}, PyList_New(0), 1); /* new */\n", d(dst)),
+        NewListOf { dst, len } => format!(
+            "    {{ PyObject *l = PyList_New(0); for (int k = 0; k < {n}; k++) {{ PyObject *x = PyFloat_FromDouble(k + 0.5); PyList_Append(l, x); Py_DECREF(x); }} put({}, l, 1); }} /* new; the list alone owns its items */\n",
+            d(dst),
+            n = len % 5
+        ),
         NewDict { dst } => format!("    put({}, PyDict_New(), 1); /* new */\n", d(dst)),
         NewSet { dst } => format!("    put({}, PySet_New(NULL), 1); /* new */\n", d(dst)),
         NewInstance { dst, class } => {

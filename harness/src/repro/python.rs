@@ -48,6 +48,7 @@ fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
         NewBytes { dst, data } => format!("{dst} = bytes({:?})", clip_bytes(data)),
         NewTuple { dst, len } => format!("{dst} = (None,) * {}", len % 5),
         NewList { dst } => format!("{dst} = []"),
+        NewListOf { dst, len } => format!("{dst} = [k + 0.5 for k in range({})]", len % 5),
         NewDict { dst } => format!("{dst} = {{}}"),
         NewSet { dst } => format!("{dst} = set()"),
         NewInstance { dst, class } => format!(
