@@ -100,6 +100,9 @@ impl Model {
         };
         let rd = |s: super::Slot| next(s, &|i| self.is_live(i));
         let own = |s: super::Slot| next(s, &|i| self.is_owned(i));
+        // A borrowed result must not land in a slot that owns something: releasing that may
+        // free the very container the result was borrowed from.
+        let not_owned = |s: super::Slot| next(s, &|i| !self.is_owned(i));
         let mut op = op.clone();
         match &mut op {
             NewCallable { target, .. } => *target = rd(*target),
@@ -119,7 +122,13 @@ impl Model {
                 *list = rd(*list);
                 *item = own(*item);
             }
-            ListGetItem { list, .. } | TupleGetItem { tuple: list, .. } => *list = rd(*list),
+            ListGetItem { list, dst, .. }
+            | TupleGetItem {
+                tuple: list, dst, ..
+            } => {
+                *list = rd(*list);
+                *dst = not_owned(*dst);
+            }
             ListDelSlice { list, .. } | ListSort { list } | DictClear { dict: list } => {
                 *list = rd(*list)
             }
@@ -128,9 +137,12 @@ impl Model {
                 *key = rd(*key);
                 *value = rd(*value);
             }
-            DictGetItem { dict, key, .. }
-            | DictGetItemRef { dict, key, .. }
-            | DictDelItem { dict, key } => {
+            DictGetItem { dict, key, dst } => {
+                *dict = rd(*dict);
+                *key = rd(*key);
+                *dst = not_owned(*dst);
+            }
+            DictGetItemRef { dict, key, .. } | DictDelItem { dict, key } => {
                 *dict = rd(*dict);
                 *key = rd(*key);
             }
@@ -259,6 +271,11 @@ impl Model {
                 (uses, Some(ResultKind::New), true)
             }
         };
+        if result == Some(ResultKind::Borrowed)
+            && uses.iter().any(|&(s, u)| u == Write && self.is_owned(s))
+        {
+            return None;
+        }
         for &(slot, u) in &uses {
             let ok = match u {
                 Read => self.is_live(slot),
@@ -301,9 +318,11 @@ impl Model {
                     }
                 }
                 Use::Steal => {
+                    // A reference given away is not kept as a borrowed one: the same call
+                    // releases the container's old item, which may free the container itself.
+                    let _ = result_null;
                     self.slots[slot] = match self.slots[slot] {
                         Hold::Owned { refs } if refs > 1 => Hold::Owned { refs: refs - 1 },
-                        _ if !result_null => Hold::Borrowed { epoch: self.epoch },
                         _ => Hold::Empty,
                     };
                 }
@@ -364,6 +383,16 @@ mod tests {
                     }
                     _ => {}
                 }
+            }
+            if plan.result == Some(ResultKind::Borrowed)
+                && plan
+                    .uses
+                    .iter()
+                    .any(|&(s, u)| u == Use::Write && m.is_owned(s))
+            {
+                return Err(format!(
+                    "#{i} {op}: a borrowed result overwrites an owned slot"
+                ));
             }
             // Simulate: the call fails (NULL) for odd op indices, to cover error paths.
             let null = i % 2 == 1;
