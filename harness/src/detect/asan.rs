@@ -123,6 +123,15 @@ fn parse_error(bug_type: &str, body: &[&str]) -> Finding {
         } else {
             "ASan heap-buffer-overflow next to a block that was already freed (ASan shows its free stack): an access through a dangling pointer".into()
         };
+        // Who freed it still decides between an extension's extra DECREF and a borrowed
+        // reference outliving a container mutation.
+        let (refined, reason) = classify::refine_use_after_free(&finding);
+        if refined == BugClass::BorrowedRefMisuse {
+            finding.class = refined;
+            finding.reason = format!(
+                "{reason} (ASan called the access a heap-buffer-overflow next to the freed block)"
+            );
+        }
     }
     if class == BugClass::UseAfterFree && bug_type.starts_with("heap-use-after-free") {
         let (class, reason) = classify::refine_use_after_free(&finding);
