@@ -409,6 +409,15 @@ fn runtime_env(
 pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     let cache = Cache::resolve(args.cache.cache.clone());
     let manifest = Manifest::find(&cache, args.variant, None)?;
+    if let (Some(module), Some(path)) = (&args.ext.ext, &args.ext.ext_path) {
+        let built = fs::read_dir(path)
+            .with_context(|| format!("--ext-path {} is not a directory; build the extension with `cargo xtask ext-build`", path.display()))?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{module}.")));
+        if !built {
+            bail!("no built module {module} in {}; run `cargo xtask ext-build SOURCE --variant {} -o {}`", path.display(), args.variant, path.display());
+        }
+    }
     let binary = build_target(&args.target, args.variant, &manifest)?;
     let dir = args.out.clone().unwrap_or_else(|| {
         workspace_root()
