@@ -111,15 +111,12 @@ pub fn get() -> &'static Interp {
     })
 }
 
-unsafe fn init_prelude() -> Result<Interp, String> {
-    let main = raw::PyImport_AddModule(c"__capisan__".as_ptr()); // borrowed
-    if main.is_null() {
-        return Err(take_error());
-    }
-    let globals = raw::PyModule_GetDict(main); // borrowed
-    let builtins = raw::PyEval_GetBuiltins(); // borrowed
-    raw::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), builtins);
-    let code = CString::new(PRELUDE).unwrap();
+/// Run Python statements in `globals`; the exception as text on failure.
+///
+/// # Safety
+/// GIL held; `globals` a live dict.
+unsafe fn run_code(code: &str, globals: *mut PyObject) -> Result<(), String> {
+    let code = CString::new(code).map_err(|e| e.to_string())?;
     let r = raw::PyRun_StringFlags(
         code.as_ptr(),
         raw::Py_file_input as i32,
@@ -130,7 +127,19 @@ unsafe fn init_prelude() -> Result<Interp, String> {
     if r.is_null() {
         return Err(take_error());
     }
-    shim_Py_DECREF(r);
+    shim_Py_DECREF(r); // new reference (None)
+    Ok(())
+}
+
+unsafe fn init_prelude() -> Result<Interp, String> {
+    let main = raw::PyImport_AddModule(c"__capisan__".as_ptr()); // borrowed
+    if main.is_null() {
+        return Err(take_error());
+    }
+    let globals = raw::PyModule_GetDict(main); // borrowed
+    let builtins = raw::PyEval_GetBuiltins(); // borrowed
+    raw::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), builtins);
+    run_code(PRELUDE, globals)?;
     let get = |name: &CStr| -> Result<*mut PyObject, String> {
         let o = raw::PyDict_GetItemString(globals, name.as_ptr()); // borrowed, kept alive by globals
         if o.is_null() {
@@ -151,21 +160,12 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         let code = format!(
             "__ext = ext_callables({module:?}, {path:?}, [s for s in {only:?}.split(',') if s])"
         );
-        let code = CString::new(code).unwrap();
-        let r = raw::PyRun_StringFlags(
-            code.as_ptr(),
-            raw::Py_file_input as i32,
-            globals,
-            globals,
-            std::ptr::null_mut(),
-        );
-        if r.is_null() {
+        if let Err(e) = run_code(&code, globals) {
             return Err(format!(
                 "loading extension {module} (CAPISAN_EXT) from {path:?}: {}",
-                take_error()
+                e
             ));
         }
-        shim_Py_DECREF(r);
         let list = get(c"__ext")?;
         let n = raw::PyList_Size(list);
         for i in 0..n {
