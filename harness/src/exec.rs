@@ -314,7 +314,7 @@ impl<'a> Executor<'a> {
             };
             let mut pred = Prediction::default();
             // SAFETY: `plan` only names live slots for reads and owned slots for steals/decrefs.
-            let done = unsafe { self.perform(op, &plan, &snap, &mut pred) }?;
+            let done = unsafe { self.perform(op, &snap, &mut pred) }?;
             if done.skipped {
                 summary.executed -= 1;
                 summary.skipped += 1;
@@ -341,7 +341,7 @@ impl<'a> Executor<'a> {
                 pred.add(done.result, 1);
             }
             // Writes release what the destination owned before.
-            let old = self.release_for_write(&plan, &mut pred, &snap)?;
+            let old = self.owned_by_written_slots(&plan);
             self.model.apply(op, &plan, null && done.result.is_null());
             for &(s, u) in &plan.uses {
                 if u == Use::Write {
@@ -388,12 +388,9 @@ impl<'a> Executor<'a> {
     }
 
     /// For each written slot that owned references, collect them (released after the checks).
-    fn release_for_write(
-        &mut self,
-        plan: &Plan,
-        pred: &mut Prediction,
-        snap: &Snapshot,
-    ) -> Result<Vec<*mut PyObject>, Violation> {
+    /// The references a written slot owned before the op; released after the refcount
+    /// comparison (which therefore does not see them).
+    fn owned_by_written_slots(&self, plan: &Plan) -> Vec<*mut PyObject> {
         let mut old = Vec::new();
         for &(s, u) in &plan.uses {
             if u == Use::Write {
@@ -404,9 +401,7 @@ impl<'a> Executor<'a> {
                 }
             }
         }
-        // The releases happen after the comparison; keep them out of it.
-        let _ = (pred, snap);
-        Ok(old)
+        old
     }
 
     /// Release one owned reference; when it is the last, audit GC traversal on the way out.
@@ -480,7 +475,6 @@ impl<'a> Executor<'a> {
     unsafe fn perform(
         &mut self,
         op: &Op,
-        plan: &Plan,
         snap: &Snapshot,
         pred: &mut Prediction,
     ) -> Result<Done, Violation> {
@@ -501,7 +495,6 @@ impl<'a> Executor<'a> {
             result: std::ptr::null_mut(),
             skipped: false,
         };
-        let _ = plan;
         Ok(match op {
             NewInt { value, .. } => obj(raw::PyLong_FromLongLong(*value)),
             NewFloat { value, .. } => obj(raw::PyFloat_FromDouble(*value)),
