@@ -29,6 +29,8 @@ const PACKAGES: &[&str] = &[
     "liblzma-dev",
     "libsqlite3-dev",
     "uuid-dev",
+    // Renders `cargo xtask report` pages headless (tests/report.rs).
+    "chromium",
 ];
 
 #[derive(Args)]
