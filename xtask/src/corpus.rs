@@ -65,9 +65,7 @@ fn merge(name: &str, into: &Path, from: &[PathBuf]) -> Result<()> {
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked();
-    for (k, v) in m.env() {
-        cmd = cmd.env(k, v);
-    }
+    cmd = crate::with_env(cmd, &m.env());
     let out = cmd.run()?;
     if !out.status.success() {
         bail!(

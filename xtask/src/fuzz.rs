@@ -232,12 +232,8 @@ impl Campaign {
             .stderr_to_stdout()
             .stdout_capture()
             .unchecked();
-        for (k, v) in &self.env {
-            cmd = cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd = cmd.env(k, v);
-        }
+        cmd = crate::with_env(cmd, &self.env);
+        cmd = crate::with_env(cmd, extra);
         let out = cmd
             .run()
             .with_context(|| format!("running {}", self.binary.display()))?;
@@ -497,9 +493,7 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     bar.set_prefix(args.target.clone());
     bar.enable_steady_tick(Duration::from_millis(500));
     let mut cmd = duct::cmd(&program, &argv).stderr_to_stdout().unchecked();
-    for (k, v) in &env {
-        cmd = cmd.env(k, v);
-    }
+    cmd = crate::with_env(cmd, &env);
     let reader = cmd
         .reader()
         .with_context(|| format!("starting {program}"))?;
@@ -789,9 +783,7 @@ fn ext_suffix(m: &Manifest) -> Result<String> {
     )
     .stderr_null()
     .stdout_capture();
-    for (k, v) in m.env() {
-        cmd = cmd.env(k, v);
-    }
+    cmd = crate::with_env(cmd, &m.env());
     Ok(cmd
         .read()
         .context("asking the variant's python for EXT_SUFFIX")?

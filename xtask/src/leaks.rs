@@ -196,9 +196,7 @@ fn run_captured(program: &OsStr, argv: &[String], env: &[(String, String)]) -> R
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked();
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
+    cmd = crate::with_env(cmd, env);
     let out = cmd
         .run()
         .with_context(|| format!("running {}", program.to_string_lossy()))?;

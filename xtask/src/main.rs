@@ -15,6 +15,18 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Add `env` to a command's environment (one place for what every runner of a variant's
+/// interpreter or fuzzer does).
+pub fn with_env<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    mut cmd: duct::Expression,
+    env: &[(K, V)],
+) -> duct::Expression {
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    cmd
+}
+
 /// Hunt memory bugs in CPython and its C extensions.
 ///
 /// Build interpreter variants (pydebug, ASan+UBSan, valgrind, release) from real CPython source,

@@ -167,9 +167,7 @@ pub fn replay(args: &ReplayArgs) -> Result<Vec<CaseResult>> {
                 .stderr_to_stdout()
                 .stdout_capture()
                 .unchecked();
-            for (k, v) in &env {
-                cmd = cmd.env(k, v);
-            }
+            cmd = crate::with_env(cmd, &env);
             let run = cmd
                 .env("CAPISAN_REPLAY_LIST", &list)
                 .env("CAPISAN_REPLAY_OUT", &out)

@@ -451,9 +451,7 @@ pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
             .stderr_to_stdout()
             .stdout_capture()
             .unchecked();
-            for (k, v) in &env {
-                cmd = cmd.env(k, v);
-            }
+            cmd = crate::with_env(cmd, &env);
             let o = cmd.run()?;
             let mut found =
                 detect::parse_valgrind_xml(&fs::read_to_string(&xml).unwrap_or_default())
@@ -467,9 +465,7 @@ pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
                 .stderr_to_stdout()
                 .stdout_capture()
                 .unchecked();
-            for (k, v) in &env {
-                cmd = cmd.env(k, v);
-            }
+            cmd = crate::with_env(cmd, &env);
             let o = cmd.run()?;
             let text = String::from_utf8_lossy(&o.stdout).into_owned();
             let mut found = detect::parse(&text);
