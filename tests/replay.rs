@@ -1,5 +1,6 @@
 //! Corpus replay: the committed corpora pass (JUnit), a reintroduced zoo bug makes the replay
-//! fail naming its bucket (JSON and SARIF), and corrupt files are reported and skipped.
+//! fail naming its bucket (JSON and SARIF), corrupt files are reported and skipped, and a batch
+//! charges hangs, blow-ups and crashes to their own inputs and goes on.
 
 mod common;
 
@@ -147,4 +148,125 @@ fn corrupt_and_foreign_files_are_reported_and_skipped() {
     assert!(cases
         .iter()
         .any(|c| c["input"].as_str().unwrap().ends_with("good") && c["status"] == "pass"));
+}
+
+/// An extension whose calls hang, eat memory, abort, or return at once: the batch replay must charge
+/// each failure to its own input and go on with the inputs after it.
+const LIMITS_EXT: &str = r#"
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+static PyObject *spin(PyObject *self, PyObject *arg) {
+    volatile unsigned long n = 0;
+    for (;;) n++;
+    Py_RETURN_NONE;
+}
+
+static char *volatile kept[128];
+
+static PyObject *hog(PyObject *self, PyObject *arg) {
+    for (int i = 0; i < 128; i++) {
+        kept[i] = malloc(64 << 20);
+        if (kept[i] == NULL) break;
+        memset(kept[i], i + 1, 64 << 20);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *ok(PyObject *self, PyObject *arg) { Py_RETURN_NONE; }
+
+static PyObject *boom(PyObject *self, PyObject *arg) { abort(); }
+
+static PyMethodDef methods[] = {
+    {"boom", boom, METH_O, NULL},
+    {"hog", hog, METH_O, NULL},
+    {"ok", ok, METH_O, NULL},
+    {"spin", spin, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "replaylimits", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit_replaylimits(void) { return PyModule_Create(&module); }
+"#;
+
+#[test]
+fn batched_replay_charges_hangs_and_blowups_to_their_own_inputs() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("replaylimits.c");
+    std::fs::write(&src, LIMITS_EXT).unwrap();
+    let ext = work.path().join("build");
+    let r = xtask(
+        &[
+            "ext-build",
+            src.to_str().unwrap(),
+            "--variant",
+            "asan",
+            "-o",
+            ext.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let dir = work.path().join("corpora").join("limits");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("capisan.json"),
+        r#"{"target":"capi_sequences","ext":{"module":"replaylimits","source":"replaylimits.c","funcs":["boom","hog","ok","spin"]}}"#,
+    )
+    .unwrap();
+    let call = |func: u8| {
+        format!(
+            r#"[{{"NewInt":{{"dst":0,"value":7}}}},{{"CallExt":{{"func":{func},"nargs":1,"args":[0,0,0],"dst":7}}}}]"#
+        )
+    };
+    // Sorted names: two passes, a hang, a pass, a blow-up, a pass, a crash, a pass.
+    for (name, func) in [
+        ("a-ok", 2),
+        ("b-ok", 2),
+        ("c-spin", 3),
+        ("d-ok", 2),
+        ("e-hog", 1),
+        ("f-ok", 2),
+        ("g-boom", 0),
+        ("h-ok", 2),
+    ] {
+        std::fs::write(dir.join(name), call(func)).unwrap();
+    }
+    let r = xtask(
+        &[
+            "replay",
+            "--corpora",
+            work.path().join("corpora").to_str().unwrap(),
+            "--ext-path",
+            ext.to_str().unwrap(),
+            "--timeout",
+            "3",
+            "--rss-mb",
+            "1500",
+            "--batch",
+            "100",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert!(!r.ok, "a hang, a blow-up and a crash must fail the replay");
+    let cases: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    let status = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c["input"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name} missing: {cases:#?}"))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status("c-spin"), "timeout", "{cases:#?}");
+    assert_eq!(status("e-hog"), "oom", "{cases:#?}");
+    assert_eq!(status("g-boom"), "crash", "{cases:#?}");
+    for name in ["a-ok", "b-ok", "d-ok", "f-ok", "h-ok"] {
+        assert_eq!(status(name), "pass", "{name}: {cases:#?}");
+    }
 }

@@ -1,6 +1,15 @@
-//! Corpus replay with fork isolation: the interpreter is initialized once, then every input
-//! runs in a forked child with a timeout and an RSS limit, so one crash, hang or blow-up does
-//! not stop the replay. Driven from the fuzz binary (see `maybe_replay`) by `xtask replay`.
+//! Corpus replay with fork isolation: the interpreter is initialized once, then inputs run in
+//! forked children with a per-input timeout and an RSS limit, so one crash, hang or blow-up
+//! does not stop the replay. Driven from the fuzz binary (see `maybe_replay`) by `xtask replay`.
+//!
+//! A child runs a batch of inputs one after the other (as libFuzzer's own fork mode does): a
+//! fork of the ASan interpreter costs ~20 ms (page tables of a large process, the sanitizer's
+//! after-fork bookkeeping, copy-on-write faults), ten times the cost of a typical input. The
+//! child publishes which input is running in shared memory, so a crash, timeout or blow-up is
+//! charged to that input, and the batch goes on in a new child after it. An input that fails
+//! after others ran in the same process is run again alone in a fresh fork: if it fails there
+//! too, its log is the clean one; if not, the failure is reported as depending on the inputs
+//! before it. A batch of 1 is a fresh fork per input.
 
 #[cfg(feature = "cpython")]
 use std::path::Path;
@@ -68,6 +77,11 @@ pub fn maybe_replay() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(2048),
     };
+    let batch = std::env::var("CAPISAN_REPLAY_BATCH")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(100)
+        .max(1);
     let inputs: Vec<PathBuf> = std::fs::read_to_string(&list)
         .unwrap_or_default()
         .lines()
@@ -80,11 +94,280 @@ pub fn maybe_replay() {
     exec::init();
     let mut file =
         std::fs::File::create(&out).unwrap_or_else(|e| panic!("cannot write {out}: {e}"));
-    for (i, input) in inputs.iter().enumerate() {
-        let o = replay_one(input, &logs.join(format!("{i}.log")), limits);
+    for o in replay_batched(&inputs, &logs, limits, batch) {
         let _ = writeln!(file, "{}", serde_json::to_string(&o).unwrap_or_default());
     }
     std::process::exit(0);
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for parent and child.
+#[cfg(feature = "cpython")]
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// What a batch child shares with the parent: how many inputs it finished (= the index of the
+/// running one), when the running one started, and each finished input's time.
+#[cfg(feature = "cpython")]
+struct Shared {
+    ptr: *mut u8,
+    len: usize,
+}
+
+#[cfg(feature = "cpython")]
+impl Shared {
+    fn new(slots: usize) -> Shared {
+        let len = (2 + slots) * 8;
+        // SAFETY: a fresh anonymous shared mapping; checked for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(
+            ptr != libc::MAP_FAILED,
+            "mmap of the replay's shared page failed"
+        );
+        Shared {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!((i + 1) * 8 <= self.len);
+        // SAFETY: in bounds, 8-aligned (page-aligned mapping), lives as long as `self`.
+        unsafe { &*(self.ptr.add(i * 8) as *const std::sync::atomic::AtomicU64) }
+    }
+    fn current(&self) -> &std::sync::atomic::AtomicU64 {
+        self.word(0)
+    }
+    fn started(&self) -> &std::sync::atomic::AtomicU64 {
+        self.word(1)
+    }
+    fn took(&self, k: usize) -> &std::sync::atomic::AtomicU64 {
+        self.word(2 + k)
+    }
+}
+
+#[cfg(feature = "cpython")]
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Replay `inputs` with `batch` inputs per forked child; one outcome per input, in order.
+#[cfg(feature = "cpython")]
+pub fn replay_batched(
+    inputs: &[PathBuf],
+    logs: &Path,
+    limits: Limits,
+    batch: usize,
+) -> Vec<Outcome> {
+    use crate::ops::OpSeq;
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut out: Vec<Option<Outcome>> = vec![None; inputs.len()];
+    // Decode everything first; unreadable and broken files are reported, not run.
+    let mut runnable: Vec<(usize, OpSeq)> = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let corrupt = |detail: String| Outcome {
+            input: input.clone(),
+            status: Status::Corrupt,
+            log: None,
+            seconds: 0.0,
+            detail,
+        };
+        match std::fs::read(input) {
+            Err(e) => out[i] = Some(corrupt(format!("unreadable: {e}"))),
+            Ok(bytes) => match crate::ops::classify_input(input, &bytes) {
+                Err(e) => out[i] = Some(corrupt(e)),
+                Ok(_) => runnable.push((i, OpSeq::from_bytes(&bytes))),
+            },
+        }
+    }
+    let mut start = 0;
+    while start < runnable.len() {
+        let end = (start + batch).min(runnable.len());
+        let chunk = &runnable[start..end];
+        let batch_log = logs.join(format!("batch-{start}.log"));
+        let shared = Shared::new(chunk.len());
+        shared.current().store(0, SeqCst);
+        let (status, killed) = run_child(&batch_log, &shared, limits, || {
+            for (k, (_, seq)) in chunk.iter().enumerate() {
+                shared.started().store(now_ns(), SeqCst);
+                // SAFETY: fd 2 is the batch log, opened for appending: the log holds only the
+                // running input's output.
+                unsafe { libc::ftruncate(2, 0) };
+                if let Err(v) = crate::exec::run(seq, crate::exec::Config::from_env()) {
+                    crate::exec::report(&v);
+                    // SAFETY: ends the child the way a sanitizer would.
+                    unsafe { libc::abort() }
+                }
+                shared
+                    .took(k)
+                    .store(now_ns() - shared.started().load(SeqCst), SeqCst);
+                shared.current().store(k as u64 + 1, SeqCst);
+            }
+        });
+        let clean_exit =
+            killed.is_none() && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        // Inputs finished; when the child died, the next one is the one that was running.
+        let finished = (shared.current().load(SeqCst) as usize).min(chunk.len());
+        for (k, (i, _)) in chunk.iter().enumerate().take(finished) {
+            out[*i] = Some(Outcome {
+                input: inputs[*i].clone(),
+                status: Status::Pass,
+                log: None,
+                seconds: shared.took(k).load(SeqCst) as f64 / 1e9,
+                detail: String::new(),
+            });
+        }
+        if clean_exit {
+            let _ = std::fs::remove_file(&batch_log);
+            start = end;
+            continue;
+        }
+        // Died after its last input finished (at exit): charge the last one.
+        let (i, _) = chunk[finished.min(chunk.len() - 1)];
+        let finished = finished.min(chunk.len() - 1);
+        let log = logs.join(format!("{i}.log"));
+        let _ = std::fs::rename(&batch_log, &log);
+        let seconds = (now_ns().saturating_sub(shared.started().load(SeqCst))) as f64 / 1e9;
+        let (st, mut detail) = failure(status, killed, limits);
+        if finished > 0 && st != Status::Crash {
+            detail = format!(
+                "{detail}, after {finished} input(s) in the same process (batch from {})",
+                inputs[chunk[0].0].display()
+            );
+        }
+        let mut outcome = Outcome {
+            input: inputs[i].clone(),
+            status: st,
+            log: Some(log.clone()),
+            seconds,
+            detail,
+        };
+        if finished > 0 && st == Status::Crash {
+            // Others ran before it in this process: does it crash alone? (Hangs and blow-ups
+            // are not run again: that would double the replay's slowest inputs.)
+            let alone = replay_one(&inputs[i], &logs.join(format!("{i}.alone.log")), limits);
+            if alone.status == Status::Pass {
+                outcome.detail = format!(
+                    "{}; alone in a fresh process it passes: it fails only after the {} input(s) before it in one process ({} .. {})",
+                    outcome.detail,
+                    finished,
+                    inputs[chunk[0].0].display(),
+                    inputs[chunk[finished - 1].0].display()
+                );
+            } else {
+                let _ = std::fs::remove_file(&log);
+                outcome = alone;
+            }
+        }
+        out[i] = Some(outcome);
+        start += finished + 1;
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// Why a child was killed by the parent.
+#[cfg(feature = "cpython")]
+#[derive(Clone, Copy)]
+enum Killed {
+    Timeout,
+    Oom,
+}
+
+#[cfg(feature = "cpython")]
+fn failure(status: libc::c_int, killed: Option<Killed>, limits: Limits) -> (Status, String) {
+    match killed {
+        Some(Killed::Timeout) => (
+            Status::Timeout,
+            format!("killed after {:?}", limits.timeout),
+        ),
+        Some(Killed::Oom) => (Status::Oom, format!("killed over {} MB RSS", limits.rss_mb)),
+        None if libc::WIFSIGNALED(status) => (
+            Status::Crash,
+            format!("killed by signal {}", libc::WTERMSIG(status)),
+        ),
+        None => (
+            Status::Crash,
+            format!("exit status {}", libc::WEXITSTATUS(status)),
+        ),
+    }
+}
+
+/// Fork; the child writes stderr to `log` (appending), runs `work` and exits 0. The parent
+/// waits, killing the child when the running input (`shared.started`) is over the timeout or
+/// the child over the RSS limit. Returns the wait status and why it was killed, if it was.
+#[cfg(feature = "cpython")]
+fn run_child(
+    log: &Path,
+    shared: &Shared,
+    limits: Limits,
+    work: impl FnOnce(),
+) -> (libc::c_int, Option<Killed>) {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::Ordering::SeqCst;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|f| f.set_len(0).map(|()| f))
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+    shared.started().store(now_ns(), SeqCst);
+    // SAFETY: the process is single-threaded here (libFuzzer has not started its threads); the
+    // child only runs the inputs and exits without running exit handlers.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe { libc::dup2(log_file.as_raw_fd(), 2) };
+        work();
+        unsafe { libc::_exit(0) };
+    }
+    let mut status: libc::c_int = 0;
+    if pid < 0 {
+        return (status, None);
+    }
+    let timeout = limits.timeout.as_nanos() as u64;
+    let mut polls = 0u64;
+    loop {
+        // SAFETY: waiting on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return (status, None);
+        }
+        polls += 1;
+        let over_time = now_ns().saturating_sub(shared.started().load(SeqCst)) > timeout;
+        // /proc is read every 50th poll (~10 ms): it costs more than the poll.
+        let over_rss = polls.is_multiple_of(50) && rss_mb(pid) > limits.rss_mb;
+        if over_time || over_rss {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return (
+                status,
+                Some(if over_time {
+                    Killed::Timeout
+                } else {
+                    Killed::Oom
+                }),
+            );
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 #[cfg(feature = "cpython")]
@@ -101,11 +384,9 @@ fn rss_mb(pid: libc::pid_t) -> u64 {
         .map_or(0, |kb| kb / 1024)
 }
 
-/// Replay one input in a forked child.
+/// Replay one input alone in a fresh forked child.
 #[cfg(feature = "cpython")]
 pub fn replay_one(input: &Path, log: &Path, limits: Limits) -> Outcome {
-    use crate::exec;
-    use crate::ops::OpSeq;
     let started = Instant::now();
     let outcome = |status, log: Option<PathBuf>, detail: String| Outcome {
         input: input.to_path_buf(),
@@ -118,73 +399,22 @@ pub fn replay_one(input: &Path, log: &Path, limits: Limits) -> Outcome {
         Ok(b) => b,
         Err(e) => return outcome(Status::Corrupt, None, format!("unreadable: {e}")),
     };
-    if bytes.first() == Some(&b'[') {
-        if let Err(e) = serde_json::from_slice::<Vec<crate::ops::Op>>(&bytes) {
-            return outcome(Status::Corrupt, None, format!("not a capisan op list: {e}"));
-        }
+    if let Err(e) = crate::ops::classify_input(input, &bytes) {
+        return outcome(Status::Corrupt, None, e);
     }
-    let seq = OpSeq::from_bytes(&bytes);
-    let Ok(log_file) = std::fs::File::create(log) else {
-        return outcome(
-            Status::Corrupt,
-            None,
-            format!("cannot create {}", log.display()),
-        );
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: the process is single-threaded here (libFuzzer has not started its threads); the
-    // child only runs the sequence and exits.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        unsafe {
-            libc::dup2(log_file.as_raw_fd(), 2);
+    let seq = crate::ops::OpSeq::from_bytes(&bytes);
+    let shared = Shared::new(0);
+    let (status, killed) = run_child(log, &shared, limits, || {
+        if let Err(v) = crate::exec::run(&seq, crate::exec::Config::from_env()) {
+            crate::exec::report(&v);
+            // SAFETY: ends the child the way a sanitizer would.
+            unsafe { libc::abort() }
         }
-        let code = match exec::run(&seq, exec::Config::from_env()) {
-            Ok(_) => 0,
-            Err(v) => {
-                exec::report(&v);
-                unsafe { libc::abort() }
-            }
-        };
-        unsafe { libc::_exit(code) };
-    }
-    if pid < 0 {
-        return outcome(Status::Crash, None, "fork failed".into());
-    }
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: waiting on our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        let over_time = started.elapsed() > limits.timeout;
-        let over_rss = rss_mb(pid) > limits.rss_mb;
-        if over_time || over_rss {
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            let (st, why) = if over_time {
-                (
-                    Status::Timeout,
-                    format!("killed after {:?}", limits.timeout),
-                )
-            } else {
-                (Status::Oom, format!("killed over {} MB RSS", limits.rss_mb))
-            };
-            return outcome(st, Some(log.to_path_buf()), why);
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+    });
+    if killed.is_none() && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         let _ = std::fs::remove_file(log);
         return outcome(Status::Pass, None, String::new());
     }
-    let detail = if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("exit status {}", libc::WEXITSTATUS(status))
-    };
-    outcome(Status::Crash, Some(log.to_path_buf()), detail)
+    let (st, detail) = failure(status, killed, limits);
+    outcome(st, Some(log.to_path_buf()), detail)
 }

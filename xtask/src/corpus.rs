@@ -96,7 +96,12 @@ pub fn corpus_cmd(args: CorpusArgs) -> Result<()> {
             for e in fs::read_dir(&dir)?.flatten() {
                 let p = e.path();
                 let keep_anyway = p.file_name().is_some_and(|n| n == "capisan.json")
-                    || fs::read(&p).is_ok_and(|b| b.first() == Some(&b'['));
+                    || fs::read(&p).is_ok_and(|b| {
+                        matches!(
+                            capisan::ops::classify_input(&p, &b),
+                            Ok(capisan::ops::InputKind::Json(_))
+                        )
+                    });
                 if keep_anyway {
                     fs::copy(&p, fresh.join(e.file_name()))?;
                     kept += 1;
@@ -113,16 +118,21 @@ pub fn corpus_cmd(args: CorpusArgs) -> Result<()> {
         }
         CorpusAction::Add { name, input } => {
             let bytes = fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
-            if bytes.first() == Some(&b'[') {
-                serde_json::from_slice::<Vec<capisan::ops::Op>>(&bytes)
-                    .with_context(|| format!("{} is not a capisan op list", input.display()))?;
-            }
+            let kind = capisan::ops::classify_input(&input, &bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
             let dir = root().join("corpora").join(&name);
             fs::create_dir_all(&dir)?;
             let dest = dir.join(content_name(&bytes));
             fs::write(&dest, &bytes)?;
+            let what = match kind {
+                capisan::ops::InputKind::Json(ops) => format!("JSON op list, {} ops", ops.len()),
+                capisan::ops::InputKind::Raw => format!(
+                    "raw fuzzer bytes, decoding to {} ops",
+                    capisan::ops::OpSeq::from_bytes(&bytes).0.len()
+                ),
+            };
             println!(
-                "added {}",
+                "added {} ({what})",
                 dest.strip_prefix(root()).unwrap_or(&dest).display()
             );
         }

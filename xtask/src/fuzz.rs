@@ -299,15 +299,21 @@ fn workspace_root() -> PathBuf {
 
 /// Build a fuzz target against a variant; returns the binary.
 pub fn build_target(target: &str, variant: Variant, manifest: &Manifest) -> Result<PathBuf> {
-    let root = workspace_root();
-    let fuzz = root.join("fuzz");
-    if !fuzz
+    if !workspace_root()
+        .join("fuzz")
         .join("fuzz_targets")
         .join(format!("{target}.rs"))
         .exists()
     {
         bail!("no fuzz target {target}: expected fuzz/fuzz_targets/{target}.rs");
     }
+    build_bin(target, variant, manifest)
+}
+
+/// Build one binary of the fuzz crate (a fuzz target or `capisan-replay`) against a variant,
+/// with the fuzz targets' flags (so the harness build is shared); returns its path.
+pub fn build_bin(target: &str, variant: Variant, manifest: &Manifest) -> Result<PathBuf> {
+    let fuzz = workspace_root().join("fuzz");
     let target_dir = fuzz.join("target").join(variant.name());
     let rustflags = match variant {
         Variant::Asan => format!("{SANCOV_FLAGS} -Zsanitizer=address"),

@@ -360,6 +360,32 @@ impl<'a> Arbitrary<'a> for OpSeq {
     }
 }
 
+/// What a corpus file holds.
+#[derive(Debug)]
+pub enum InputKind {
+    /// A JSON op list (seed, regression case, minimized reproducer).
+    Json(Vec<Op>),
+    /// Raw fuzzer bytes, decoded with `arbitrary`. libFuzzer's mutations of JSON seeds start
+    /// with `[` and are usually no longer JSON: they are still valid inputs, decoded as bytes,
+    /// exactly as the fuzz target decodes them.
+    Raw,
+}
+
+/// Classify a corpus file. A file whose name ends in `.json` must be an op list (a broken
+/// hand-written case is an error, not silently some other input); any other file is
+/// whatever the fuzz target makes of its bytes.
+pub fn classify_input(name: &std::path::Path, bytes: &[u8]) -> Result<InputKind, String> {
+    let strict = name.extension().is_some_and(|e| e == "json");
+    if strict || bytes.first() == Some(&b'[') {
+        match serde_json::from_slice::<Vec<Op>>(bytes) {
+            Ok(ops) => return Ok(InputKind::Json(ops)),
+            Err(e) if strict => return Err(format!("not a capisan op list: {e}")),
+            Err(_) => {}
+        }
+    }
+    Ok(InputKind::Raw)
+}
+
 impl OpSeq {
     /// Decode fuzzer bytes the way the fuzz target does: a JSON array of ops (seeds,
     /// minimized reproducers, regression cases) or else `arbitrary` bytes from libFuzzer.
@@ -377,6 +403,27 @@ impl OpSeq {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mutated_json_is_a_raw_input_unless_named_json() {
+        use std::path::Path;
+        let mutated = b"[{\"NewList\":{\"dst\":\x00}}]";
+        assert!(matches!(
+            classify_input(Path::new("0123abcd"), mutated),
+            Ok(InputKind::Raw)
+        ));
+        let err = classify_input(Path::new("case.json"), mutated).unwrap_err();
+        assert!(err.contains("not a capisan op list"), "{err}");
+        let good = br#"[{"NewList":{"dst":0}}]"#;
+        assert!(matches!(
+            classify_input(Path::new("0123abcd"), good),
+            Ok(InputKind::Json(ops)) if ops.len() == 1
+        ));
+        assert!(matches!(
+            classify_input(Path::new("x"), b"\x01\x02"),
+            Ok(InputKind::Raw)
+        ));
+    }
 
     #[test]
     fn committed_json_seeds_decode_as_op_lists() {
