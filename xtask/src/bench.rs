@@ -45,8 +45,32 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// One campaign; its average exec/s from libFuzzer's final stats.
-fn exec_per_sec(time: u64, no_checks: bool, collect: bool, cache: &Option<PathBuf>) -> Result<f64> {
+/// libFuzzer's verdict on a campaign: average exec/s (final stats) and the edge coverage of
+/// its `DONE` line.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    pub exec_per_sec: f64,
+    pub cov: u64,
+}
+
+pub fn final_stats(log: &str) -> Option<Stats> {
+    let exec_per_sec = log
+        .lines()
+        .find_map(|l| l.strip_prefix("stat::average_exec_per_sec:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    let cov = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("\tDONE "))
+        .and_then(|l| l.split("cov: ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(Stats { exec_per_sec, cov })
+}
+
+/// One campaign's stats.
+fn campaign(time: u64, no_checks: bool, collect: bool, cache: &Option<PathBuf>) -> Result<Stats> {
     let out = std::env::temp_dir().join(format!("capisan-bench-{no_checks}-{collect}"));
     let _ = fs::remove_dir_all(&out);
     fuzz::fuzz(FuzzArgs {
@@ -67,10 +91,7 @@ fn exec_per_sec(time: u64, no_checks: bool, collect: bool, cache: &Option<PathBu
         libfuzzer: vec![],
     })?;
     let log = fs::read_to_string(out.join("fuzz.log"))?;
-    log.lines()
-        .find_map(|l| l.strip_prefix("stat::average_exec_per_sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .context("no final stats in the campaign log")
+    final_stats(&log).context("no final stats in the campaign log")
 }
 
 /// A planted crash padded to 200 ops with benign ops on other slots.
@@ -104,12 +125,36 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let mut data = serde_json::Map::new();
 
-    // 1. exec/s: checks on, checks off, GC collect per input, alternated A B C A B C.
-    let (mut on, mut off, mut gc) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..2 {
-        on.push(exec_per_sec(time, false, false, &args.cache)?);
-        off.push(exec_per_sec(time, true, false, &args.cache)?);
-        gc.push(exec_per_sec(time, false, true, &args.cache)?);
+    let cache = capisan_build::Cache::resolve(args.cache.clone());
+    // Make sure the variants exist before timing anything against them.
+    for cmd in ["build-asan", "build-pydebug"] {
+        duct::cmd!(std::env::current_exe()?, cmd)
+            .stdout_null()
+            .run()?;
+    }
+    let asan = capisan_build::Manifest::find(&cache, Variant::Asan, None)?;
+
+    // 1. exec/s: checks on, atheris, checks off, GC collect per input, alternated
+    //    A B C D A B C D; atheris is set up first (cached; ~4 min the first time).
+    let atheris = crate::atheris::setup(&asan, &cache);
+    if let Err(e) = &atheris {
+        eprintln!("bench: atheris baseline unavailable: {e:#}");
+    }
+    let harness = root().join("fuzz/atheris/capi_sequences.py");
+    let rounds = if args.quick { 2 } else { 3 };
+    let (mut on, mut off, mut gc, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut on_cov, mut at_cov) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let c = campaign(time, false, false, &args.cache)?;
+        on.push(c.exec_per_sec);
+        on_cov.push(c.cov);
+        if let Ok(a) = &atheris {
+            let c = a.campaign(&harness, time, 11)?;
+            at.push(c.exec_per_sec);
+            at_cov.push(c.cov);
+        }
+        off.push(campaign(time, true, false, &args.cache)?.exec_per_sec);
+        gc.push(campaign(time, false, true, &args.cache)?.exec_per_sec);
     }
     let (m_on, m_off, m_gc) = (median(on.clone()), median(off.clone()), median(gc.clone()));
     rows.push((
@@ -136,8 +181,51 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         "exec_per_sec".into(),
         json!({"checks_on": on, "checks_off": off, "gc_collect": gc}),
     );
+    match &atheris {
+        Ok(_) => {
+            let ratios: Vec<f64> = on.iter().zip(&at).map(|(c, a)| c / a).collect();
+            rows.push((
+                format!("exec/s, atheris {} (median)", crate::atheris::VERSION),
+                format!("{:.0}", median(at.clone())),
+                format!("runs {at:?}; the same ops from Python, same ASan interpreter (relinked with libFuzzer, so it sees CPython's C coverage too), same seed and duration, no ownership checks"),
+            ));
+            rows.push((
+                "capisan / atheris exec/s (median of per-pair ratios)".into(),
+                format!("{:.1}x", median(ratios.clone())),
+                format!("pairs {ratios:.2?}; target >= 3x"),
+            ));
+            rows.push((
+                "edge coverage at the end, capisan vs atheris (median)".into(),
+                format!("{:.0} vs {:.0}", median(on_cov.iter().map(|&c| c as f64).collect()), median(at_cov.iter().map(|&c| c as f64).collect())),
+                format!("capisan {on_cov:?}, atheris {at_cov:?} (libFuzzer's cov: CPython's C edges, plus the harness's own: Rust for capisan, Python bytecode for atheris)"),
+            ));
+            data.insert(
+                "atheris".into(),
+                json!({"version": crate::atheris::VERSION, "exec_per_sec": at, "ratios": ratios, "cov": at_cov, "capisan_cov": on_cov}),
+            );
+        }
+        Err(e) => rows.push((
+            "exec/s vs atheris".into(),
+            "not measured".into(),
+            format!("atheris setup failed: {}", e.to_string().replace('\n', " ")),
+        )),
+    }
 
-    // 2. cached rebuild of the asan variant.
+    // 2. cold build-asan vs the same configure && make -j2 by hand (full run only: ~10 min),
+    //    then the cached rebuild.
+    if !args.quick {
+        let (ours, hand) = cold_build_vs_make(&asan)?;
+        rows.push((
+            "build-asan cold vs configure && make -j2 by hand".into(),
+            format!("{:.2}x", ours / hand),
+            format!("{ours:.0} s vs {hand:.0} s, same source, flags and compiler; target <= 1.1x"),
+        ));
+        data.insert(
+            "cold_build".into(),
+            json!({"capisan_s": ours, "hand_s": hand, "ratio": ours / hand}),
+        );
+        write_results(&rows, &data, args.quick)?;
+    }
     let t = Instant::now();
     let st = duct::cmd!(std::env::current_exe()?, "build-asan")
         .stdout_null()
@@ -145,15 +233,11 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         .unchecked()
         .run()?;
     let cached = t.elapsed().as_secs_f64();
-    let m = capisan_build::Manifest::find(
-        &capisan_build::Cache::resolve(args.cache.clone()),
-        Variant::Asan,
-        None,
-    )?;
+    let m = &asan;
     rows.push((
         "build-asan, cached".into(),
         format!("{cached:.2} s"),
-        format!("exit {}; target < 5 s", st.status),
+        format!("{}; target < 5 s", st.status),
     ));
     rows.push((
         "build-asan, cold (recorded in the manifest)".into(),
@@ -275,25 +359,113 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     data.insert("minimize".into(), json!(mins));
 
-    // 4. replay throughput with fork isolation (committed corpora, asan).
-    let t = Instant::now();
-    let out = duct::cmd!(std::env::current_exe()?, "replay", "--format", "json")
+    // 4. replay throughput: the corpus of the first checks-on campaign, fork per input vs
+    //    batches of 100 per fork, alternated; inputs per second of the whole command.
+    let corpora = tempfile::tempdir()?;
+    let corpus = corpora.path().join("capi_sequences");
+    fs::create_dir_all(&corpus)?;
+    for e in fs::read_dir(std::env::temp_dir().join("capisan-bench-false-false/corpus"))? {
+        let e = e?;
+        fs::copy(e.path(), corpus.join(e.file_name()))?;
+    }
+    let n_inputs = fs::read_dir(&corpus)?.count();
+    let replay = |batch: u32| -> Result<f64> {
+        let t = Instant::now();
+        duct::cmd!(
+            std::env::current_exe()?,
+            "replay",
+            "--corpora",
+            corpora.path(),
+            "--batch",
+            batch.to_string(),
+            "--format",
+            "json"
+        )
+        .stderr_null()
+        .stdout_null()
+        .run()
+        .with_context(|| format!("replay --batch {batch}"))?;
+        Ok(n_inputs as f64 / t.elapsed().as_secs_f64())
+    };
+    replay(100)?; // warm-up: builds capisan-replay
+    let (mut single, mut batched) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        single.push(replay(1)?);
+        batched.push(replay(100)?);
+    }
+    rows.push((
+        "replay, inputs/s on one core, batches of 100 per fork (default)".into(),
+        format!("{:.0}", median(batched.clone())),
+        format!("runs {batched:.0?}; {n_inputs} inputs of a {time}-s campaign, whole command incl. start-up; target >= 500"),
+    ));
+    rows.push((
+        "replay, inputs/s, a fresh fork per input (--batch 1)".into(),
+        format!("{:.0}", median(single.clone())),
+        format!(
+            "runs {single:.0?}; {:.1}x slower",
+            median(batched.clone()) / median(single.clone())
+        ),
+    ));
+    data.insert(
+        "replay".into(),
+        json!({"inputs": n_inputs, "batch_100_per_s": batched, "batch_1_per_s": single}),
+    );
+    write_results(&rows, &data, args.quick)?;
+
+    // 5. refleak vs regrtest's own -R 3:3 on test_json, pydebug, alternated.
+    let pydebug = capisan_build::Manifest::find(&cache, Variant::Pydebug, None)?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut our_verdict, mut their_verdict) = (String::new(), String::new());
+    for _ in 0..2 {
+        let t = Instant::now();
+        let r = duct::cmd!(
+            std::env::current_exe()?,
+            "refleak",
+            "test_json",
+            "-R",
+            "3:3",
+            "--json"
+        )
         .stderr_null()
         .stdout_capture()
         .unchecked()
         .run()?;
-    let secs = t.elapsed().as_secs_f64();
-    let cases: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let per_input: f64 = cases.iter().filter_map(|c| c["seconds"].as_f64()).sum();
+        ours.push(t.elapsed().as_secs_f64());
+        let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
+        our_verdict = match report["leaked"].as_bool() {
+            Some(true) => "leaks".into(),
+            Some(false) => "no leak".into(),
+            None => "no verdict".into(),
+        };
+        let t = Instant::now();
+        let r = crate::with_env(
+            duct::cmd!(&pydebug.python, "-m", "test", "test_json", "-R", "3:3"),
+            &pydebug.env(),
+        )
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()?;
+        theirs.push(t.elapsed().as_secs_f64());
+        let text = String::from_utf8_lossy(&r.stdout);
+        their_verdict = if text.contains("leaked") {
+            "leaks".into()
+        } else if r.status.success() {
+            "no leak".into()
+        } else {
+            "failed".into()
+        };
+    }
     rows.push((
-        "replay, inputs/s on one core (fork per input)".into(),
-        format!("{:.0}", cases.len() as f64 / per_input.max(1e-9)),
-        format!("{} inputs; whole command {secs:.1} s incl. builds and interpreter start-up; target >= 500", cases.len()),
+        "refleak test_json -R 3:3 vs regrtest -R 3:3 (time ratio, median)".into(),
+        format!("{:.2}x", median(ours.clone()) / median(theirs.clone())),
+        format!("capisan {ours:.1?} s ({our_verdict}) vs regrtest {theirs:.1?} s ({their_verdict}), pydebug"),
     ));
     data.insert(
-        "replay".into(),
-        json!({"inputs": cases.len(), "input_seconds": per_input, "command_seconds": secs}),
+        "refleak".into(),
+        json!({"capisan_s": ours, "regrtest_s": theirs, "capisan_verdict": our_verdict, "regrtest_verdict": their_verdict}),
     );
+    write_results(&rows, &data, args.quick)?;
 
     if args.zoo {
         let classes: [(&str, Variant, Option<&str>); 8] = [
@@ -376,20 +548,53 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         data.insert("zoo_time_to_detect".into(), json!(zoo_rows));
     }
 
-    rows.push((
-        "exec/s vs atheris".into(),
-        "not measured".into(),
-        "atheris is not installed against the ASan variant yet".into(),
-    ));
-    rows.push((
-        "refleak test_json -R 3:3 vs regrtest".into(),
-        "not in bench".into(),
-        "measured once by hand: 30.0 s / 28.9 s vs regrtest 31.4 s / 30.9 s, same verdict".into(),
-    ));
-
     let md = write_results(&rows, &data, args.quick)?;
     print!("{md}");
     Ok(())
+}
+
+/// A cold `build-asan` (fresh cache, the asan variant's own source via `--src`) vs the same
+/// configure and `make -j2` run by hand; seconds of each.
+fn cold_build_vs_make(asan: &capisan_build::Manifest) -> Result<(f64, f64)> {
+    let work = tempfile::tempdir()?;
+    let t = Instant::now();
+    duct::cmd!(
+        std::env::current_exe()?,
+        "build-asan",
+        "--src",
+        &asan.source_dir
+    )
+    .env("CAPISAN_CACHE", work.path().join("cache"))
+    .stdout_null()
+    .run()
+    .context("cold build-asan")?;
+    let ours = t.elapsed().as_secs_f64();
+    let _ = fs::remove_dir_all(work.path().join("cache"));
+
+    let dir = work.path().join("by-hand");
+    fs::create_dir_all(&dir)?;
+    let mut configure = Variant::Asan.configure_args();
+    configure.push(format!("CC={}", asan.compiler.cc));
+    configure.push(format!("CFLAGS={}", Variant::Asan.cflags().join(" ")));
+    let env = Variant::Asan.build_env();
+    let t = Instant::now();
+    crate::with_env(
+        duct::cmd(asan.source_dir.join("configure"), &configure),
+        &env,
+    )
+    .dir(&dir)
+    .stdout_null()
+    .stderr_null()
+    .run()
+    .context("configure by hand")?;
+    crate::with_env(duct::cmd!("make", "-j2"), &env)
+        .dir(&dir)
+        .stdout_null()
+        .stderr_null()
+        .run()
+        .context("make -j2 by hand")?;
+    let hand = t.elapsed().as_secs_f64();
+    Ok((ours, hand))
 }
 
 /// Write bench/results.md and bench/results.json (also after each slow row, so a failure later
@@ -415,4 +620,21 @@ fn write_results(
         serde_json::to_vec_pretty(&serde_json::Value::Object(data.clone()))?,
     )?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn final_stats_come_from_libfuzzer_s_last_lines() {
+        // The tail of a real 30-s capi_sequences campaign log.
+        let log = "#19000\tREDUCE cov: 12688 ft: 51700 corp: 1533/356Kb lim: 384 exec/s: 616 rss: 573Mb\n\
+                   #19116\tDONE   cov: 12690 ft: 51729 corp: 1534/356Kb lim: 384 exec/s: 616 rss: 573Mb\n\
+                   stat::number_of_executed_units: 19116\n\
+                   stat::average_exec_per_sec:     616\n\
+                   stat::new_units_added:          1846\n";
+        let s = super::final_stats(log).unwrap();
+        assert_eq!(s.exec_per_sec, 616.0);
+        assert_eq!(s.cov, 12690);
+        assert!(super::final_stats("#1\tINITED cov: 3\n").is_none());
+    }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: capisan's user-facing commands. Each subcommand is a small function over the
 //! `capisan-build` and `capisan` crates; the logic lives there.
 
+mod atheris;
 mod bench;
 mod build;
 mod corpus;
