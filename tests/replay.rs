@@ -209,51 +209,61 @@ fn batched_replay_charges_hangs_and_blowups_to_their_own_inputs() {
         &[],
     );
     assert!(r.ok, "{}", r.stderr);
-    let dir = work.path().join("corpora").join("limits");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("capisan.json"),
-        r#"{"target":"capi_sequences","ext":{"module":"replaylimits","source":"replaylimits.c","funcs":["boom","hog","ok","spin"]}}"#,
-    )
-    .unwrap();
+    let corpora = work.path().join("corpora");
     let call = |func: u8| {
         format!(
             r#"[{{"NewInt":{{"dst":0,"value":7}}}},{{"CallExt":{{"func":{func},"nargs":1,"args":[0,0,0],"dst":7}}}}]"#
         )
     };
-    // Sorted names: two passes, a hang, a pass, a blow-up, a pass, a crash, a pass.
-    for (name, func) in [
-        ("a-ok", 2),
-        ("b-ok", 2),
-        ("c-spin", 3),
-        ("d-ok", 2),
-        ("e-hog", 1),
-        ("f-ok", 2),
-        ("g-boom", 0),
-        ("h-ok", 2),
-    ] {
-        std::fs::write(dir.join(name), call(func)).unwrap();
-    }
-    let r = xtask(
-        &[
-            "replay",
-            "--corpora",
-            work.path().join("corpora").to_str().unwrap(),
-            "--ext-path",
-            ext.to_str().unwrap(),
-            "--timeout",
-            "3",
-            "--rss-mb",
-            "1500",
-            "--batch",
-            "100",
-            "--format",
-            "json",
-        ],
-        &[],
+    // Two corpora, replayed separately: the hang with a short timeout, the blow-up with a long
+    // one (allocating is slow on a machine that must first reclaim its page cache). Sorted
+    // names put passing inputs before and after each failure, all in one batch.
+    let corpus = |name: &str, inputs: &[(&str, u8)]| {
+        let dir = corpora.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("capisan.json"),
+            r#"{"target":"capi_sequences","ext":{"module":"replaylimits","source":"replaylimits.c","funcs":["boom","hog","ok","spin"]}}"#,
+        )
+        .unwrap();
+        for (input, func) in inputs {
+            std::fs::write(dir.join(input), call(*func)).unwrap();
+        }
+    };
+    corpus(
+        "hangs",
+        &[("a-ok", 2), ("b-ok", 2), ("c-spin", 3), ("d-ok", 2)],
     );
-    assert!(!r.ok, "a hang, a blow-up and a crash must fail the replay");
-    let cases: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    corpus(
+        "blowups",
+        &[("e-hog", 1), ("f-ok", 2), ("g-boom", 0), ("h-ok", 2)],
+    );
+    let replay = |only: &str, timeout: &str| -> Vec<Value> {
+        let r = xtask(
+            &[
+                "replay",
+                "--corpora",
+                corpora.to_str().unwrap(),
+                "--only",
+                only,
+                "--ext-path",
+                ext.to_str().unwrap(),
+                "--timeout",
+                timeout,
+                "--rss-mb",
+                "1200",
+                "--batch",
+                "100",
+                "--format",
+                "json",
+            ],
+            &[],
+        );
+        assert!(!r.ok, "{only}: a failing input must fail the replay");
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    let mut cases = replay("hangs", "2");
+    cases.extend(replay("blowups", "60"));
     let status = |name: &str| {
         cases
             .iter()

@@ -47,11 +47,12 @@ pub struct ReplayArgs {
     /// Per-input RSS limit, MB.
     #[arg(long, default_value_t = 2048)]
     pub rss_mb: u64,
-    /// Inputs per forked child. A failing input is charged to itself (the child says which
-    /// input is running) and re-run alone in a fresh fork; 1 = a fresh fork for every input
-    /// (~20 ms each on the ASan variant, ten times a typical input).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch: u64,
+    /// Inputs per forked child. A crash, hang or blow-up is charged to the input that was
+    /// running (the child says which), and the rest go on in a new child; a crash is re-run
+    /// alone in a fresh fork to confirm it. 1 = a fresh fork for every input (~10 ms each on
+    /// the ASan variant, several times a typical input).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
     /// Use this extension build directory instead of building the corpus's extension source.
     #[arg(long)]
     pub ext_path: Option<PathBuf>,

@@ -87,7 +87,11 @@ pub enum Op {
     /// `PyUnicode_FromStringAndSize` — new (at most 16 bytes of valid UTF-8 are used).
     NewStr { dst: Slot, text: String },
     /// `PyBytes_FromStringAndSize` — new (at most 32 bytes used).
-    NewBytes { dst: Slot, data: Vec<u8> },
+    NewBytes {
+        dst: Slot,
+        #[arbitrary(with = arbitrary_payload)]
+        data: Vec<u8>,
+    },
     /// `PyTuple_New(len % 5)` filled with `None` by `PyTuple_SET_ITEM` — new.
     NewTuple { dst: Slot, len: u8 },
     /// `PyList_New(0)` — new.
@@ -328,6 +332,22 @@ pub fn clip_str(s: &str) -> &str {
     }
 }
 
+/// The fuzzer's encoding of a `NewBytes` payload: a head byte, then either a run (high bit
+/// set: one fill byte repeated `head % 33` times) or up to `head % 33` bytes of input as they
+/// are. With a plain `Vec<u8>` a payload past 16 bytes — where a short buffer overflows — costs
+/// seventeen bytes of input, which libFuzzer's slowly growing length limit reaches late (the
+/// zoo's overflow went unfound in 90 s); a run costs two. Raw payloads keep the bytes' content
+/// for extensions that parse it.
+fn arbitrary_payload(u: &mut arbitrary::Unstructured) -> arbitrary::Result<Vec<u8>> {
+    let head = u8::arbitrary(u)?;
+    let len = usize::from(head & 0x7f) % 33;
+    if head & 0x80 != 0 {
+        let fill = u8::arbitrary(u)?;
+        return Ok(vec![fill; len]);
+    }
+    Ok(u.bytes(len.min(u.len()))?.to_vec())
+}
+
 /// The bytes actually used by `NewBytes`: at most 32.
 pub fn clip_bytes(b: &[u8]) -> &[u8] {
     &b[..b.len().min(32)]
@@ -403,6 +423,19 @@ impl OpSeq {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_byte_payloads_are_cheap_to_reach() {
+        // A run: head byte with the high bit (length 24), then the fill byte.
+        let mut u = arbitrary::Unstructured::new(&[0x80 | 24, b'x', 1, 2]);
+        assert_eq!(super::arbitrary_payload(&mut u).unwrap(), vec![b'x'; 24]);
+        assert_eq!(u.len(), 2, "a run costs two bytes of input");
+        // Raw: up to the length, as many bytes as there are.
+        let mut u = arbitrary::Unstructured::new(&[3, 7, 8, 9, 10]);
+        assert_eq!(super::arbitrary_payload(&mut u).unwrap(), vec![7, 8, 9]);
+        let mut u = arbitrary::Unstructured::new(&[30, 7]);
+        assert_eq!(super::arbitrary_payload(&mut u).unwrap(), vec![7]);
+    }
 
     #[test]
     fn mutated_json_is_a_raw_input_unless_named_json() {
