@@ -204,7 +204,7 @@ pub fn replay_batched(
         let batch_log = logs.join(format!("batch-{start}.log"));
         let shared = Shared::new(chunk.len());
         shared.current().store(0, SeqCst);
-        let (status, killed) = run_child(&batch_log, &shared, limits, || {
+        let run = run_child(&batch_log, &shared, limits, || {
             for (k, (_, seq)) in chunk.iter().enumerate() {
                 shared.started().store(now_ns(), SeqCst);
                 // SAFETY: fd 2 is the batch log, opened for appending: the log holds only the
@@ -221,10 +221,30 @@ pub fn replay_batched(
                 shared.current().store(k as u64 + 1, SeqCst);
             }
         });
-        let clean_exit =
-            killed.is_none() && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        let (status, killed) = match run {
+            Ok(r) => r,
+            Err(e) => {
+                // No child: none of this batch ran. Say so for each input (nothing is lost)
+                // and try the next batch.
+                for (i, _) in chunk {
+                    out[*i] = Some(Outcome {
+                        input: inputs[*i].clone(),
+                        status: Status::Crash,
+                        log: None,
+                        seconds: 0.0,
+                        detail: format!("not run: {e}"),
+                    });
+                }
+                start = end;
+                continue;
+            }
+        };
         // Inputs finished; when the child died, the next one is the one that was running.
         let finished = (shared.current().load(SeqCst) as usize).min(chunk.len());
+        let clean_exit = killed.is_none()
+            && libc::WIFEXITED(status)
+            && libc::WEXITSTATUS(status) == 0
+            && finished == chunk.len();
         for (k, (i, _)) in chunk.iter().enumerate().take(finished) {
             out[*i] = Some(Outcome {
                 input: inputs[*i].clone(),
@@ -311,14 +331,15 @@ fn failure(status: libc::c_int, killed: Option<Killed>, limits: Limits) -> (Stat
 
 /// Fork; the child writes stderr to `log` (appending), runs `work` and exits 0. The parent
 /// waits, killing the child when the running input (`shared.started`) is over the timeout or
-/// the child over the RSS limit. Returns the wait status and why it was killed, if it was.
+/// the child over the RSS limit. Returns the wait status and why it was killed, if it was;
+/// an error if there was no child (the log cannot be written, fork fails).
 #[cfg(feature = "cpython")]
 fn run_child(
     log: &Path,
     shared: &Shared,
     limits: Limits,
     work: impl FnOnce(),
-) -> (libc::c_int, Option<Killed>) {
+) -> Result<(libc::c_int, Option<Killed>), String> {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::Ordering::SeqCst;
     let log_file = std::fs::OpenOptions::new()
@@ -326,7 +347,7 @@ fn run_child(
         .append(true)
         .open(log)
         .and_then(|f| f.set_len(0).map(|()| f))
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     shared.started().store(now_ns(), SeqCst);
     // SAFETY: the process is single-threaded here (libFuzzer has not started its threads); the
     // child only runs the inputs and exits without running exit handlers.
@@ -336,17 +357,17 @@ fn run_child(
         work();
         unsafe { libc::_exit(0) };
     }
-    let mut status: libc::c_int = 0;
     if pid < 0 {
-        return (status, None);
+        return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
     }
+    let mut status: libc::c_int = 0;
     let timeout = limits.timeout.as_nanos() as u64;
     let mut polls = 0u64;
     loop {
         // SAFETY: waiting on our own child.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
-            return (status, None);
+            return Ok((status, None));
         }
         polls += 1;
         let over_time = now_ns().saturating_sub(shared.started().load(SeqCst)) > timeout;
@@ -357,14 +378,14 @@ fn run_child(
                 libc::kill(pid, libc::SIGKILL);
                 libc::waitpid(pid, &mut status, 0);
             }
-            return (
+            return Ok((
                 status,
                 Some(if over_time {
                     Killed::Timeout
                 } else {
                     Killed::Oom
                 }),
-            );
+            ));
         }
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -404,13 +425,17 @@ pub fn replay_one(input: &Path, log: &Path, limits: Limits) -> Outcome {
     }
     let seq = crate::ops::OpSeq::from_bytes(&bytes);
     let shared = Shared::new(0);
-    let (status, killed) = run_child(log, &shared, limits, || {
+    let run = run_child(log, &shared, limits, || {
         if let Err(v) = crate::exec::run(&seq, crate::exec::Config::from_env()) {
             crate::exec::report(&v);
             // SAFETY: ends the child the way a sanitizer would.
             unsafe { libc::abort() }
         }
     });
+    let (status, killed) = match run {
+        Ok(r) => r,
+        Err(e) => return outcome(Status::Crash, None, format!("not run: {e}")),
+    };
     if killed.is_none() && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         let _ = std::fs::remove_file(log);
         return outcome(Status::Pass, None, String::new());
