@@ -15,7 +15,8 @@ use crate::fuzz::{self, ExtArgs, FuzzArgs};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Shorter runs (10 s per campaign instead of 30).
+    /// Shorter runs: 10 s per campaign instead of 30, 2 rounds instead of 3, and no cold-build
+    /// comparison (two ASan builds, ~6 min).
     #[arg(long)]
     pub quick: bool,
     /// Also measure the bug zoo's time-to-detect per class (3 seeds each, no seed corpus; slow).

@@ -101,7 +101,9 @@ enum Command {
     Corpus(corpus::CorpusArgs),
     /// Write a static HTML report of a campaign (plots, buckets, stacks, op logs, links).
     Report(report::ReportArgs),
-    /// Benchmarks side by side: exec/s with and without checks, cached build, minimization, replay.
+    /// Benchmarks side by side: exec/s vs atheris (built from PyPI against the ASan variant on
+    /// first use) and with/without checks, cold and cached builds, minimization, replay,
+    /// refleak vs regrtest; writes bench/results.md and bench/results.json.
     Bench(bench::BenchArgs),
     /// Replay every corpus input with fork isolation; non-zero exit if anything regressed.
     Replay(replay::ReplayArgs),
