@@ -43,7 +43,12 @@ pub fn xtask(args: &[&str], env: &[(&str, &str)]) -> Run {
 /// after `purpose` (so tests do not overwrite each other's builds); returns the directory.
 pub fn build_zoo(variant: &str, purpose: &str) -> PathBuf {
     let out = std::env::temp_dir().join(format!("capisan-{purpose}-zoo-{variant}"));
-    let src = root().join("tests/bugzoo/bugzoo.c");
+    ext_build(&root().join("tests/bugzoo/bugzoo.c"), variant, &out);
+    out
+}
+
+/// `cargo xtask ext-build SRC --variant VARIANT -o OUT`, asserting it succeeds.
+pub fn ext_build(src: &std::path::Path, variant: &str, out: &std::path::Path) {
     let r = xtask(
         &[
             "ext-build",
@@ -56,5 +61,4 @@ pub fn build_zoo(variant: &str, purpose: &str) -> PathBuf {
         &[],
     );
     assert!(r.ok, "ext-build failed: {}{}", r.stdout, r.stderr);
-    out
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{root, xtask};
+use common::{ext_build, root, xtask};
 use serde_json::Value;
 
 #[test]
@@ -43,18 +43,7 @@ fn reintroduced_ext() -> std::path::PathBuf {
     let file = dir.join("bugzoo.c");
     std::fs::write(&file, patched).unwrap();
     let out = dir.join("build");
-    let r = xtask(
-        &[
-            "ext-build",
-            file.to_str().unwrap(),
-            "--variant",
-            "asan",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(r.ok, "{}", r.stderr);
+    ext_build(&file, "asan", &out);
     out
 }
 
@@ -197,18 +186,7 @@ fn batched_replay_charges_hangs_and_blowups_to_their_own_inputs() {
     let src = work.path().join("replaylimits.c");
     std::fs::write(&src, LIMITS_EXT).unwrap();
     let ext = work.path().join("build");
-    let r = xtask(
-        &[
-            "ext-build",
-            src.to_str().unwrap(),
-            "--variant",
-            "asan",
-            "-o",
-            ext.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(r.ok, "{}", r.stderr);
+    ext_build(&src, "asan", &ext);
     let corpora = work.path().join("corpora");
     let call = |func: u8| {
         format!(

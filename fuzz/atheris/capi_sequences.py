@@ -16,6 +16,7 @@ Run with the ASan variant's interpreter and atheris built against it:
 """
 
 import gc
+import os
 import sys
 import types
 
@@ -26,38 +27,10 @@ MAX_OPS = 64
 NOPS = 39
 
 
-class Plain:
-    pass
-
-
-class Evil:
-    def __eq__(self, other):
-        v = self.__dict__.get("victim")
-        c = getattr(v, "clear", None)
-        if c is not None:
-            c()
-        return NotImplemented
-
-    def __lt__(self, other):
-        self.__eq__(other)
-        return False
-
-    def __hash__(self):
-        return 0
-
-
-def make_callable(kind, target):
-    if kind == 0:
-
-        def clearer(*a):
-            c = getattr(target, "clear", None)
-            if c is not None:
-                c()
-
-        return clearer
-    if kind == 1:
-        return lambda *a: None
-    return lambda *a: 1 / 0
+# The same prelude classes and callables capisan's harness uses (Plain, Evil, make_callable).
+_PRELUDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "harness", "src", "prelude.py")
+with open(_PRELUDE) as _f:
+    exec(compile(_f.read(), _PRELUDE, "exec"))
 
 
 ATTRS = ("victim", "payload", "other")
