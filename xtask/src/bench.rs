@@ -70,19 +70,25 @@ pub fn final_stats(log: &str) -> Option<Stats> {
     Some(Stats { exec_per_sec, cov })
 }
 
-/// One campaign's stats.
-fn campaign(time: u64, no_checks: bool, collect: bool, cache: &Option<PathBuf>) -> Result<Stats> {
-    let out = std::env::temp_dir().join(format!("capisan-bench-{no_checks}-{collect}"));
-    let _ = fs::remove_dir_all(&out);
-    fuzz::fuzz(FuzzArgs {
+/// The bench's campaigns: capi_sequences with checks on, no seed corpus (what the fuzzer
+/// finds on its own), JSON output; callers change what they measure.
+fn bench_campaign(
+    time: u64,
+    variant: Variant,
+    ext: ExtArgs,
+    out: PathBuf,
+    seed: u64,
+    cache: &Option<PathBuf>,
+) -> FuzzArgs {
+    FuzzArgs {
         target: "capi_sequences".into(),
         time,
-        variant: Variant::Asan,
-        ext: ExtArgs::default(),
-        out: Some(out.clone()),
-        seed: Some(11),
-        no_checks,
-        collect,
+        variant,
+        ext,
+        out: Some(out),
+        seed: Some(seed),
+        no_checks: false,
+        collect: false,
         json: true,
         no_seeds: true,
         jobs: 1,
@@ -90,6 +96,34 @@ fn campaign(time: u64, no_checks: bool, collect: bool, cache: &Option<PathBuf>) 
             cache: cache.clone(),
         },
         libfuzzer: vec![],
+    }
+}
+
+/// The zoo built at `ext`, only `func` callable.
+fn zoo_ext(ext: &std::path::Path, func: &str, pythonmalloc: Option<&str>) -> ExtArgs {
+    ExtArgs {
+        ext: Some("bugzoo".into()),
+        ext_path: Some(ext.to_path_buf()),
+        funcs: vec![func.into()],
+        pythonmalloc: pythonmalloc.map(String::from),
+    }
+}
+
+/// One campaign's stats.
+fn campaign(time: u64, no_checks: bool, collect: bool, cache: &Option<PathBuf>) -> Result<Stats> {
+    let out = std::env::temp_dir().join(format!("capisan-bench-{no_checks}-{collect}"));
+    let _ = fs::remove_dir_all(&out);
+    fuzz::fuzz(FuzzArgs {
+        no_checks,
+        collect,
+        ..bench_campaign(
+            time,
+            Variant::Asan,
+            ExtArgs::default(),
+            out.clone(),
+            11,
+            cache,
+        )
     })?;
     let log = fs::read_to_string(out.join("fuzz.log"))?;
     final_stats(&log).context("no final stats in the campaign log")
@@ -326,26 +360,15 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         fs::create_dir_all(dir.join("artifacts"))?;
         // A campaign directory the minimizer can use: 1 s of fuzzing writes campaign.json.
         fuzz::fuzz(FuzzArgs {
-            target: "capi_sequences".into(),
-            time: 1,
-            variant: Variant::Asan,
-            ext: ExtArgs {
-                ext: Some("bugzoo".into()),
-                ext_path: Some(ext.clone()),
-                funcs: vec![func.into()],
-                pythonmalloc: None,
-            },
-            out: Some(dir.clone()),
-            seed: Some(1),
-            no_checks: false,
-            collect: false,
-            json: true,
-            no_seeds: true,
-            jobs: 1,
-            cache: crate::CacheArgs {
-                cache: args.cache.clone(),
-            },
             libfuzzer: vec!["-runs=0".into()],
+            ..bench_campaign(
+                1,
+                Variant::Asan,
+                zoo_ext(&ext, func, None),
+                dir.clone(),
+                1,
+                &args.cache,
+            )
         })?;
         let art = dir.join("artifacts").join(format!("crash-padded-{func}"));
         fs::write(&art, serde_json::to_vec(&padded(&core))?)?;
@@ -502,28 +525,14 @@ pub fn bench(args: BenchArgs) -> Result<()> {
                 let _ = fs::remove_dir_all(&out);
                 let t = Instant::now();
                 // One class failing to run must not lose the others' numbers.
-                let run = fuzz::fuzz(FuzzArgs {
-                    target: "capi_sequences".into(),
-                    time: 90,
+                let run = fuzz::fuzz(bench_campaign(
+                    90,
                     variant,
-                    ext: ExtArgs {
-                        ext: Some("bugzoo".into()),
-                        ext_path: Some(ext.clone()),
-                        funcs: vec![func.into()],
-                        pythonmalloc: pm.map(String::from),
-                    },
-                    out: Some(out),
-                    seed: Some(seed),
-                    no_checks: false,
-                    collect: false,
-                    json: true,
-                    no_seeds: true,
-                    jobs: 1,
-                    cache: crate::CacheArgs {
-                        cache: args.cache.clone(),
-                    },
-                    libfuzzer: vec![],
-                });
+                    zoo_ext(&ext, func, pm),
+                    out,
+                    seed,
+                    &args.cache,
+                ));
                 let buckets = match run {
                     Ok(b) => b,
                     Err(e) => {
