@@ -259,9 +259,10 @@ pub fn replay_batched(
             start = end;
             continue;
         }
-        // Died after its last input finished (at exit): charge the last one.
-        let (i, _) = chunk[finished.min(chunk.len() - 1)];
+        // The input that was running; a child that died after its last input (at exit) is
+        // charged to that last one.
         let finished = finished.min(chunk.len() - 1);
+        let (i, _) = chunk[finished];
         let log = logs.join(format!("{i}.log"));
         let _ = std::fs::rename(&batch_log, &log);
         let seconds = (now_ns().saturating_sub(shared.started().load(SeqCst))) as f64 / 1e9;
