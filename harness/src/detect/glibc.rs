@@ -16,6 +16,11 @@ pub const GLIBC: &[Pattern] = &[
         Some(BugClass::Crash),
         "glibc malloc: heap metadata corrupted (an overflow, a bad or double free); ambiguous without ASan",
     ),
+    classify::row(
+        r".",
+        Some(BugClass::Crash),
+        "glibc malloc: heap-consistency abort with no more specific pattern (e.g. an unaligned tcache chunk: heap metadata overwritten)",
+    ),
 ];
 
 /// One finding per glibc heap abort line.
@@ -48,5 +53,22 @@ mod tests {
         assert_eq!(f[0].class, BugClass::DoubleFree);
         assert!(crate::detect::parse("free(): invalid pointer\n")[0].class == BugClass::Crash);
         assert!(crate::detect::parse("nothing to see\n").is_empty());
+    }
+
+    /// Before the GLIBC table had a catch-all row, an abort no row matched panicked in
+    /// `classify` instead of becoming a finding.
+    #[test]
+    fn glibc_abort_no_specific_row_matches_is_a_crash() {
+        let f = crate::detect::parse(
+            "malloc(): unaligned tcache chunk detected\nAborted (core dumped)\n",
+        );
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].class, BugClass::Crash);
+        assert_eq!(f[0].tool, Tool::DebugAllocator);
+        assert!(
+            f[0].reason.contains("no more specific pattern"),
+            "{}",
+            f[0].reason
+        );
     }
 }
