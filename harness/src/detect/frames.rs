@@ -117,6 +117,37 @@ pub fn is_interpreter_core(frame: &Frame) -> bool {
         || set(INTERPRETER_CORE_FUNCTIONS, &FUNCTIONS).is_match(&frame.function)
 }
 
+/// True when the tool printed no function name for `frame` (a module without symbols, or the
+/// symbolizer failed): only its module and offset say where it is.
+pub fn is_unsymbolized(frame: &Frame) -> bool {
+    matches!(frame.function.trim(), "" | "??")
+}
+
+/// A short name for `frame` that is never a file suffix: its function when symbolized, else
+/// `module.so+0xOFFSET` (the module's file name without CPython's ABI tag, so the name is the
+/// same on every interpreter build), else the module alone, else `??`.
+///
+/// A bucket keyed by an offset changes when the module is rebuilt; that is the price of an
+/// extension without symbols, and the name still says which module to look into.
+pub fn frame_name(frame: &Frame) -> String {
+    static ABI_TAG: OnceLock<Regex> = OnceLock::new();
+    if !is_unsymbolized(frame) {
+        return frame.function.clone();
+    }
+    let Some(object) = frame.object.as_deref() else {
+        return "??".to_string();
+    };
+    let file = object.rsplit('/').next().unwrap_or(object);
+    // `mymod.cpython-313d-x86_64-linux-gnu.so`, `mymod.abi3.so`, `mymod.pypy310-pp73-x86_64-linux-gnu.so`.
+    let tag = ABI_TAG
+        .get_or_init(|| Regex::new(r"\.(?:cpython-[^./]*|pypy[^./]*|abi3)\.so$").expect("regex"));
+    let module = tag.replace(file, ".so");
+    match frame.offset {
+        Some(offset) => format!("{module}+{offset:#x}"),
+        None => module.into_owned(),
+    }
+}
+
 /// Parses one sanitizer (ASan / LSan / UBSan, llvm-symbolizer style) frame line, e.g.
 /// `    #2 0x7f14 in extra_decref /work/bugzoo.c:96:9` or
 /// `    #0 0x5596 in free (/tmp/python+0x12df5f6) (BuildId: a33f...)`.
@@ -125,12 +156,19 @@ pub fn parse_sanitizer_frame(line: &str) -> Option<Frame> {
     static PREFIX: OnceLock<Regex> = OnceLock::new();
     static MODULE: OnceLock<Regex> = OnceLock::new();
     static LOCATION: OnceLock<Regex> = OnceLock::new();
+    static SOURCE_FILE: OnceLock<Regex> = OnceLock::new();
     let prefix = PREFIX.get_or_init(|| {
         Regex::new(r"^\s*#\d+\s+0x[0-9a-fA-F]+(?:\s+in)?(?:\s+(.*))?$").expect("regex")
     });
     let module = MODULE
-        .get_or_init(|| Regex::new(r"^(.*?)\s*\(([^()]*?)\+0x[0-9a-fA-F]+\)$").expect("regex"));
+        .get_or_init(|| Regex::new(r"^(.*?)\s*\(([^()]*?)\+0x([0-9a-fA-F]+)\)$").expect("regex"));
     let location = LOCATION.get_or_init(|| Regex::new(r"^(.+?):(\d+)(?::\d+)?$").expect("regex"));
+    // A bare source file name, what llvm-symbolizer prints for a module built without `-g`
+    // (`in use_after_free nodbg.c`: the symbol table names the function, DW_AT_name the file).
+    let source_file = SOURCE_FILE.get_or_init(|| {
+        Regex::new(r"^[^/\s()]+\.(?:c|h|cc|cpp|cxx|c\+\+|hh|hpp|hxx|C|m|mm|rs|S|s|pyx|f90)$")
+            .expect("regex")
+    });
 
     let rest = prefix.captures(line)?.get(1).map_or("", |m| m.as_str());
     let rest = match rest.find(" (BuildId:") {
@@ -145,6 +183,7 @@ pub fn parse_sanitizer_frame(line: &str) -> Option<Frame> {
             file: None,
             line: None,
             object: Some(c[2].to_string()),
+            offset: u64::from_str_radix(&c[3], 16).ok(),
         });
     }
     // `function file:line:col`, `function file` or just `function`; C++ names contain spaces,
@@ -156,14 +195,16 @@ pub fn parse_sanitizer_frame(line: &str) -> Option<Frame> {
                 file: Some(c[1].to_string()),
                 line: c[2].parse().ok(),
                 object: None,
+                offset: None,
             });
         }
-        if last.contains('/') {
+        if last.contains('/') || source_file.is_match(last) {
             return Some(Frame {
                 function: function.trim().to_string(),
                 file: Some(last.to_string()),
                 line: None,
                 object: None,
+                offset: None,
             });
         }
     }
@@ -218,6 +259,80 @@ mod tests {
         assert_eq!(f.line, Some(28));
 
         assert!(parse_sanitizer_frame("SUMMARY: AddressSanitizer: heap-use-after-free").is_none());
+    }
+
+    #[test]
+    fn unsymbolized_frames_keep_module_and_offset() {
+        let f = parse_sanitizer_frame(
+            "    #3 0x7f9b059dc61a in  (/tmp/x/mymod.cpython-313d-x86_64-linux-gnu.so+0x1234)",
+        )
+        .unwrap();
+        assert_eq!(f.function, "??");
+        assert_eq!(
+            f.object.as_deref(),
+            Some("/tmp/x/mymod.cpython-313d-x86_64-linux-gnu.so")
+        );
+        assert_eq!(f.offset, Some(0x1234));
+        assert!(is_unsymbolized(&f));
+        assert_eq!(frame_name(&f), "mymod.so+0x1234");
+
+        let f = parse_sanitizer_frame(
+            "    #2 0x7f9b059dc5d6  (/path/mymod.cpython-313d-x86_64-linux-gnu.so+0x5678) (BuildId: fc2b89392da5d3759086e57004a5302b0ac6a7e6)",
+        )
+        .unwrap();
+        assert_eq!(f.offset, Some(0x5678));
+        assert_eq!(frame_name(&f), "mymod.so+0x5678");
+
+        let f =
+            parse_sanitizer_frame("    #0 0x7f12 (/venv/lib/_speedups.abi3.so+0xbeef)").unwrap();
+        assert_eq!(frame_name(&f), "_speedups.so+0xbeef");
+        let f = parse_sanitizer_frame("    #0 0x7f12 (/usr/lib/libfoo.so.1+0x10)").unwrap();
+        assert_eq!(frame_name(&f), "libfoo.so.1+0x10");
+
+        // Symbolized frames are named by their function, whatever the module.
+        let f = parse_sanitizer_frame("    #0 0x7f12 in scratch (/tmp/mymod.so+0x10)").unwrap();
+        assert_eq!(frame_name(&f), "scratch");
+        // No module at all (valgrind without `<obj>`): `??`, never a suffix.
+        assert_eq!(frame_name(&Frame::named("??")), "??");
+    }
+
+    #[test]
+    fn bare_source_file_of_a_module_without_debug_info_is_a_file() {
+        let f = parse_sanitizer_frame("    #0 0x7f1f4efe661a in use_after_free nodbg.c").unwrap();
+        assert_eq!(f.function, "use_after_free");
+        assert_eq!(f.file.as_deref(), Some("nodbg.c"));
+        assert_eq!(f.line, None);
+        let f = parse_sanitizer_frame("    #4 0x7f1f in Foo::bar(int) foo.cpp").unwrap();
+        assert_eq!(f.function, "Foo::bar(int)");
+        assert_eq!(f.file.as_deref(), Some("foo.cpp"));
+    }
+
+    /// Real captures (fixtures/README.md): an extension built without `-g`, as built and after
+    /// `strip --strip-all`. The bucket must name the function, or the module and offset; before,
+    /// they were `c` (from `use_after_free nodbg.c`) and `so` (the module's file suffix).
+    #[test]
+    fn culprit_of_an_extension_without_debug_info_is_a_symbol_or_module_offset() {
+        let cases = [
+            (
+                include_str!("fixtures/asan_ext_without_debug_info.txt"),
+                "use_after_free",
+            ),
+            (
+                include_str!("fixtures/asan_ext_stripped.txt"),
+                "nodbg.so+0x261a",
+            ),
+        ];
+        for (text, culprit) in cases {
+            let findings = crate::detect::parse(text);
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            let f = &findings[0];
+            assert_eq!(f.class, crate::detect::BugClass::UseAfterFree);
+            assert_eq!(f.culprit().as_deref(), Some(culprit));
+            assert_eq!(
+                f.signature().0,
+                format!("{}|{culprit}|-", crate::detect::BugClass::UseAfterFree.id())
+            );
+        }
     }
 
     #[test]

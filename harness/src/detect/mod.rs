@@ -120,6 +120,10 @@ pub struct Frame {
     pub line: Option<u32>,
     /// The module (executable or .so) when the tool printed it instead of / besides a file.
     pub object: Option<String>,
+    /// The pc's offset inside `object` (`(object+0xOFFSET)`), when the tool printed it; with
+    /// `object` it names an unsymbolized frame (see [`frames::frame_name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl Frame {
@@ -130,6 +134,7 @@ impl Frame {
             file: None,
             line: None,
             object: None,
+            offset: None,
         }
     }
 }
@@ -232,10 +237,11 @@ impl Finding {
         BucketSignature(format!("{}|{}|{}", self.class.id(), frame, op))
     }
 
-    /// The name a bucket is keyed by: the top frame's function (its module's file name when
-    /// unsymbolized); but when every frame is CPython's own (e.g. `list_dealloc` tripping over an
-    /// object an extension over-released, with the extension no longer on the stack) and the
-    /// op being run was an extension call, the extension callee — the code that was running.
+    /// The name a bucket is keyed by: the top frame's function (`module.so+0xOFFSET` when
+    /// unsymbolized, see [`frames::frame_name`]: never a file suffix); but when every frame is
+    /// CPython's own (e.g. `list_dealloc` tripping over an object an extension over-released,
+    /// with the extension no longer on the stack) and the op being run was an extension call,
+    /// the extension callee — the code that was running.
     /// Dotted names (`bugzoo.extra_decref`, `bugzoo.Holder`) keep only their last part, so a
     /// bug named by a stack frame and by the op log lands in the same bucket.
     pub fn culprit(&self) -> Option<String> {
@@ -249,10 +255,9 @@ impl Finding {
         let name = match (top, callee) {
             (None, Some(callee)) => callee,
             (Some(_), Some(callee)) if top_is_core => callee,
-            (Some(f), _) => match (f.function.as_str(), f.object.as_deref()) {
-                ("??", Some(object)) => object.rsplit('/').next().unwrap_or(object).to_string(),
-                (function, _) => function.to_string(),
-            },
+            // `mymod.so+0x1234`: its dots are not a qualified name's.
+            (Some(f), _) if frames::is_unsymbolized(f) => return Some(frames::frame_name(f)),
+            (Some(f), _) => f.function.clone(),
             (None, None) => return None,
         };
         Some(name.rsplit('.').next().unwrap_or(&name).to_string())

@@ -63,6 +63,7 @@ fn assertion(line: &str) -> Option<Assertion> {
             file: Some(c[1].to_string()),
             line: c[2].parse().ok(),
             object: None,
+            offset: None,
         },
         headline: format!("{}: Assertion failed: {}", &c[3], &c[4]),
     })

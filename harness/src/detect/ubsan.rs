@@ -51,6 +51,7 @@ pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
                 file: Some(c[1].to_string()),
                 line: c[2].parse().ok(),
                 object: None,
+                offset: None,
             });
         }
         let mut finding = Finding::new(class, Tool::Ubsan, message);

@@ -126,6 +126,7 @@ fn to_frame(raw: RawFrame) -> Frame {
         file,
         line: raw.line,
         object: raw.object,
+        offset: None,
     }
 }
 
