@@ -22,6 +22,7 @@ pub struct BenchArgs {
     /// Also measure the bug zoo's time-to-detect per class (3 seeds each, no seed corpus; slow).
     #[arg(long)]
     pub zoo: bool,
+    /// Cache directory for sources and built variants; default ~/.cache/capisan.
     #[arg(long, env = "CAPISAN_CACHE")]
     pub cache: Option<PathBuf>,
 }

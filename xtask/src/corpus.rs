@@ -21,11 +21,24 @@ pub struct CorpusArgs {
 #[derive(Subcommand)]
 pub enum CorpusAction {
     /// Add the inputs of DIRS that cover something new to corpora/NAME (libFuzzer -merge=1).
-    Merge { name: String, dirs: Vec<PathBuf> },
+    Merge {
+        /// Corpus to grow: the folder corpora/NAME (also the fuzz target it belongs to).
+        name: String,
+        /// Directories of new inputs, e.g. a campaign's corpus/ (none: nothing to merge).
+        dirs: Vec<PathBuf>,
+    },
     /// Shrink corpora/NAME to a subset with the same coverage (libFuzzer -merge=1 into an empty dir).
-    Min { name: String },
+    Min {
+        /// Corpus to shrink: the folder corpora/NAME.
+        name: String,
+    },
     /// Add a (minimized) input as a regression case of corpora/NAME, named by its content hash.
-    Add { name: String, input: PathBuf },
+    Add {
+        /// Corpus to add to: the folder corpora/NAME.
+        name: String,
+        /// The input file (libFuzzer bytes or a JSON op list); it is copied, not moved.
+        input: PathBuf,
+    },
 }
 
 fn root() -> PathBuf {

@@ -36,7 +36,7 @@ pub struct FuzzArgs {
     /// Campaign directory (corpus, artifacts, log); default target/capisan/<target>-<variant>.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// libFuzzer seed, for repeatable campaigns.
+    /// libFuzzer seed, for repeatable campaigns; default: libFuzzer picks one.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Turn the property checks off (to measure their cost).
@@ -65,13 +65,15 @@ pub struct FuzzArgs {
 /// The extension under test.
 #[derive(Args, Clone, Default, Serialize, Deserialize)]
 pub struct ExtArgs {
-    /// Importable name of the C extension to fuzz (its public callables become CallExt ops).
+    /// Importable name of the C extension to fuzz (its public callables become CallExt ops);
+    /// default: none, the C API alone is fuzzed.
     #[arg(long)]
     pub ext: Option<String>,
-    /// Directory holding the built extension (see `cargo xtask ext-build`).
+    /// Directory holding the built extension (see `cargo xtask ext-build`); default: none, the
+    /// module must be importable from the variant's own sys.path.
     #[arg(long)]
     pub ext_path: Option<PathBuf>,
-    /// Only these callables of the extension (comma-separated).
+    /// Only these callables of the extension (comma-separated); default: every public callable.
     #[arg(long, value_delimiter = ',')]
     pub funcs: Vec<String>,
     /// PYTHONMALLOC for the campaign (default: the variant's manifest setting).
@@ -86,17 +88,23 @@ pub struct FuzzExtArgs {
     /// Directory holding the built extension.
     #[arg(long)]
     pub ext_path: PathBuf,
-    /// Only these callables (comma-separated).
+    /// Only these callables (comma-separated); default: every public callable of the module.
     #[arg(long, value_delimiter = ',')]
     pub funcs: Vec<String>,
+    /// Campaign length in seconds.
     #[arg(long, default_value_t = 60)]
     pub time: u64,
+    /// Variant to fuzz against: asan (libFuzzer + ASan) or valgrind (libFuzzer under memcheck).
     #[arg(long, default_value = "asan")]
     pub variant: Variant,
+    /// Campaign directory (corpus, artifacts, log, campaign.json); default
+    /// target/capisan/capi_sequences-<variant>.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// libFuzzer seed, for repeatable campaigns; default: libFuzzer picks one.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Print the findings as JSON instead of the text summary.
     #[arg(long)]
     pub json: bool,
     /// PYTHONMALLOC for the campaign, e.g. malloc_debug to add CPython's allocator API checks
@@ -117,6 +125,7 @@ pub struct FuzzExtArgs {
 pub struct ExtBuildArgs {
     /// A C file, or a directory of C files (module name = file stem / directory name).
     pub path: PathBuf,
+    /// Variant to compile against; the extension gets that variant's sanitizer and coverage flags.
     #[arg(long, default_value = "asan")]
     pub variant: Variant,
     /// Output directory (default: <cache>/ext/<variant>/<module>).
@@ -131,6 +140,7 @@ pub struct FuzzBuildArgs {
     /// Fuzz target to build.
     #[arg(default_value = "capi_sequences")]
     pub target: String,
+    /// Variant whose interpreter the fuzzer links and whose standard library it ships.
     #[arg(long, default_value = "asan")]
     pub variant: Variant,
     /// Copy the fuzzer here, with the standard library it needs in `<target>.python/`, so it runs
@@ -196,10 +206,12 @@ pub fn fuzz_build(args: FuzzBuildArgs) -> Result<()> {
 pub struct TriageArgs {
     /// Campaign directory written by `cargo xtask fuzz`.
     pub dir: PathBuf,
+    /// Print the buckets as JSON instead of text.
     #[arg(long)]
     pub json: bool,
     /// File of known bucket signatures (one a line, `#` comments): exit 1 only if a bucket is
-    /// not in it (nightly fuzzing fails on new bugs, not on known ones).
+    /// not in it (nightly fuzzing fails on new bugs, not on known ones); without it, exit 1 on
+    /// any bucket.
     #[arg(long)]
     pub known: Option<PathBuf>,
 }

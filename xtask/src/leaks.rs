@@ -655,8 +655,10 @@ pub struct TracemallocArgs {
     /// Iterations between the two snapshots (after one warmup iteration).
     #[arg(short = 'n', long = "iterations", default_value_t = 10)]
     pub iterations: u32,
+    /// Variant to run on; any of pydebug, asan, valgrind (tracemalloc works on all).
     #[arg(long, default_value = "pydebug")]
     pub variant: Variant,
+    /// Print the growth as JSON instead of text.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -815,6 +817,7 @@ pub fn tracemalloc_diff(args: TracemallocArgs) -> Result<bool> {
 pub struct LsanArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Print the leaks as JSON instead of text.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -1001,6 +1004,7 @@ pub struct ValgrindArgs {
     /// Track where uninitialised values come from (slower, better reports).
     #[arg(long)]
     pub track_origins: bool,
+    /// Print the findings as JSON instead of text.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -1162,6 +1166,7 @@ pub struct SuppMergeArgs {
     /// Suppression files to merge, in priority order (the first copy of a duplicate is kept).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Where to write the merged suppressions (required).
     #[arg(short, long)]
     pub out: PathBuf,
 }
@@ -1177,6 +1182,7 @@ pub struct SuppMinimizeArgs {
     /// extension); repeatable. Run with the same --ext-path.
     #[arg(long)]
     pub protect: Vec<String>,
+    /// Where to write the minimized suppressions (required; may be FILE itself).
     #[arg(short, long)]
     pub out: PathBuf,
     #[command(flatten)]

@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod corpus;
 mod fuzz;
+mod help;
 mod leaks;
 mod replay;
 mod report;
@@ -112,7 +113,7 @@ enum Command {
 /// Options every command that touches the cache shares.
 #[derive(Args, Clone, Debug)]
 pub struct CacheArgs {
-    /// Cache directory for sources and built variants.
+    /// Cache directory for sources and built variants; default ~/.cache/capisan.
     #[arg(long, env = "CAPISAN_CACHE", global = true)]
     pub cache: Option<PathBuf>,
 }

@@ -35,10 +35,10 @@ pub struct ReplayArgs {
     /// Write the report here instead of stdout.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Corpora root (one directory per corpus).
+    /// Corpora root (one directory per corpus); default: the checkout's corpora/.
     #[arg(long)]
     pub corpora: Option<PathBuf>,
-    /// Only these corpora (directory names).
+    /// Only these corpora (directory names); default: every corpus under the root.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Per-input timeout, seconds.
@@ -56,6 +56,7 @@ pub struct ReplayArgs {
     /// Use this extension build directory instead of building the corpus's extension source.
     #[arg(long)]
     pub ext_path: Option<PathBuf>,
+    /// Cache directory for sources and built variants; default ~/.cache/capisan.
     #[arg(long, env = "CAPISAN_CACHE")]
     pub cache: Option<PathBuf>,
 }

@@ -20,7 +20,8 @@ use crate::fuzz::Campaign;
 pub struct MinimizeArgs {
     /// A crash artifact written by a campaign (its campaign directory is found from it).
     pub artifact: PathBuf,
-    /// The campaign directory, if the artifact was moved out of `<campaign>/artifacts/`.
+    /// The campaign directory, if the artifact was moved out of `<campaign>/artifacts/`;
+    /// default: the artifact's grandparent directory.
     #[arg(long)]
     pub campaign: Option<PathBuf>,
 }
@@ -32,6 +33,8 @@ pub struct ReproArgs {
     /// Output directory for the reproducer.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// The campaign directory, if the artifact was moved out of `<campaign>/artifacts/`;
+    /// default: the artifact's grandparent directory.
     #[arg(long)]
     pub campaign: Option<PathBuf>,
 }
@@ -64,6 +67,7 @@ pub fn show_cmd(args: ShowArgs) -> Result<()> {
 pub struct ConfirmArgs {
     /// A reproducer directory written by `cargo xtask repro`.
     pub dir: PathBuf,
+    /// Cache directory for sources and built variants; default ~/.cache/capisan.
     #[arg(long, env = "CAPISAN_CACHE")]
     pub cache: Option<PathBuf>,
 }
