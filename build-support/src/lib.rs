@@ -9,6 +9,7 @@ pub mod builder;
 pub mod cache;
 pub mod error;
 pub mod manifest;
+pub mod setup;
 pub mod source;
 pub mod toolchain;
 pub mod variant;

@@ -3,41 +3,24 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use capisan_build::builder::{self, BuildOutcome, BuildRequest};
+use capisan_build::setup::{self, SetupOutcome};
 use capisan_build::{source, toolchain, Cache, Manifest, Variant, DEFAULT_VERSION};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::CacheArgs;
 
-/// System packages capisan needs on Debian/Ubuntu. `{llvm}` is rustc's LLVM major.
-const PACKAGES: &[&str] = &[
-    "clang-{llvm}",
-    "libclang-{llvm}-dev",
-    "libclang-rt-{llvm}-dev",
-    "llvm-{llvm}",
-    "valgrind",
-    "gdb",
-    "build-essential",
-    "pkg-config",
-    "xz-utils",
-    "libffi-dev",
-    "zlib1g-dev",
-    "libssl-dev",
-    "libbz2-dev",
-    "liblzma-dev",
-    "libsqlite3-dev",
-    "uuid-dev",
-    // Renders `cargo xtask report` pages headless (tests/report.rs).
-    "chromium",
-];
-
 #[derive(Args)]
 pub struct SetupArgs {
-    /// Only print the packages and the command; install nothing.
+    /// Only print the apt command with every package; check and install nothing. Without it,
+    /// install the missing packages (as root; apt's output goes to
+    /// ~/.cache/capisan/logs/setup-<time>.log).
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Which source to use.
@@ -77,71 +60,37 @@ pub struct VariantsArgs {
     cache: CacheArgs,
 }
 
-fn packages() -> Vec<String> {
-    let llvm = toolchain::rustc_llvm_major().unwrap_or(22).to_string();
-    PACKAGES
-        .iter()
-        .map(|p| p.replace("{llvm}", &llvm))
-        .collect()
-}
-
+/// Install the missing system packages: one line per step, apt's output in a log file whose
+/// tail is printed on failure (by `main`, from the error).
 pub fn setup(args: SetupArgs) -> Result<()> {
-    let pkgs = packages();
-    let debian =
-        std::path::Path::new("/etc/debian_version").exists() && source::which("apt-get").is_some();
-    if !debian || args.dry_run {
-        if !debian {
+    let cache = Cache::resolve(args.cache.cache);
+    let outcome = setup::setup(&cache, args.dry_run, &mut |step| println!("setup: {step}"))?;
+    match outcome {
+        SetupOutcome::NotDebian { command } => {
             println!(
                 "This is not a Debian/Ubuntu machine with apt-get. Install the equivalents of:"
             );
+            println!("  {command}");
         }
-        println!("  apt-get update && apt-get install -y {}", pkgs.join(" "));
-        return Ok(());
+        SetupOutcome::DryRun { command } => {
+            println!("setup --dry-run: would install what is missing of:");
+            println!("  {command}");
+        }
+        SetupOutcome::Ready {
+            installed,
+            log,
+            compiler,
+            ..
+        } => {
+            if !installed.is_empty() {
+                println!("setup: installed {}", installed.join(" "));
+            }
+            if let Some(log) = log {
+                println!("setup: apt's output is in {}", log.display());
+            }
+            println!("setup: compiler {} ({})", compiler.cc, compiler.version);
+        }
     }
-    let root = duct::cmd!("id", "-u")
-        .read()
-        .map(|u| u.trim() == "0")
-        .unwrap_or(false);
-    if !root {
-        bail!("installing packages needs root; run:\n  sudo apt-get update && sudo apt-get install -y {}", pkgs.join(" "));
-    }
-    let missing: Vec<&String> = pkgs
-        .iter()
-        .filter(|p| {
-            !duct::cmd!("dpkg-query", "-W", "-f=${Status}", p.as_str())
-                .stderr_null()
-                .read()
-                .is_ok_and(|s| s.contains("install ok installed"))
-        })
-        .collect();
-    if missing.is_empty() {
-        println!("all {} packages are installed", pkgs.len());
-    } else {
-        println!(
-            "installing: {}",
-            missing
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        duct::cmd!("apt-get", "update")
-            .run()
-            .context("apt-get update failed")?;
-        let mut argv = vec![
-            "install".to_string(),
-            "-y".to_string(),
-            "--no-install-recommends".to_string(),
-        ];
-        argv.extend(missing.iter().map(|s| s.to_string()));
-        duct::cmd("apt-get", argv)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .run()
-            .context("apt-get install failed")?;
-    }
-    let cc = toolchain::default_cc();
-    let compiler = toolchain::probe(&cc)?;
-    println!("compiler: {} ({})", compiler.cc, compiler.version);
     Ok(())
 }
 
