@@ -8,7 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use capisan::detect::Finding;
-use common::{root, xtask, Run};
+use capisan::leaks::{self, LsanOptions, Target};
+use capisan_build::{Cache, Manifest, Variant};
+use common::{xtask, Run};
 use serde_json::Value;
 
 /// Build the bug zoo for `variant` into a directory of its own.
@@ -178,11 +180,101 @@ fn lsan_unmodified_cpython_json_has_no_leaks() {
         "json_dumps.py",
         "import json\njson.dumps([1])\n",
     );
+    let committed = Snapshot::of(&leaks::lsan_suppressions(&asan().version));
     let r = xtask(&["lsan", &script, "--json"], &[]);
     assert!(r.ok, "{}{}", r.stdout, r.stderr);
     assert_eq!(findings(&r), Vec::new());
-    let supp = root().join("suppressions/lsan-3.13.5.supp");
-    assert!(supp.exists(), "the baseline suppression file is written");
+    // The baseline LSan got was generated into the cache; the committed file was only read.
+    let used: Vec<PathBuf> = serde_json::from_value(json(&r)["suppressions"].clone()).unwrap();
+    let cache = Cache::resolve(None);
+    assert!(used.iter().any(|p| p.starts_with(cache.root())), "{used:?}");
+    committed.assert_unchanged();
+}
+
+/// The newest asan variant.
+fn asan() -> Manifest {
+    Manifest::find(&Cache::resolve(None), Variant::Asan, None).expect("the asan variant is built")
+}
+
+/// A file's bytes and modification time, to prove a run left it alone.
+struct Snapshot {
+    path: PathBuf,
+    state: Option<(Vec<u8>, std::time::SystemTime)>,
+}
+
+impl Snapshot {
+    fn of(path: &Path) -> Snapshot {
+        let state = std::fs::read(path)
+            .ok()
+            .map(|b| (b, std::fs::metadata(path).unwrap().modified().unwrap()));
+        Snapshot {
+            path: path.to_path_buf(),
+            state,
+        }
+    }
+
+    fn assert_unchanged(&self) {
+        let now = Snapshot::of(&self.path);
+        assert!(
+            now.state == self.state,
+            "{} was written by the run (issue 12: the committed baseline must only be read)",
+            self.path.display()
+        );
+    }
+}
+
+/// Issue 12: `lsan` rewrote the committed `suppressions/lsan-<version>.supp` whenever the
+/// baseline it generated differed from it. Here the baseline differs: a `sitecustomize` on the
+/// extension path leaks one bytes object through the zoo at every start-up, the empty program's
+/// included. The baseline (with that leak) must go to the cache, the committed file must keep
+/// its bytes and mtime, and the findings must still be right: none for a clean target (the
+/// start-up leak is the baseline's), the zoo's leak for a leaking one.
+#[test]
+fn lsan_never_writes_the_committed_baseline() {
+    let zoo_dir = PathBuf::from(zoo("asan"));
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    write(
+        &site,
+        "sitecustomize.py",
+        "import bugzoo\ntry:\n    bugzoo.leak_bytes_on_error('x')\nexcept TypeError:\n    pass\n",
+    );
+    let clean = write(dir.path(), "clean.py", "x = [1, 2, 3]\n");
+    let cache = Cache::resolve(None);
+    let manifest = asan();
+    let committed = leaks::lsan_suppressions(&manifest.version);
+    let before = Snapshot::of(&committed);
+    let opts = LsanOptions {
+        committed: vec![committed.clone()],
+        update_committed: None,
+    };
+
+    let ext = leaks::ext_dirs(&[zoo_dir.clone(), site]).unwrap();
+    let target = Target::parse(&clean).unwrap();
+    let report = leaks::lsan(&cache, &manifest, &target, &ext, &opts).unwrap();
+    assert_eq!(report.findings, Vec::new(), "the start-up leak is baseline");
+    before.assert_unchanged();
+    let generated = report.suppressions.last().unwrap();
+    assert!(generated.starts_with(cache.root()), "{generated:?}");
+    let text = std::fs::read_to_string(generated).unwrap();
+    assert!(text.contains("leak:_PyBytes_FromSize"), "{text}");
+
+    // Without the leaky start-up, the target's own leak is reported (and the file still alone).
+    let leaky = write(
+        dir.path(),
+        "leaky.py",
+        "import bugzoo\ntry:\n    bugzoo.leak_bytes_on_error('x')\nexcept TypeError:\n    pass\n",
+    );
+    let ext = leaks::ext_dirs(&[zoo_dir]).unwrap();
+    let target = Target::parse(&leaky).unwrap();
+    let report = leaks::lsan(&cache, &manifest, &target, &ext, &opts).unwrap();
+    assert!(!report.findings.is_empty());
+    for f in &report.findings {
+        assert_eq!(f.class.id(), "reference-leak", "{f:#?}");
+        assert_eq!(top(f), "leak_bytes_on_error", "{f:#?}");
+    }
+    before.assert_unchanged();
 }
 
 #[test]

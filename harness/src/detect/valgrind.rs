@@ -3,7 +3,13 @@
 //! Each `<error>` has a `<kind>`, a `<what>` (or `<xwhat><text>` for leaks), and stacks of
 //! `<frame>`s. The first stack is where the error happened (for leaks: where the block was
 //! allocated); each later stack is introduced by an `<auxwhat>` saying whether it is where the
-//! block was freed ("... free'd") or allocated ("alloc'd").
+//! block was freed ("... free'd") or allocated ("alloc'd"). With `--gen-suppressions=all` each
+//! `<error>` also carries a `<suppression>` whose `<rawtext>` (CDATA) is the suppression valgrind
+//! would write for it.
+//!
+//! This is capisan's one memcheck XML reader: [`parse_errors`] keeps every error as memcheck wrote
+//! it (the suppression engine in `crate::leaks::suppressions` needs all kinds, object paths and the
+//! generated suppression); [`parse`] turns those into findings.
 
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
@@ -12,13 +18,40 @@ use quick_xml::Reader;
 use super::classify::{self, VALGRIND_KINDS};
 use super::{BugClass, DetectError, Finding, Frame, Tool};
 
-#[derive(Default)]
-struct RawError {
-    kind: String,
-    what: String,
-    auxwhat: Vec<String>,
-    /// Each stack with the auxwhat that introduced it (`None` for the first).
-    stacks: Vec<(Option<String>, Vec<Frame>)>,
+/// One `<error>` of memcheck's XML as memcheck wrote it, before classification: every kind (also
+/// those [`VALGRIND_KINDS`] maps to no bug class, such as still-reachable leaks), every stack, and
+/// the suppression valgrind generated for it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemcheckError {
+    /// `UninitCondition`, `InvalidRead`, `Leak_DefinitelyLost`, ...
+    pub kind: String,
+    /// `<what>`, or `<xwhat><text>` for leaks.
+    pub what: String,
+    /// Every `<auxwhat>`, in order.
+    pub auxwhat: Vec<String>,
+    /// The error's stacks; the first is where it happened (for a leak: where the block was
+    /// allocated).
+    pub stacks: Vec<MemcheckStack>,
+    /// The `<rawtext>` of the generated suppression (`--gen-suppressions=all`), a `{ ... }` entry in
+    /// valgrind's suppression file format.
+    pub suppression: Option<String>,
+}
+
+/// One `<stack>` of a memcheck error.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MemcheckStack {
+    /// The `<auxwhat>` that introduced this stack ("Address 0x.. is 0 bytes inside a block of size
+    /// 4 free'd"); `None` for the first stack.
+    pub intro: Option<String>,
+    /// Innermost first; a frame with no symbol has function `??` and its object.
+    pub frames: Vec<Frame>,
+}
+
+impl MemcheckError {
+    /// The first stack's frames (where the error happened), or nothing.
+    pub fn first_stack(&self) -> &[Frame] {
+        self.stacks.first().map_or(&[], |s| s.frames.as_slice())
+    }
 }
 
 #[derive(Default)]
@@ -30,7 +63,17 @@ struct RawFrame {
     object: Option<String>,
 }
 
+/// Findings of memcheck's XML: the errors of [`parse_errors`] that classify as bugs.
 pub(super) fn parse(xml: &str) -> Result<Vec<Finding>, DetectError> {
+    Ok(parse_errors(xml)?
+        .into_iter()
+        .filter_map(to_finding)
+        .collect())
+}
+
+/// Every `<error>` of memcheck's XML, in order. Truncated or malformed XML is an error (the run
+/// was killed mid-write), never a shorter list.
+pub(super) fn parse_errors(xml: &str) -> Result<Vec<MemcheckError>, DetectError> {
     let mut reader = Reader::from_str(xml);
     reader.config_mut().trim_text(true);
     let err = |reader: &Reader<&[u8]>, e: &dyn std::fmt::Display| DetectError::ValgrindXml {
@@ -40,15 +83,15 @@ pub(super) fn parse(xml: &str) -> Result<Vec<Finding>, DetectError> {
 
     let mut path: Vec<String> = Vec::new();
     let mut text = String::new();
-    let mut error: Option<RawError> = None;
+    let mut error: Option<MemcheckError> = None;
     let mut frame: Option<RawFrame> = None;
-    let mut findings = Vec::new();
+    let mut errors = Vec::new();
     loop {
         match reader.read_event().map_err(|e| err(&reader, &e))? {
             Event::Start(e) => {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
                 match (name.as_str(), path.last().map(String::as_str)) {
-                    ("error", Some("valgrindoutput")) => error = Some(RawError::default()),
+                    ("error", Some("valgrindoutput")) => error = Some(MemcheckError::default()),
                     ("stack", Some("error")) => {
                         if let Some(er) = error.as_mut() {
                             // The first stack is the error's own; each later one follows the
@@ -58,7 +101,10 @@ pub(super) fn parse(xml: &str) -> Result<Vec<Finding>, DetectError> {
                             } else {
                                 er.auxwhat.last().cloned()
                             };
-                            er.stacks.push((intro, Vec::new()));
+                            er.stacks.push(MemcheckStack {
+                                intro,
+                                frames: Vec::new(),
+                            });
                         }
                     }
                     ("frame", Some("stack")) => frame = Some(RawFrame::default()),
@@ -68,6 +114,8 @@ pub(super) fn parse(xml: &str) -> Result<Vec<Finding>, DetectError> {
                 text.clear();
             }
             Event::Text(t) => text.push_str(&t.decode().map_err(|e| err(&reader, &e))?),
+            // The generated suppression's `<rawtext>` is a CDATA section.
+            Event::CData(c) => text.push_str(&String::from_utf8_lossy(c.as_ref())),
             Event::GeneralRef(r) => {
                 if let Some(c) = r.resolve_char_ref().map_err(|e| err(&reader, &e))? {
                     text.push(c);
@@ -90,16 +138,17 @@ pub(super) fn parse(xml: &str) -> Result<Vec<Finding>, DetectError> {
                     ("dir", Some("frame")) => set(&mut frame, |f| f.dir = Some(value)),
                     ("line", Some("frame")) => set(&mut frame, |f| f.line = value.parse().ok()),
                     ("obj", Some("frame")) => set(&mut frame, |f| f.object = Some(value)),
+                    ("rawtext", Some("suppression")) => set(&mut error, |e| {
+                        e.suppression = Some(value.trim().to_string())
+                    }),
                     ("frame", Some("stack")) => {
                         if let (Some(f), Some(e)) = (frame.take(), error.as_mut()) {
-                            if let Some((_, stack)) = e.stacks.last_mut() {
-                                stack.push(to_frame(f));
+                            if let Some(stack) = e.stacks.last_mut() {
+                                stack.frames.push(to_frame(f));
                             }
                         }
                     }
-                    ("error", Some("valgrindoutput")) => {
-                        findings.extend(error.take().and_then(to_finding));
-                    }
+                    ("error", Some("valgrindoutput")) => errors.extend(error.take()),
                     _ => {}
                 }
             }
@@ -107,7 +156,7 @@ pub(super) fn parse(xml: &str) -> Result<Vec<Finding>, DetectError> {
             _ => {}
         }
     }
-    Ok(findings)
+    Ok(errors)
 }
 
 fn set<T>(slot: &mut Option<T>, f: impl FnOnce(&mut T)) {
@@ -130,7 +179,7 @@ fn to_frame(raw: RawFrame) -> Frame {
     }
 }
 
-fn to_finding(raw: RawError) -> Option<Finding> {
+fn to_finding(raw: MemcheckError) -> Option<Finding> {
     let (mut class, reason) = classify::classify(VALGRIND_KINDS, &raw.kind)?;
     let mut reason = reason.to_string();
     let freed = |a: &str| a.contains("free'd");
@@ -145,7 +194,14 @@ fn to_finding(raw: RawError) -> Option<Finding> {
     let mut f = Finding::new(class, Tool::Valgrind, &raw.what);
     f.reason = reason;
     let leak = raw.kind.starts_with("Leak_");
-    for (i, (intro, stack)) in raw.stacks.into_iter().enumerate() {
+    for (
+        i,
+        MemcheckStack {
+            intro,
+            frames: stack,
+        },
+    ) in raw.stacks.into_iter().enumerate()
+    {
         match intro.as_deref() {
             _ if i == 0 && leak => f.alloc_stack = stack,
             _ if i == 0 => f.access_stack = stack,
@@ -218,6 +274,58 @@ mod tests {
         assert_eq!(
             f.summary,
             "40 bytes in 1 blocks are definitely lost in loss record 1 of 1"
+        );
+    }
+
+    #[test]
+    fn generated_suppressions_are_kept_with_every_error() {
+        let xml = include_str!("fixtures/valgrind_gen_suppressions.xml");
+        let errors = crate::detect::parse_memcheck_errors(xml).unwrap();
+        assert_eq!(errors.len(), 9, "{errors:#?}");
+        let cond: Vec<_> = errors
+            .iter()
+            .filter(|e| e.kind == "UninitCondition")
+            .collect();
+        assert_eq!(cond.len(), 8);
+        let first = cond[0];
+        assert_eq!(first.first_stack()[0].function, "_Py_HashBytes");
+        assert!(first.first_stack()[0]
+            .object
+            .as_deref()
+            .is_some_and(|o| o.ends_with("/build/python")));
+        assert!(first.first_stack()[0]
+            .file
+            .as_deref()
+            .is_some_and(|f| f.starts_with("/root/.cache/capisan/sources/")
+                && f.ends_with("Python/pyhash.c")));
+        let supp = first.suppression.as_deref().expect("generated suppression");
+        assert!(
+            supp.starts_with(
+                "{\n   <insert_a_suppression_name_here>\n   Memcheck:Cond\n   fun:_Py_HashBytes\n"
+            ),
+            "{supp}"
+        );
+        assert!(supp.ends_with('}'), "{supp}");
+        assert!(errors.iter().all(|e| e.suppression.is_some()));
+        let leak = errors
+            .iter()
+            .find(|e| e.kind == "Leak_DefinitelyLost")
+            .unwrap();
+        assert!(leak.what.contains("definitely lost"), "{}", leak.what);
+        assert!(leak
+            .suppression
+            .as_deref()
+            .unwrap()
+            .contains("Memcheck:Leak"));
+        // The same reader makes the findings: every error here is one.
+        let findings = parse_valgrind_xml(xml).unwrap();
+        assert_eq!(findings.len(), 9);
+        assert_eq!(
+            findings
+                .iter()
+                .filter(|f| f.class == BugClass::UninitializedRead)
+                .count(),
+            8
         );
     }
 
