@@ -188,3 +188,208 @@ fn confirm_records_which_variants_see_a_double_free() {
         "glibc sees it on pydebug too: {seen:?}"
     );
 }
+
+/// A two-op sequence that calls `bugzoo.<func>("x")` (the TypeError path) with the leak rule.
+fn leak_sequence(func: &str) -> capisan::ops::Resolved {
+    use capisan::ops::{Op, Slot};
+    capisan::ops::Resolved {
+        ext: vec![format!("bugzoo.{func}")],
+        ops: vec![
+            Op::NewStr {
+                dst: Slot(0),
+                text: "x".into(),
+            },
+            Op::CallExt {
+                func: 0,
+                nargs: 1,
+                args: [Slot(0), Slot(0), Slot(0)],
+                dst: Slot(1),
+            },
+        ],
+    }
+}
+
+/// Write `repro.c` for `r` with the library's build.sh / run.sh into a fresh directory, the
+/// way `cargo xtask repro` lays it out, for the zoo built in `ext`.
+fn write_c_repro(
+    r: &capisan::ops::Resolved,
+    expect: capisan::repro::Expect,
+    name: &str,
+    ext: &Path,
+) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("capisan-repro-c-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("repro.c"), capisan::repro::c::emit(r, expect)).unwrap();
+    std::fs::write(
+        dir.join("repro.py"),
+        capisan::repro::python::emit(r, expect).expect("every op has a Python spelling"),
+    )
+    .unwrap();
+    for (f, text) in [
+        ("build.sh", capisan::repro::BUILD_SH),
+        ("run.sh", capisan::repro::RUN_SH),
+    ] {
+        std::fs::write(dir.join(f), text).unwrap();
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        dir.join("campaign.env"),
+        format!(
+            "EXT_PATH={}\nPYTHONMALLOC_OVERRIDE=\nVARIANT=asan\n",
+            ext.display()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// The leak reproducers (repro.c and repro.py) must tell a leak from its clean twin. Before, repro.c
+/// looked the callee up inside the measured loop (a new reference every call), so the clean twin
+/// "leaked" too, and repro.py printed deltas without a verdict.
+#[test]
+fn leak_reproducers_tell_a_leak_from_its_clean_twin() {
+    let ext = common::build_zoo("asan", "repro-leak");
+    for (func, leaks) in [("leak_on_error_clean", false), ("leak_on_error", true)] {
+        let dir = write_c_repro(
+            &leak_sequence(func),
+            capisan::repro::Expect::Leak,
+            func,
+            &ext,
+        );
+        let (c_ok, c_text) = run_outside(&dir);
+        let py = duct::cmd!(dir.join("run.sh"), "asan", "py")
+            .env("EXT_PATH", &ext)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        let py_text = String::from_utf8_lossy(&py.stdout).into_owned();
+        for (kind, ok, text) in [
+            ("repro.c", c_ok, c_text),
+            ("repro.py", py.status.success(), py_text),
+        ] {
+            let func = format!("{func} ({kind})");
+            let measured = text
+                .lines()
+                .find(|l| l.contains("total refcount delta of each measured call"))
+                .unwrap_or_else(|| panic!("{func}: no measurement printed:\n{text}"));
+            if leaks {
+                assert!(
+                    !ok && text.contains(
+                        "REFERENCE LEAK: every measured call of bugzoo.leak_on_error leaked"
+                    ),
+                    "{func} leaks one list per call:\n{text}"
+                );
+            } else {
+                assert!(
+                    ok && !text.contains("REFERENCE LEAK"),
+                    "{func} leaks nothing; the reproducer said:\n{text}"
+                );
+                assert!(measured.ends_with("[0, 0, 0]"), "{measured}");
+                assert!(
+                    text.contains("finished without the expected failure"),
+                    "{text}"
+                );
+            }
+        }
+    }
+}
+
+/// repro.c, with its runtime (harness/src/repro/runtime.c) and every op kind, compiles against
+/// the asan variant's headers (`clang -fsyntax-only`, the flags build.sh uses).
+#[test]
+fn emitted_c_compiles_against_the_variant_headers() {
+    use capisan::ops::{CallableKind, Op, PyClass, Slot};
+    let cache = capisan_build::Cache::resolve(None);
+    let m = capisan_build::Manifest::find(&cache, capisan_build::Variant::Asan, None)
+        .expect("the asan variant is built (cargo xtask build-asan)");
+    let (a, b, c) = (Slot(0), Slot(1), Slot(2));
+    let ops = vec![
+        Op::NewInt { dst: a, value: -3 },
+        Op::NewFloat {
+            dst: b,
+            value: f64::NAN,
+        },
+        Op::NewStr {
+            dst: c,
+            text: "q\"\\".into(),
+        },
+        Op::NewBytes {
+            dst: a,
+            data: vec![0, 255, b'"'],
+        },
+        Op::NewTuple { dst: b, len: 3 },
+        Op::NewList { dst: c },
+        Op::NewListOf { dst: a, len: 2 },
+        Op::NewDict { dst: b },
+        Op::NewSet { dst: c },
+        Op::NewInstance {
+            dst: a,
+            class: PyClass::Evil,
+        },
+        Op::NewCallable {
+            dst: b,
+            kind: CallableKind::Clearer,
+            target: c,
+        },
+        Op::Dup { src: a, dst: c },
+        Op::Incref { slot: a },
+        Op::Decref { slot: a },
+        Op::ListAppend { list: c, item: a },
+        Op::ListGetItem {
+            list: c,
+            index: 0,
+            dst: b,
+        },
+        Op::ListDelSlice {
+            list: c,
+            lo: 0,
+            hi: 1,
+        },
+        Op::DictGetItemRef {
+            dict: b,
+            key: a,
+            dst: c,
+        },
+        Op::GcCollect { generation: 2 },
+        Op::CallExt {
+            func: 0,
+            nargs: 2,
+            args: [a, b, c],
+            dst: c,
+        },
+        Op::Release { slot: a },
+    ];
+    let r = capisan::ops::Resolved {
+        ext: vec!["bugzoo.extra_decref_clean".into()],
+        ops,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for expect in [
+        capisan::repro::Expect::Crash,
+        capisan::repro::Expect::Leak,
+        capisan::repro::Expect::GcTraversal,
+    ] {
+        let src = dir.path().join(format!("repro-{expect:?}.c"));
+        std::fs::write(&src, capisan::repro::c::emit(&r, expect)).unwrap();
+        let mut args: Vec<String> = vec!["-fsyntax-only".into(), "-Wall".into(), "-Werror".into()];
+        args.extend(m.include_dirs.iter().map(|d| format!("-I{}", d.display())));
+        args.push(src.display().to_string());
+        let out = duct::cmd(&m.compiler.cc, &args)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{expect:?}: {} {}:\n{}",
+            m.compiler.cc,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

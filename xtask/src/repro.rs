@@ -191,49 +191,6 @@ fn expect_of(class: BugClass) -> Expect {
     }
 }
 
-const BUILD_SH: &str = r#"#!/bin/sh
-# Build repro.c against a capisan variant: ./build.sh [asan|pydebug|valgrind]  ->  ./repro-VARIANT
-set -e
-cd "$(dirname "$0")"
-VARIANT=${1:-asan}
-M=$(ls -t "${CAPISAN_CACHE:-$HOME/.cache/capisan}"/variants/"$VARIANT"-*/manifest.json | head -n 1)
-[ -f "$M" ] || { echo "no $VARIANT variant built: run cargo xtask build-$VARIANT" >&2; exit 2; }
-eval "$(python3 - "$M" <<'PY'
-import json, shlex, sys
-m = json.load(open(sys.argv[1]))
-san = "-fsanitize=address,undefined -fno-sanitize=function" if m["variant"] == "asan" else "-gdwarf-4"
-print("CC=%s" % shlex.quote(m["compiler"]["cc"]))
-print("CFLAGS=%s" % shlex.quote(san + " " + " ".join("-I" + d for d in m["include_dirs"])))
-print("LIB=%s" % shlex.quote(m["libpython_static"]))
-print("LIBS=%s" % shlex.quote(" ".join(m["link_libs"])))
-PY
-)"
-$CC -g -O0 $CFLAGS repro.c -o "repro-$VARIANT" -Wl,--whole-archive "$LIB" -Wl,--no-whole-archive $LIBS -lm -Wl,--export-dynamic
-echo "built ./repro-$VARIANT"
-"#;
-
-const RUN_SH: &str = r#"#!/bin/sh
-# Run a reproducer with the variant's run-time environment:
-#   ./run.sh [asan|pydebug|valgrind] [c|py]     (EXT_PATH: directory of the extension built for it)
-set -e
-cd "$(dirname "$0")"
-VARIANT=${1:-asan}; KIND=${2:-c}
-M=$(ls -t "${CAPISAN_CACHE:-$HOME/.cache/capisan}"/variants/"$VARIANT"-*/manifest.json | head -n 1)
-eval "$(python3 - "$M" <<'PY'
-import json, shlex, sys
-m = json.load(open(sys.argv[1]))
-for k, v in m["runtime_env"].items():
-    print("export %s=%s" % (k, shlex.quote(v)))
-if m.get("symbolizer"):
-    print("export ASAN_SYMBOLIZER_PATH=%s" % shlex.quote(m["symbolizer"]))
-print("PY=%s" % shlex.quote(m["python"]))
-PY
-)"
-[ -n "$PYTHONMALLOC_OVERRIDE" ] && export PYTHONMALLOC="$PYTHONMALLOC_OVERRIDE"
-[ -n "$EXT_PATH" ] && export PYTHONPATH="$EXT_PATH:$PYTHONPATH"
-if [ "$KIND" = py ]; then exec "$PY" repro.py; else exec "./repro-$VARIANT"; fi
-"#;
-
 pub fn repro_cmd(args: ReproArgs) -> Result<()> {
     let m = minimize_artifact(&args.artifact, args.campaign.as_deref())?;
     let (_, c) = campaign_of(&args.artifact, args.campaign.as_deref())?;
@@ -261,7 +218,7 @@ pub fn write_repro(m: &Minimized, c: &Campaign, out: &Path) -> Result<()> {
         }
     }
     fs::write(out.join("watch.gdb"), repro::gdb::emit("./repro-pydebug"))?;
-    for (name, text) in [("build.sh", BUILD_SH), ("run.sh", RUN_SH)] {
+    for (name, text) in [("build.sh", repro::BUILD_SH), ("run.sh", repro::RUN_SH)] {
         fs::write(out.join(name), text)?;
         set_executable(&out.join(name))?;
     }
@@ -330,7 +287,7 @@ pub fn write_repro(m: &Minimized, c: &Campaign, out: &Path) -> Result<()> {
         variant = c.variant,
         expected = match expect {
             Expect::Crash => format!("the process aborts with the same report ({})", f.summary),
-            Expect::Leak => "`REFERENCE LEAK: ...` and exit status 1 (total refcount grows on every repeated call)".into(),
+            Expect::Leak => "the total refcount delta of each measured call (regrtest's -R procedure: 3 warm-up calls, 3 measured, caches cleared and the GC run around each), then `REFERENCE LEAK: ...` and exit status 1 because every measured call leaked".into(),
             Expect::GcTraversal => "`GC TRAVERSAL BUG: ...` and exit status 1".into(),
         },
         ops = m.resolved.ops.iter().enumerate().map(|(i, o)| format!("#{i} {}\n", repro::describe(o, &m.resolved))).collect::<String>(),

@@ -4,100 +4,16 @@
 use std::fmt::Write;
 
 use super::{c_bytes, callee, victim_slot, Expect};
-use crate::ops::{clip_bytes, clip_str, CallableKind, Op, PyClass, Resolved, NSLOTS};
+use crate::ops::{clip_bytes, clip_str, CallableKind, Op, PyClass, Resolved};
 
-const HEADER: &str = r#"/* Standalone reproducer written by capisan. Build and run with ./build.sh (it reads the
- * variant's manifest). Slots s[i] hold object references; own[i] counts the strong references
- * this program owns in slot i (0 = borrowed or empty). */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <math.h>
-#include <stdio.h>
-
-static PyObject *s[NSLOTS];
-static int own[NSLOTS];
-static PyObject *cls_Plain, *cls_Evil, *make_callable, *ext_module;
-
-/* tp_traverse audit at an object's death, as capisan's GC check does it: hold every object the
- * victim's tp_traverse visits (so none dies and cascades) and every other owned GC object in a
- * slot, release the victim, and compare each candidate's refcount drop with its visit count. */
-#define MAX_VISITS 256
-struct visits { PyObject *o[MAX_VISITS]; int n; };
-static int collect_visit(PyObject *o, void *arg) {
-    struct visits *v = arg;
-    if (o && v->n < MAX_VISITS) v->o[v->n++] = o;
-    return 0;
-}
-static void release_ref(PyObject *o) {
-    if (Py_REFCNT(o) != 1 || !PyObject_IS_GC(o) || _Py_IsImmortal(o)) { Py_DECREF(o); return; }
-    struct visits v = {.n = 0};
-    traverseproc t = Py_TYPE(o)->tp_traverse;
-    if (t) t(o, collect_visit, &v);
-    for (int k = 0; k < v.n; k++) Py_INCREF(v.o[k]);
-    PyObject *cand[NSLOTS]; Py_ssize_t before[NSLOTS]; int nc = 0;
-    for (int i = 0; i < NSLOTS; i++) {
-        int seen = 0;
-        for (int j = 0; j < nc; j++) seen |= cand[j] == s[i];
-        if (own[i] > 0 && s[i] && s[i] != o && !seen && PyObject_IS_GC(s[i]) && !_Py_IsImmortal(s[i])) {
-            Py_INCREF(s[i]);
-            cand[nc] = s[i];
-            before[nc++] = Py_REFCNT(s[i]);
-        }
-    }
-    const char *tname = Py_TYPE(o)->tp_name;
-    Py_DECREF(o);
-    int bad = 0;
-    for (int j = 0; j < nc; j++) {
-        Py_ssize_t released = before[j] - Py_REFCNT(cand[j]), visited = 0;
-        for (int k = 0; k < v.n; k++) visited += v.o[k] == cand[j];
-        if (released != visited) {
-            fprintf(stderr, "GC TRAVERSAL BUG: %s released %zd reference(s) to a %s that tp_traverse visited %zd time(s) (missing Py_VISIT)\n",
-                    tname, released, Py_TYPE(cand[j])->tp_name, visited);
-            bad = 1;
-        }
-        Py_DECREF(cand[j]);
-    }
-    for (int k = 0; k < v.n; k++) Py_DECREF(v.o[k]);
-    if (bad) exit(1);
-}
-
-/* Store a call's result in slot d; release what d owned before (after the call, as capisan does). */
-static void put(int d, PyObject *r, int is_new) {
-    PyObject *old = s[d];
-    int n = own[d];
-    s[d] = r;
-    own[d] = (r != NULL && is_new) ? 1 : 0;
-    while (n-- > 0) release_ref(old);
-}
-/* Slot i gave one reference away to a stealing call. */
-static void stolen(int i, int rc) {
-    if (--own[i] == 0 && rc != 0) s[i] = NULL;
-}
-static void release_all(int i) {
-    PyObject *o = s[i];
-    int n = own[i];
-    own[i] = 0;
-    s[i] = NULL;
-    while (n-- > 0) release_ref(o);
-}
-static void done(int op) {
-    if (PyErr_Occurred()) {
-        fprintf(stderr, "op #%d raised (as in capisan): ", op);
-        PyErr_Print();
-    }
-}
-/* gdb's watch.gdb breaks here to set a watchpoint on the victim's refcount. */
-__attribute__((noinline)) void capisan_victim_ready(PyObject *victim) { (void)victim; }
-
-static const char PRELUDE[] =
-"#;
+/// The C code every reproducer starts with: slots and their ownership counts, the tp_traverse
+/// audit, the leak measurement (regrtest's -R procedure). A real file, so tests can compile it.
+pub const RUNTIME_C: &str = include_str!("runtime.c");
 
 /// The C program for a resolved sequence.
 pub fn emit(r: &Resolved, expect: Expect) -> String {
-    let mut out = HEADER.replace(
-        "#include <stdio.h>\n",
-        &format!("#include <stdio.h>\n\n#define NSLOTS {NSLOTS}\n"),
-    );
+    let mut out = RUNTIME_C.to_string();
+    out.push_str("\nstatic const char PRELUDE[] =\n");
     for line in crate::PRELUDE_PY.lines() {
         let _ = writeln!(out, "    {}", c_bytes(format!("{line}\n").as_bytes()));
     }
@@ -265,21 +181,26 @@ fn op_c(op: &Op, r: &Resolved, expect: Expect) -> String {
             generation % 3
         ),
         CallExt { func, dst, .. } => {
-            let (_, f) = callee(r, *func);
+            let (m, f) = callee(r, *func);
             let argv: Vec<String> = op.ext_args().iter().map(s).collect();
-            let call = format!(
-                "PyObject_CallFunctionObjArgs(PyObject_GetAttrString(ext_module, \"{f}\"), {}NULL)",
-                argv.iter().map(|a| format!("{a}, ")).collect::<String>()
+            let n = argv.len();
+            let args: String = argv.iter().map(|a| format!("{a}, ")).collect();
+            // The callable is looked up once, before any call: each lookup is a new reference,
+            // and inside a measured call it would read as a leak of every function.
+            let lookup = format!(
+                "      PyObject *f = PyObject_GetAttrString(ext_module, {}); /* new, released below */\n      if (!f) {{ PyErr_Print(); return 2; }}\n",
+                c_bytes(f.as_bytes())
             );
             match expect {
-                // capisan calls an extension function three times (regrtest -R rule).
                 Expect::Leak => format!(
-                    "    {{ /* called three times, like capisan's repeat rule */\n      put({}, {call}, 1); PyErr_Clear();\n      for (int k = 0; k < 2; k++) {{ Py_ssize_t t0 = _Py_GetGlobalRefTotal(); PyObject *x = {call}; Py_XDECREF(x); PyErr_Clear();\n        Py_ssize_t dt = _Py_GetGlobalRefTotal() - t0; fprintf(stderr, \"call %d: total refcount delta %zd\\n\", k + 2, dt);\n        if (dt < 1) break; if (k == 1) {{ fprintf(stderr, \"REFERENCE LEAK: every repeated call of {f} leaks\\n\"); return 1; }} }} }}\n",
-                    d(dst)
+                    "    {{ /* once, then regrtest's -R procedure on the same call (check_leak) */\n{lookup}      PyObject *argv[] = {{{args}NULL}}; /* held while measuring: storing the result may release a slot */\n      for (int k = 0; k < {n}; k++) Py_INCREF(argv[k]);\n      put({}, PyObject_Vectorcall(f, argv, {n}, NULL), 1); PyErr_Clear(); /* new */\n      int leaked = check_leak({}, f, argv, {n});\n      for (int k = 0; k < {n}; k++) Py_DECREF(argv[k]);\n      Py_DECREF(f);\n      if (leaked) return 1; }}\n",
+                    d(dst),
+                    c_bytes(format!("{m}.{f}").as_bytes()),
                 ),
+                // capisan calls an extension function three times (its repeat rule).
                 _ => format!(
-                    "    {{ put({}, {call}, 1); PyErr_Clear();\n      for (int k = 0; k < 2; k++) {{ PyObject *x = {call}; Py_XDECREF(x); PyErr_Clear(); }} }} /* new; called three times like capisan */\n",
-                    d(dst)
+                    "    {{ /* new; called three times, like capisan */\n{lookup}      put({}, PyObject_CallFunctionObjArgs(f, {args}NULL), 1); PyErr_Clear();\n      for (int k = 0; k < 2; k++) {{ PyObject *x = PyObject_CallFunctionObjArgs(f, {args}NULL); Py_XDECREF(x); PyErr_Clear(); }}\n      Py_DECREF(f); }}\n",
+                    d(dst),
                 ),
             }
         }

@@ -9,6 +9,13 @@ pub mod python;
 
 use crate::ops::{Op, Resolved};
 
+/// `build.sh [variant]`: compiles `repro.c` against a built variant, reading its manifest.
+pub const BUILD_SH: &str = include_str!("build.sh");
+
+/// `run.sh [variant] [c|py]`: runs a reproducer with the variant's run-time environment
+/// (`EXT_PATH` for the extension, `PYTHONMALLOC_OVERRIDE` for the campaign's allocator).
+pub const RUN_SH: &str = include_str!("run.sh");
+
 /// What the reproducer must demonstrate, from the finding's class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {
@@ -146,6 +153,73 @@ mod tests {
         let g = gdb::emit("./repro");
         assert!(g.contains("watch -l"));
         assert!(g.contains("py-bt"));
+    }
+
+    #[test]
+    fn runtime_uses_capisan_slot_count() {
+        assert!(
+            c::RUNTIME_C.contains(&format!("\n#define NSLOTS {}\n", crate::ops::NSLOTS)),
+            "harness/src/repro/runtime.c must define NSLOTS as ops::NSLOTS"
+        );
+    }
+
+    /// The callee is looked up once per CallExt, outside the measured calls: before, each call
+    /// did `PyObject_GetAttrString(ext_module, ...)` and leaked that reference, so the leak
+    /// reproducer reported a leak for any function.
+    #[test]
+    fn leak_repro_looks_the_callee_up_once_and_measures_like_regrtest() {
+        let mut r = sample();
+        r.ext = vec!["bugzoo.leak_on_error_clean".into()];
+        r.ops = vec![
+            Op::NewStr {
+                dst: Slot(0),
+                text: "x".into(),
+            },
+            Op::CallExt {
+                func: 0,
+                nargs: 1,
+                args: [Slot(0), Slot(0), Slot(0)],
+                dst: Slot(1),
+            },
+        ];
+        let src = c::emit(&r, Expect::Leak);
+        let main = &src[src.find("int main(void)").expect("main")..];
+        assert_eq!(
+            main.matches("PyObject_GetAttrString(ext_module").count(),
+            1,
+            "{main}"
+        );
+        assert!(
+            main.contains("check_leak(\"bugzoo.leak_on_error_clean\", f, argv, 1)"),
+            "{main}"
+        );
+        assert!(src.contains("#define LEAK_WARMUPS 3") && src.contains("#define LEAK_RUNS 3"));
+        let py = python::emit(&r, Expect::Leak).expect("expressible");
+        assert!(
+            py.contains(
+                "check_leak(\"bugzoo.leak_on_error_clean\", bugzoo.leak_on_error_clean, (s0, ))"
+            ),
+            "{py}"
+        );
+        let file =
+            std::env::temp_dir().join(format!("capisan-leak-repro-{}.py", std::process::id()));
+        std::fs::write(&file, &py).unwrap();
+        let parsed = std::process::Command::new("python3")
+            .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())"])
+            .arg(&file)
+            .status();
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            parsed.is_ok_and(|s| s.success()),
+            "repro.py does not parse:\n{py}"
+        );
+        let crash = c::emit(&r, Expect::Crash);
+        let main = &crash[crash.find("int main(void)").expect("main")..];
+        assert_eq!(
+            main.matches("PyObject_GetAttrString(ext_module").count(),
+            1,
+            "{main}"
+        );
     }
 
     #[test]

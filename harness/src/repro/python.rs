@@ -6,6 +6,9 @@ use std::fmt::Write;
 use super::{callee, Expect};
 use crate::ops::{clip_bytes, clip_str, CallableKind, Op, PyClass, Resolved};
 
+/// `check_leak(name, func, args)`: the leak measurement of a leak reproducer, as in `repro.c`.
+pub const LEAK_CHECK_PY: &str = include_str!("leak_check.py");
+
 /// The Python program, or why there is none.
 pub fn emit(r: &Resolved, expect: Expect) -> Result<String, String> {
     let mut out = String::from("# Standalone reproducer written by capisan: run it with the variant's python (./run.sh).\n");
@@ -21,6 +24,9 @@ pub fn emit(r: &Resolved, expect: Expect) -> Result<String, String> {
         let _ = writeln!(out, "import {m}");
     }
     out.push_str("import sys\n");
+    if expect == Expect::Leak {
+        out.push_str(LEAK_CHECK_PY);
+    }
     let slots: Vec<String> = (0..crate::ops::NSLOTS).map(|i| format!("s{i}")).collect();
     let _ = writeln!(out, "{} = None", slots.join(" = "));
     for (i, op) in r.ops.iter().enumerate() {
@@ -98,8 +104,11 @@ fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
             let argv: Vec<String> = op.ext_args().iter().map(|a| a.to_string()).collect();
             let call = format!("{m}.{f}({})", argv.join(", "));
             match expect {
+                // Once, as capisan did, then regrtest's -R procedure on the same call.
                 Expect::Leak => format!(
-                    "{dst} = None\nfor k in range(3):\n    t0 = sys.gettotalrefcount()\n    try:\n        {call}\n    except Exception:\n        pass\n    print('call', k + 1, 'total refcount delta', sys.gettotalrefcount() - t0)"
+                    "{dst} = None\ntry:\n    {dst} = {call}\nexcept Exception:\n    pass\ncheck_leak({:?}, {m}.{f}, ({}))",
+                    format!("{m}.{f}"),
+                    argv.iter().map(|a| format!("{a}, ")).collect::<String>()
                 ),
                 Expect::GcTraversal => format!(
                     "{dst} = {call}\nimport gc\nif {a} is not None and not any(x is {a} for x in gc.get_referents({dst})):\n    sys.exit('GC TRAVERSAL BUG: tp_traverse of %s does not visit its argument' % type({dst}).__name__)",

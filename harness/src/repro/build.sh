@@ -1,0 +1,19 @@
+#!/bin/sh
+# Build repro.c against a capisan variant: ./build.sh [asan|pydebug|valgrind]  ->  ./repro-VARIANT
+set -e
+cd "$(dirname "$0")"
+VARIANT=${1:-asan}
+M=$(ls -t "${CAPISAN_CACHE:-$HOME/.cache/capisan}"/variants/"$VARIANT"-*/manifest.json | head -n 1)
+[ -f "$M" ] || { echo "no $VARIANT variant built: run cargo xtask build-$VARIANT" >&2; exit 2; }
+eval "$(python3 - "$M" <<'PY'
+import json, shlex, sys
+m = json.load(open(sys.argv[1]))
+san = "-fsanitize=address,undefined -fno-sanitize=function" if m["variant"] == "asan" else "-gdwarf-4"
+print("CC=%s" % shlex.quote(m["compiler"]["cc"]))
+print("CFLAGS=%s" % shlex.quote(san + " " + " ".join("-I" + d for d in m["include_dirs"])))
+print("LIB=%s" % shlex.quote(m["libpython_static"]))
+print("LIBS=%s" % shlex.quote(" ".join(m["link_libs"])))
+PY
+)"
+$CC -g -O0 $CFLAGS repro.c -o "repro-$VARIANT" -Wl,--whole-archive "$LIB" -Wl,--no-whole-archive $LIBS -lm -Wl,--export-dynamic
+echo "built ./repro-$VARIANT"
