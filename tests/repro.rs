@@ -393,3 +393,72 @@ fn emitted_c_compiles_against_the_variant_headers() {
         );
     }
 }
+
+/// `show` on an input of a fuzz-ext campaign names the callables (`CallExt bugzoo.double_free`)
+/// the way the harness resolved them, not by their index (`CallExt #116`).
+#[test]
+fn show_names_the_callables_of_an_extension_campaign() {
+    use capisan::ops::{Op, Slot};
+    let ext = common::build_zoo("asan", "show");
+    let cache = capisan_build::Cache::resolve(None);
+    let m = capisan_build::Manifest::find(&cache, capisan_build::Variant::Asan, None)
+        .expect("the asan variant is built (cargo xtask build-asan)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = m.env();
+    env.extend([
+        ("CAPISAN_EXT".to_string(), "bugzoo".to_string()),
+        ("CAPISAN_EXT_PATH".to_string(), ext.display().to_string()),
+        (
+            "CAPISAN_EXT_FUNCS".to_string(),
+            "extra_decref,double_free".to_string(),
+        ),
+    ]);
+    std::fs::write(
+        dir.path().join("campaign.json"),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "target": "capi_sequences",
+            "variant": "asan",
+            "binary": "/nonexistent",
+            "env": env,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("artifacts")).unwrap();
+    let input = dir.path().join("artifacts").join("crash-show");
+    let ops = vec![
+        Op::NewList { dst: Slot(2) },
+        Op::CallExt {
+            func: 116,
+            nargs: 2,
+            args: [Slot(2), Slot(2), Slot(0)],
+            dst: Slot(3),
+        },
+    ];
+    std::fs::write(&input, serde_json::to_vec(&ops).unwrap()).unwrap();
+    let r = xtask(&["show", input.to_str().unwrap()], &[]);
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    // Sorted like the harness's list: [double_free, extra_decref]; 116 % 2 = 0.
+    assert!(
+        r.stdout
+            .contains("#1 s3 = CallExt bugzoo.double_free(s2, s2)"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    // Without a campaign the index is all there is, and that is said once, not guessed.
+    let stray = dir.path().join("stray.json");
+    std::fs::write(&stray, serde_json::to_vec(&ops).unwrap()).unwrap();
+    let r = xtask(
+        &[
+            "show",
+            stray.to_str().unwrap(),
+            "--campaign",
+            "/nonexistent",
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("CallExt #116(s2, s2)"), "{}", r.stdout);
+    assert!(r.stderr.contains("names are unknown"), "{}", r.stderr);
+}

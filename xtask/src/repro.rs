@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use capisan::detect::{self, BugClass, Finding};
 use capisan::minimize::minimize;
 use capisan::ops::{Op, OpSeq, Resolved};
+use capisan::repro::callables::CampaignTarget;
 use capisan::repro::{self, Expect};
 use capisan_build::{Cache, Manifest, Variant};
 use clap::Args;
@@ -46,18 +47,44 @@ pub struct ShowArgs {
     /// Print the decoded ops as a JSON op list (a replayable input).
     #[arg(long)]
     pub json: bool,
+    /// The campaign the input belongs to, for the names of its extension's callables; default:
+    /// the nearest directory above the input with a campaign.json (none: callables by index).
+    #[arg(long)]
+    pub campaign: Option<PathBuf>,
+    /// Cache directory for sources and built variants; default ~/.cache/capisan.
+    #[arg(long, env = "CAPISAN_CACHE")]
+    pub cache: Option<PathBuf>,
 }
 
-/// Decode an input the way the fuzz target does and print its ops.
+/// Decode an input the way the fuzz target does and print its ops, naming extension callables
+/// (`CallExt bugzoo.extra_decref(s0)`) when the input belongs to an extension campaign.
 pub fn show_cmd(args: ShowArgs) -> Result<()> {
     let bytes =
         fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let seq = OpSeq::from_bytes(&bytes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&seq.0)?);
-    } else {
-        for (i, op) in seq.0.iter().enumerate() {
+        return Ok(());
+    }
+    let campaign = match &args.campaign {
+        Some(dir) => Some(CampaignTarget::load(dir)),
+        None => CampaignTarget::of_input(&args.input),
+    };
+    let names = match campaign {
+        None => Vec::new(),
+        Some(c) => match c.and_then(|c| c.callable_names(&Cache::resolve(args.cache.clone()))) {
+            Ok(names) => names,
+            Err(e) => {
+                eprintln!("show: callables by index, their names are unknown: {e}");
+                Vec::new()
+            }
+        },
+    };
+    for (i, op) in seq.0.iter().enumerate() {
+        if names.is_empty() {
             println!("#{i} {op}");
+        } else {
+            println!("#{i} {}", op.describe(&names));
         }
     }
     Ok(())

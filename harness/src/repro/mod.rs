@@ -4,6 +4,7 @@
 //! and a README.
 
 pub mod c;
+pub mod callables;
 pub mod gdb;
 pub mod python;
 
