@@ -260,6 +260,18 @@ fn lsan_never_writes_the_committed_baseline() {
     let text = std::fs::read_to_string(generated).unwrap();
     assert!(text.contains("leak:_PyBytes_FromSize"), "{text}");
 
+    // Only an explicit request writes a baseline outside the cache (here a scratch file, not
+    // the committed one).
+    let asked = dir.path().join("lsan-asked.supp");
+    let update = LsanOptions {
+        committed: vec![],
+        update_committed: Some(asked.clone()),
+    };
+    leaks::lsan(&cache, &manifest, &target, &ext, &update).unwrap();
+    let text = std::fs::read_to_string(&asked).unwrap();
+    assert!(text.ends_with("\nleak:_PyBytes_FromSize\n"), "{text}");
+    before.assert_unchanged();
+
     // Without the leaky start-up, the target's own leak is reported (and the file still alone).
     let leaky = write(
         dir.path(),
