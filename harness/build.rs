@@ -79,16 +79,14 @@ mod cpython {
         if m.variant == Variant::Asan {
             // Defaults baked into the binary (the environment still overrides them), so a direct
             // `cargo fuzz run` or a copied fuzzer gets leak checks off and aborts on error.
-            let asan = m
-                .runtime_env
-                .get("ASAN_OPTIONS")
-                .cloned()
-                .unwrap_or_default();
-            let ubsan = m
-                .runtime_env
-                .get("UBSAN_OPTIONS")
-                .cloned()
-                .unwrap_or_default();
+            let env = m.env();
+            let get = |k: &str| {
+                env.iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let (asan, ubsan) = (get("ASAN_OPTIONS"), get("UBSAN_OPTIONS"));
             shim.define(
                 "CAPISAN_ASAN_DEFAULTS",
                 Some(format!("\"{asan}\"").as_str()),

@@ -23,6 +23,8 @@ pub struct Interp {
     pub make_callable: *mut PyObject,
     /// `gc.collect`.
     pub gc_collect: *mut PyObject,
+    /// `regrtest_cleanup()` ([`crate::REGRTEST_CLEANUP_PY`]).
+    pub regrtest_cleanup: *mut PyObject,
     /// `(qualified name, callable)` of the extension under test (`CAPISAN_EXT`).
     pub ext: Vec<(String, *mut PyObject)>,
     /// The qualified names of `ext`, for op text.
@@ -140,6 +142,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
     let builtins = raw::PyEval_GetBuiltins(); // borrowed
     raw::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), builtins);
     run_code(PRELUDE, globals)?;
+    run_code(crate::REGRTEST_CLEANUP_PY, globals)?;
     let get = |name: &CStr| -> Result<*mut PyObject, String> {
         let o = raw::PyDict_GetItemString(globals, name.as_ptr()); // borrowed, kept alive by globals
         if o.is_null() {
@@ -154,9 +157,14 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         names[i] = raw::PyUnicode_InternFromString(c.as_ptr()); // new, kept forever
     }
     let mut ext = Vec::new();
-    if let Ok(module) = std::env::var("CAPISAN_EXT") {
-        let path = std::env::var("CAPISAN_EXT_PATH").unwrap_or_default();
-        let only = std::env::var("CAPISAN_EXT_FUNCS").unwrap_or_default();
+    let env = crate::env::HarnessEnv::from_env();
+    if let Some(module) = &env.ext {
+        let path = env
+            .ext_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let only = env.ext_funcs.join(",");
         let code = format!(
             "__ext = ext_callables({module:?}, {path:?}, [s for s in {only:?}.split(',') if s])"
         );
@@ -187,6 +195,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         evil: get(c"Evil")?,
         make_callable: get(c"make_callable")?,
         gc_collect: get(c"gc_collect")?,
+        regrtest_cleanup: get(c"regrtest_cleanup")?,
         ext_names: ext.iter().map(|e| e.0.clone()).collect(),
         ext,
         names,

@@ -4,7 +4,12 @@
 //! and ownership model ([`ops`]) and the report parsers ([`detect`]). With it, [`ffi`],
 //! [`interp`] and [`exec`] bind and drive the variant chosen at build time.
 
+pub mod campaign;
 pub mod detect;
+pub mod leaks;
+pub mod env;
+pub mod findings;
+pub mod leak_rule;
 pub mod minimize;
 pub mod ops;
 pub mod repro;
@@ -12,6 +17,10 @@ pub mod repro;
 /// Python code the ops call into (classes with evil comparisons, mutating callables); the
 /// harness runs it at start-up and reproducers embed it.
 pub const PRELUDE_PY: &str = include_str!("prelude.py");
+
+/// regrtest's cleanup between `-R` runs (cache clearing, then collection), run before every
+/// measurement of the two-stage leak verdict; defines `regrtest_cleanup()`.
+pub const REGRTEST_CLEANUP_PY: &str = include_str!("py/regrtest_cleanup.py");
 
 #[cfg(feature = "cpython")]
 pub mod check;

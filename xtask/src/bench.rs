@@ -93,6 +93,7 @@ fn bench_campaign(
         json: true,
         no_seeds: true,
         jobs: 1,
+        known: None,
         cache: crate::CacheArgs {
             cache: cache.clone(),
         },

@@ -2,12 +2,14 @@
 //! and turn its crash artifacts into named, bucketed findings.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use capisan::detect::{self, Finding};
+use capisan::campaign::{self, CampaignSpec};
+use capisan::env::HarnessEnv;
+use capisan::findings::read_known;
 use capisan_build::{Cache, Manifest, Variant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -33,7 +35,8 @@ pub struct FuzzArgs {
     pub variant: Variant,
     #[command(flatten)]
     pub ext: ExtArgs,
-    /// Campaign directory (corpus, artifacts, log); default target/capisan/<target>-<variant>.
+    /// Campaign directory (corpus, artifacts, findings, log); default
+    /// target/capisan/<target>[-<module>]-<variant>.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// libFuzzer seed, for repeatable campaigns; default: libFuzzer picks one.
@@ -52,9 +55,14 @@ pub struct FuzzArgs {
     #[arg(long)]
     pub no_seeds: bool,
     /// Parallel fuzzing processes (libFuzzer fork mode, shared corpus). With more than one job
-    /// the campaign keeps going after a crash, so one run can collect several buckets.
+    /// the campaign also keeps going after a memory-corruption crash; leaks, exception-state
+    /// and GC findings never stop it.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// File of known bucket signatures (one a line, `#` comments): their hits are counted, not
+    /// reported; default: none.
+    #[arg(long)]
+    pub known: Option<PathBuf>,
     #[command(flatten)]
     pub cache: CacheArgs,
     /// Extra libFuzzer arguments, after `--`.
@@ -98,7 +106,7 @@ pub struct FuzzExtArgs {
     #[arg(long, default_value = "asan")]
     pub variant: Variant,
     /// Campaign directory (corpus, artifacts, log, campaign.json); default
-    /// target/capisan/capi_sequences-<variant>.
+    /// target/capisan/capi_sequences-<module>-<variant>.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// libFuzzer seed, for repeatable campaigns; default: libFuzzer picks one.
@@ -117,6 +125,10 @@ pub struct FuzzExtArgs {
     /// Parallel fuzzing processes (libFuzzer fork mode).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
+    /// File of known bucket signatures (one a line, `#` comments): their hits are counted, not
+    /// reported; default: none.
+    #[arg(long)]
+    pub known: Option<PathBuf>,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -210,97 +222,13 @@ pub struct TriageArgs {
     #[arg(long)]
     pub json: bool,
     /// File of known bucket signatures (one a line, `#` comments): exit 1 only if a bucket is
-    /// not in it (nightly fuzzing fails on new bugs, not on known ones); without it, exit 1 on
-    /// any bucket.
+    /// not in it (nightly fuzzing fails on new bugs, not on known ones); without it, exit 0
+    /// whatever was found.
     #[arg(long)]
     pub known: Option<PathBuf>,
 }
 
-/// What `triage` needs to re-run a campaign's artifacts.
-#[derive(Serialize, Deserialize)]
-pub struct Campaign {
-    pub target: String,
-    pub variant: Variant,
-    pub binary: PathBuf,
-    pub env: Vec<(String, String)>,
-}
-
-impl Campaign {
-    /// Read `campaign.json` of a campaign directory.
-    pub fn load(dir: &Path) -> Result<Campaign> {
-        let meta = dir.join("campaign.json");
-        let text = fs::read_to_string(&meta).with_context(|| {
-            format!(
-                "{} is not a campaign directory (no campaign.json)",
-                dir.display()
-            )
-        })?;
-        serde_json::from_str(&text).with_context(|| format!("reading {}", meta.display()))
-    }
-
-    /// Run the target once on `input` with extra env; returns everything it printed.
-    pub fn run_once(&self, input: &Path, extra: &[(&str, String)]) -> Result<(bool, String)> {
-        let mut cmd = duct::cmd!(&self.binary, "-runs=1", input)
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked();
-        cmd = crate::with_env(cmd, &self.env);
-        cmd = crate::with_env(cmd, extra);
-        let out = cmd
-            .run()
-            .with_context(|| format!("running {}", self.binary.display()))?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        ))
-    }
-}
-
-/// One libFuzzer status line with the campaign's elapsed time (for `report`'s plots).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct Progress {
-    pub seconds: f64,
-    pub execs: u64,
-    pub cov: u64,
-    pub features: u64,
-    pub corpus: u64,
-    pub exec_per_sec: u64,
-}
-
-impl Progress {
-    /// Parse `#4096 pulse  cov: 834 ft: 1200 corp: 50/1kb exec/s: 2048 rss: ...`.
-    pub fn parse(line: &str, seconds: f64) -> Option<Progress> {
-        let execs = line
-            .strip_prefix('#')?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        let field = |name: &str| -> Option<u64> {
-            let mut words = line.split_whitespace();
-            words.find(|w| *w == name)?;
-            words.next()?.split('/').next()?.parse().ok()
-        };
-        Some(Progress {
-            seconds,
-            execs,
-            cov: field("cov:")?,
-            features: field("ft:").unwrap_or(0),
-            corpus: field("corp:").unwrap_or(0),
-            exec_per_sec: field("exec/s:").unwrap_or(0),
-        })
-    }
-}
-
-/// One bucket of findings.
-#[derive(Serialize, Deserialize)]
-pub struct Bucket {
-    pub signature: String,
-    pub class: String,
-    pub count: usize,
-    pub artifacts: Vec<PathBuf>,
-    pub finding: Finding,
-}
+pub use capisan::campaign::{Bucket, Campaign, Progress};
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -384,302 +312,127 @@ pub fn build_bin(target: &str, variant: Variant, manifest: &Manifest) -> Result<
         .join(target))
 }
 
-fn runtime_env(
-    manifest: &Manifest,
-    ext: &ExtArgs,
-    no_checks: bool,
-    collect: bool,
-) -> Vec<(String, String)> {
-    let mut env = manifest.env();
-    if let Some(m) = &ext.ext {
-        env.push(("CAPISAN_EXT".into(), m.clone()));
-    }
-    if let Some(p) = &ext.ext_path {
-        env.push((
-            "CAPISAN_EXT_PATH".into(),
-            fs::canonicalize(p)
-                .unwrap_or(p.clone())
-                .display()
-                .to_string(),
-        ));
-    }
-    if !ext.funcs.is_empty() {
-        env.push(("CAPISAN_EXT_FUNCS".into(), ext.funcs.join(",")));
-    }
-    if let Some(pm) = &ext.pythonmalloc {
-        env.retain(|(k, _)| k != "PYTHONMALLOC");
-        env.push(("PYTHONMALLOC".into(), pm.clone()));
-    }
-    if no_checks {
-        env.push(("CAPISAN_CHECKS".into(), "0".into()));
-    }
-    if collect {
-        env.push(("CAPISAN_COLLECT".into(), "1".into()));
-    }
-    env
-}
-
-/// Run a campaign, then triage it. Returns the buckets.
+/// Run a campaign (build the target, check the extension imports, fuzz, triage) and print its
+/// findings summary. Returns the buckets.
 pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
     let cache = Cache::resolve(args.cache.cache.clone());
     let manifest = Manifest::find(&cache, args.variant, None)?;
-    if let (Some(module), Some(path)) = (&args.ext.ext, &args.ext.ext_path) {
-        let built = fs::read_dir(path)
-            .with_context(|| format!("--ext-path {} is not a directory; build the extension with `cargo xtask ext-build`", path.display()))?
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{module}.")));
-        if !built {
-            bail!("no built module {module} in {}; run `cargo xtask ext-build SOURCE --variant {} -o {}`", path.display(), args.variant, path.display());
-        }
-    }
     let binary = build_target(&args.target, args.variant, &manifest)?;
+    let ext_path = args
+        .ext
+        .ext_path
+        .as_ref()
+        .map(|p| fs::canonicalize(p).unwrap_or(p.clone()));
+    let harness = HarnessEnv {
+        ext: args.ext.ext.clone(),
+        ext_path,
+        ext_funcs: args.ext.funcs.clone(),
+        checks: !args.no_checks,
+        totals: !args.no_checks,
+        collect: args.collect,
+        known: args
+            .known
+            .as_ref()
+            .map(|p| fs::canonicalize(p).unwrap_or(p.clone())),
+        ..HarnessEnv::default()
+    };
     let dir = args.out.clone().unwrap_or_else(|| {
-        workspace_root()
-            .join("target")
-            .join("capisan")
-            .join(format!("{}-{}", args.target, args.variant))
-    });
-    let corpus = dir.join("corpus");
-    let artifacts = dir.join("artifacts");
-    fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
-    fs::create_dir_all(&artifacts)?;
-    let seeds = workspace_root().join("corpora").join(&args.target);
-    let env = runtime_env(&manifest, &args.ext, args.no_checks, args.collect);
-    let campaign = Campaign {
-        target: args.target.clone(),
-        variant: args.variant,
-        binary: binary.clone(),
-        env: env.clone(),
-    };
-    fs::write(
-        dir.join("campaign.json"),
-        serde_json::to_string_pretty(&campaign)?,
-    )?;
-
-    let mut fuzz_args: Vec<String> = vec![
-        format!("-max_total_time={}", args.time),
-        format!("-artifact_prefix={}/", artifacts.display()),
-        "-print_final_stats=1".into(),
-    ];
-    if let Some(seed) = args.seed {
-        fuzz_args.push(format!("-seed={seed}"));
-    }
-    if args.jobs > 1 {
-        // Fork mode: the parent merges each child's new inputs into the corpus directory and
-        // copies crash artifacts out as children report them, so killing the campaign loses
-        // nothing already reported.
-        fuzz_args.extend([
-            format!("-fork={}", args.jobs),
-            "-ignore_crashes=1".into(),
-            "-ignore_ooms=1".into(),
-            "-ignore_timeouts=1".into(),
-        ]);
-    }
-    fuzz_args.extend(args.libfuzzer.iter().cloned());
-    fuzz_args.push(corpus.display().to_string());
-    if seeds.is_dir() && !args.no_seeds {
-        fuzz_args.push(seeds.display().to_string());
-    }
-    let (program, argv, xml) = if args.variant == Variant::Valgrind {
-        let xml = dir.join("valgrind.xml");
-        let mut v = vec![
-            "--tool=memcheck".to_string(),
-            "--xml=yes".into(),
-            format!("--xml-file={}", xml.display()),
-            "--exit-on-first-error=yes".into(),
-            "--error-exitcode=99".into(),
-            "--track-origins=yes".into(),
-        ];
-        if let Some(supp) = &manifest.valgrind_suppressions {
-            v.push(format!("--suppressions={}", supp.display()));
-        }
-        v.push(binary.display().to_string());
-        v.extend(fuzz_args);
-        ("valgrind".to_string(), v, Some(xml))
-    } else {
-        (binary.display().to_string(), fuzz_args, None)
-    };
-    let log_path = dir.join("fuzz.log");
-    let mut log = fs::File::create(&log_path)?;
-    let mut progress = fs::File::create(dir.join("progress.jsonl"))?;
-    let bar = ProgressBar::new(args.time).with_style(
-        ProgressStyle::with_template(
-            "fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}",
+        campaign::default_dir(
+            &workspace_root(),
+            &args.target,
+            args.ext.ext.as_deref(),
+            args.variant,
         )
-        .expect("valid template"),
-    );
-    bar.set_prefix(args.target.clone());
-    bar.enable_steady_tick(Duration::from_millis(500));
-    let mut cmd = duct::cmd(&program, &argv).stderr_to_stdout().unchecked();
-    cmd = crate::with_env(cmd, &env);
-    let reader = cmd
-        .reader()
-        .with_context(|| format!("starting {program}"))?;
-    let started = std::time::Instant::now();
-    for line in BufReader::new(&reader).split(b'\n') {
-        let line = line?;
-        log.write_all(&line)?;
-        log.write_all(b"\n")?;
-        let text = String::from_utf8_lossy(&line);
-        if let Some(p) = Progress::parse(&text, started.elapsed().as_secs_f64()) {
-            writeln!(progress, "{}", serde_json::to_string(&p)?)?;
-        }
-        if text.starts_with('#') && text.contains("cov:") {
-            bar.set_message(
-                text.split_whitespace()
-                    .skip(1)
-                    .take(9)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
-        }
-        bar.set_position(started.elapsed().as_secs().min(args.time));
-    }
-    bar.finish_and_clear();
-    let mut buckets = triage_dir(&dir)?;
-    if let Some(xml) = xml {
-        if let Ok(text) = fs::read_to_string(&xml) {
-            let found = detect::parse_valgrind_xml(&text).unwrap_or_default();
-            let ops = detect::parse(&fs::read_to_string(&log_path).unwrap_or_default());
-            for mut f in found {
-                if let Some(o) = ops.first() {
-                    f.op_log = o.op_log.clone();
-                    f.current_op = o.current_op.clone();
-                }
-                add(&mut buckets, f, xml.clone());
-            }
-        }
-    }
-    let stats: Vec<String> = fs::read_to_string(&log_path)?
-        .lines()
-        .filter(|l| {
-            l.starts_with("stat::number_of_executed_units")
-                || l.starts_with("stat::average_exec_per_sec")
-        })
-        .map(str::to_string)
-        .collect();
-    fs::write(
-        dir.join("buckets.json"),
-        serde_json::to_vec_pretty(&buckets)?,
-    )?;
-    print_summary(&buckets, &dir, args.json, &stats)?;
-    Ok(buckets)
-}
-
-fn add(buckets: &mut Vec<Bucket>, f: Finding, artifact: PathBuf) {
-    let sig = f.signature().to_string();
-    if let Some(b) = buckets.iter_mut().find(|b| b.signature == sig) {
-        b.count += 1;
-        b.artifacts.push(artifact);
-    } else {
-        buckets.push(Bucket {
-            signature: sig,
-            class: f.class.name().to_string(),
-            count: 1,
-            artifacts: vec![artifact],
-            finding: f,
-        });
-    }
-}
-
-/// Re-run each crash artifact of a campaign and parse what it prints.
-pub fn triage_dir(dir: &Path) -> Result<Vec<Bucket>> {
-    let campaign = Campaign::load(dir)?;
-    let mut artifacts: Vec<PathBuf> = fs::read_dir(dir.join("artifacts"))
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    artifacts.retain(|p| {
-        // Logs written beside artifacts by an earlier triage are not artifacts.
-        p.extension().is_none_or(|e| e != "log")
-            && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                ["crash-", "leak-", "oom-", "timeout-"]
-                    .iter()
-                    .any(|x| n.starts_with(x))
-            })
     });
-    artifacts.sort();
-    let mut buckets: Vec<Bucket> = Vec::new();
-    for art in artifacts {
-        let (ok, text) = campaign.run_once(&art, &[])?;
-        fs::write(art.with_extension("log"), &text)?;
-        let findings = detect::parse(&text);
-        if findings.is_empty() {
-            let mut f = Finding::new(
-                detect::BugClass::Crash,
-                detect::Tool::Capisan,
-                "artifact crashed but no known report was printed",
-            );
-            f.reason = format!(
-                "exited {}; see {}",
-                if ok { "cleanly" } else { "with an error" },
-                art.with_extension("log").display()
-            );
-            add(&mut buckets, f, art.clone());
+    let seeds = workspace_root().join("corpora").join(&args.target);
+    let spec = CampaignSpec {
+        target: args.target.clone(),
+        manifest,
+        binary,
+        dir,
+        harness,
+        pythonmalloc: args.ext.pythonmalloc.clone(),
+        seconds: args.time,
+        seed: args.seed,
+        jobs: args.jobs,
+        seeds: if args.no_seeds { vec![] } else { vec![seeds] },
+        libfuzzer: args.libfuzzer.clone(),
+    };
+    let bar = status_bar(&args.target, args.time);
+    let outcome = campaign::run(&spec, |st| {
+        let line = format!(
+            "{:>4}s  inputs {}  exec/s {}  cov {}  corpus {}  buckets {}",
+            st.elapsed.as_secs(),
+            st.execs,
+            st.exec_per_sec,
+            st.cov,
+            st.corpus,
+            st.buckets
+        );
+        match &bar {
+            Some(b) => {
+                b.set_position(st.elapsed.as_secs().min(args.time));
+                b.set_message(line);
+            }
+            None => println!("fuzz {}: {line}", args.target),
         }
-        for f in findings {
-            add(&mut buckets, f, art.clone());
-        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
     }
-    Ok(buckets)
+    let outcome = outcome?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome.buckets)?);
+    } else {
+        print!("{}", campaign::summary_text(&outcome));
+    }
+    Ok(outcome.buckets)
 }
 
-fn print_summary(buckets: &[Bucket], dir: &Path, json: bool, stats: &[String]) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(buckets)?);
-        return Ok(());
+/// A progress bar on a terminal; `None` (plain status lines) otherwise.
+fn status_bar(target: &str, seconds: u64) -> Option<ProgressBar> {
+    if !std::io::stdout().is_terminal() {
+        return None;
     }
-    println!(
-        "== capisan findings: {} bucket(s) in {} ==",
-        buckets.len(),
-        dir.display()
+    let bar = ProgressBar::new(seconds).with_style(
+        ProgressStyle::with_template("fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}")
+            .expect("valid template"),
     );
-    for s in stats {
-        println!("   {s}");
-    }
-    for b in buckets {
-        println!("- [{}] {}  (x{})", b.class, b.signature, b.count);
-        println!("    {}", b.finding.summary);
-        if let Some(op) = &b.finding.current_op {
-            println!("    op: {op}");
-        }
-        if !b.finding.reason.is_empty() {
-            println!("    why: {}", b.finding.reason);
-        }
-        if let Some(f) = b.finding.top_frame() {
-            println!(
-                "    at: {} {}:{}",
-                f.function,
-                f.file.as_deref().unwrap_or("?"),
-                f.line.unwrap_or(0)
-            );
-        }
-        println!("    artifact: {}", b.artifacts[0].display());
-    }
-    Ok(())
+    bar.set_prefix(target.to_string());
+    bar.enable_steady_tick(Duration::from_millis(500));
+    Some(bar)
 }
 
-/// Triage; `Ok(false)` when `--known` is given and a bucket is new.
+/// Triage; `Ok(false)` when a bucket is not in `--known` (or any bucket, without it).
 pub fn triage(args: TriageArgs) -> Result<bool> {
-    let buckets = triage_dir(&args.dir)?;
+    let buckets = campaign::triage_dir(&args.dir)?;
     fs::write(
         args.dir.join("buckets.json"),
         serde_json::to_vec_pretty(&buckets)?,
     )?;
-    print_summary(&buckets, &args.dir, args.json, &[])?;
-    let Some(known) = args.known else {
-        return Ok(true);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&buckets)?);
+    } else {
+        println!(
+            "== capisan findings: {} bucket(s) in {} ==",
+            buckets.len(),
+            args.dir.display()
+        );
+        print!("{}", campaign::buckets_text(&buckets));
+    }
+    let known = match &args.known {
+        Some(k) => read_known(
+            &fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?,
+        ),
+        None => Vec::new(),
     };
-    let text =
-        fs::read_to_string(&known).with_context(|| format!("reading {}", known.display()))?;
-    let known: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
     let new: Vec<&Bucket> = buckets
         .iter()
-        .filter(|b| !known.contains(&b.signature.as_str()))
+        .filter(|b| !known.iter().any(|k| k.0 == b.signature))
         .collect();
+    if args.known.is_none() {
+        return Ok(true);
+    }
     for b in &new {
         eprintln!("NEW bucket: {}", b.signature);
     }
@@ -704,6 +457,7 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
         json: args.json,
         no_seeds: args.no_seeds,
         jobs: args.jobs,
+        known: args.known,
         cache: args.cache,
         libfuzzer: Vec::new(),
     })
@@ -745,25 +499,12 @@ pub fn ext_build(args: ExtBuildArgs) -> Result<()> {
     fs::create_dir_all(&out)?;
     let suffix = ext_suffix(&m)?;
     let so = out.join(format!("{module}{suffix}"));
-    let mut argv: Vec<String> = vec![
-        "-shared".into(),
-        "-fPIC".into(),
-        "-g".into(),
-        "-O1".into(),
-        "-fno-omit-frame-pointer".into(),
-    ];
-    if args.variant == Variant::Asan {
-        argv.extend(
-            [
-                "-fsanitize=address,undefined",
-                "-fno-sanitize=function",
-                "-fsanitize=fuzzer-no-link",
-            ]
+    let mut argv: Vec<String> = vec!["-shared".into(), "-fPIC".into()];
+    argv.extend(
+        capisan_build::package::extension_cflags(args.variant)
+            .into_iter()
             .map(String::from),
-        );
-    } else {
-        argv.push("-gdwarf-4".into());
-    }
+    );
     argv.extend(m.include_dirs.iter().map(|d| format!("-I{}", d.display())));
     argv.extend(sources.iter().map(|s| s.display().to_string()));
     argv.push("-o".into());
@@ -807,23 +548,4 @@ fn ext_suffix(m: &Manifest) -> Result<String> {
         .context("asking the variant's python for EXT_SUFFIX")?
         .trim()
         .to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_libfuzzer_status_lines() {
-        let p = Progress::parse("#3107\tNEW    cov: 6636 ft: 16204 corp: 202/1953b lim: 17 exec/s: 3107 rss: 134Mb L: 17/17", 1.5).unwrap();
-        assert_eq!(
-            (p.execs, p.cov, p.features, p.corpus, p.exec_per_sec),
-            (3107, 6636, 16204, 202, 3107)
-        );
-        assert!(Progress::parse("INFO: Seed: 1", 0.0).is_none());
-        assert!(
-            Progress::parse("#2\tINITED exec/s: 0 rss: 119Mb", 0.0).is_none(),
-            "no cov: field"
-        );
-    }
 }

@@ -22,6 +22,13 @@ pub enum ViolationKind {
 }
 
 impl ViolationKind {
+    /// Whether the process must stop: after an over-decref the object's count is below the
+    /// references still held, so memory may already be (or soon be) corrupt. The others leave
+    /// the heap intact, and a keep-going campaign continues after them.
+    pub fn is_fatal(self) -> bool {
+        self == ViolationKind::OverDecref
+    }
+
     /// The `kind=` word in the report.
     pub fn word(self) -> &'static str {
         match self {

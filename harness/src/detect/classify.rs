@@ -73,8 +73,8 @@ pub const ASAN: &[Pattern] = &[
     ),
     row(
         r"^(allocation-size-too-big|calloc-overflow|requested allocation size|out-of-memory|allocator is out of memory)",
-        Some(Crash),
-        "ASan: allocation failure",
+        Some(OutOfMemory),
+        "ASan: an allocation request failed and the allocator was told to abort; a production malloc returns NULL (capisan runs with allocator_may_return_null=1, so this shows a run without it)",
     ),
     row(r".", Some(Crash), "ASan: unrecognised report type"),
 ];
@@ -158,9 +158,14 @@ pub const LIBFUZZER: &[Pattern] = &[
         "libFuzzer: fatal signal with no sanitizer or CPython diagnosis",
     ),
     row(
-        r"^(out-of-memory|malloc\(|fuzz target exited)",
+        r"^(out-of-memory|malloc\()",
+        Some(OutOfMemory),
+        "libFuzzer: over its RSS or single-malloc limit (a blow-up, not a memory error)",
+    ),
+    row(
+        r"^fuzz target exited",
         Some(Crash),
-        "libFuzzer: out of memory, or the process exited inside the target",
+        "libFuzzer: the process exited inside the target",
     ),
     row(
         r".",

@@ -49,11 +49,15 @@ pub enum BugClass {
     UndefinedBehavior,
     /// The process died and nothing more specific is known.
     Crash,
+    /// The input drove the process over a memory limit (libFuzzer's RSS or malloc limit, or a
+    /// sanitizer allocator that was told to abort on failure): a resource problem to look at,
+    /// not a memory-safety class. A production build fails such a request with MemoryError.
+    OutOfMemory,
 }
 
 impl BugClass {
     /// Every class, in declaration order; handy for reports and exhaustive tests.
-    pub const ALL: [BugClass; 11] = [
+    pub const ALL: [BugClass; 12] = [
         BugClass::ReferenceLeak,
         BugClass::UseAfterFree,
         BugClass::DoubleFree,
@@ -65,6 +69,7 @@ impl BugClass {
         BugClass::ExceptionState,
         BugClass::UndefinedBehavior,
         BugClass::Crash,
+        BugClass::OutOfMemory,
     ];
 
     /// The human name used in reports ("use-after-free", "reference leak", ...).
@@ -81,6 +86,7 @@ impl BugClass {
             BugClass::ExceptionState => "exception state",
             BugClass::UndefinedBehavior => "undefined behavior",
             BugClass::Crash => "crash",
+            BugClass::OutOfMemory => "out of memory",
         }
     }
 
@@ -99,6 +105,7 @@ impl BugClass {
             BugClass::ExceptionState => "exception-state",
             BugClass::UndefinedBehavior => "undefined-behavior",
             BugClass::Crash => "crash",
+            BugClass::OutOfMemory => "out-of-memory",
         }
     }
 }
@@ -387,6 +394,15 @@ fn following_stack(lines: &[&str]) -> Vec<Frame> {
 /// (still-reachable and possibly-lost leaks) are skipped.
 pub fn parse_valgrind_xml(xml: &str) -> Result<Vec<Finding>, DetectError> {
     valgrind::parse(xml)
+}
+
+pub use valgrind::{MemcheckError, MemcheckStack};
+
+/// Every `<error>` of memcheck's `--xml=yes` output as memcheck wrote it, unclassified: all kinds,
+/// all stacks, object paths and the generated suppression (`--gen-suppressions=all`). The same
+/// reader as [`parse_valgrind_xml`]; the valgrind suppression engine works on these.
+pub fn parse_memcheck_errors(xml: &str) -> Result<Vec<MemcheckError>, DetectError> {
+    valgrind::parse_errors(xml)
 }
 
 #[cfg(test)]

@@ -1,0 +1,172 @@
+//! The `CAPISAN_*` environment protocol between the side that starts a harness process (xtask,
+//! tests, campaigns, reproducers) and the harness inside it. One type, one list of names: the
+//! starting side builds a [`HarnessEnv`] and calls [`HarnessEnv::to_env`]; the harness calls
+//! [`HarnessEnv::from_env`]. A name is spelled only here.
+
+use std::path::PathBuf;
+
+/// Names of the variables, for the few callers that must set or clear one alone.
+pub mod names {
+    /// Importable (possibly dotted) name of the extension module under test.
+    pub const EXT: &str = "CAPISAN_EXT";
+    /// Directory put first on `sys.path` before importing [`EXT`] (a build dir or site-packages).
+    pub const EXT_PATH: &str = "CAPISAN_EXT_PATH";
+    /// Comma-separated callables of the extension to drive (all public ones when empty).
+    pub const EXT_FUNCS: &str = "CAPISAN_EXT_FUNCS";
+    /// `0` turns the per-op property checks off.
+    pub const CHECKS: &str = "CAPISAN_CHECKS";
+    /// `0` turns the repeated extension calls (stage 1 of the leak verdict) off.
+    pub const EXT_REPEATS: &str = "CAPISAN_EXT_REPEATS";
+    /// `0` turns the end-of-sequence total-refcount check off.
+    pub const TOTALS: &str = "CAPISAN_TOTALS";
+    /// `1` runs a full collection after every input.
+    pub const COLLECT: &str = "CAPISAN_COLLECT";
+    /// Directory where non-fatal findings are recorded (one subdirectory a bucket); when set,
+    /// the fuzz target keeps going after them instead of aborting.
+    pub const FINDINGS: &str = "CAPISAN_FINDINGS";
+    /// File of known bucket signatures (one a line, `#` comments): hits are counted, not reported.
+    pub const KNOWN: &str = "CAPISAN_KNOWN";
+    /// File rewritten before every op with the resolved op list (for `repro`).
+    pub const DUMP_RESOLVED: &str = "CAPISAN_DUMP_RESOLVED";
+}
+
+/// Everything a harness process reads from its environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HarnessEnv {
+    /// See [`names::EXT`].
+    pub ext: Option<String>,
+    /// See [`names::EXT_PATH`].
+    pub ext_path: Option<PathBuf>,
+    /// See [`names::EXT_FUNCS`].
+    pub ext_funcs: Vec<String>,
+    /// See [`names::CHECKS`]; default on.
+    pub checks: bool,
+    /// See [`names::EXT_REPEATS`]; default on.
+    pub ext_repeats: bool,
+    /// See [`names::TOTALS`]; default on.
+    pub totals: bool,
+    /// See [`names::COLLECT`]; default off.
+    pub collect: bool,
+    /// See [`names::FINDINGS`].
+    pub findings: Option<PathBuf>,
+    /// See [`names::KNOWN`].
+    pub known: Option<PathBuf>,
+    /// See [`names::DUMP_RESOLVED`].
+    pub dump_resolved: Option<PathBuf>,
+}
+
+impl Default for HarnessEnv {
+    fn default() -> Self {
+        HarnessEnv {
+            ext: None,
+            ext_path: None,
+            ext_funcs: Vec::new(),
+            checks: true,
+            ext_repeats: true,
+            totals: true,
+            collect: false,
+            findings: None,
+            known: None,
+            dump_resolved: None,
+        }
+    }
+}
+
+fn flag(v: Option<String>, default: bool) -> bool {
+    v.map_or(default, |v| v != "0")
+}
+
+fn bit(b: bool) -> String {
+    if b { "1" } else { "0" }.to_string()
+}
+
+impl HarnessEnv {
+    /// Read the protocol through `get` (a lookup by name; [`HarnessEnv::from_env`] passes
+    /// `std::env::var`). Unset or empty strings are `None`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> HarnessEnv {
+        let d = HarnessEnv::default();
+        let text = |k: &str| get(k).filter(|v| !v.is_empty());
+        HarnessEnv {
+            ext: text(names::EXT),
+            ext_path: text(names::EXT_PATH).map(PathBuf::from),
+            ext_funcs: text(names::EXT_FUNCS)
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            checks: flag(get(names::CHECKS), d.checks),
+            ext_repeats: flag(get(names::EXT_REPEATS), d.ext_repeats),
+            totals: flag(get(names::TOTALS), d.totals),
+            collect: flag(get(names::COLLECT), d.collect),
+            findings: text(names::FINDINGS).map(PathBuf::from),
+            known: text(names::KNOWN).map(PathBuf::from),
+            dump_resolved: text(names::DUMP_RESOLVED).map(PathBuf::from),
+        }
+    }
+
+    /// The protocol as this process's environment sets it.
+    pub fn from_env() -> HarnessEnv {
+        HarnessEnv::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// The variables to set in a child so that its [`HarnessEnv::from_env`] equals `self`.
+    /// Defaults are written out too, so a child never inherits a stale value from its parent.
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        let opt = |v: &Option<PathBuf>| v.as_ref().map(|p| p.display().to_string());
+        let mut env = vec![
+            (names::CHECKS, bit(self.checks)),
+            (names::EXT_REPEATS, bit(self.ext_repeats)),
+            (names::TOTALS, bit(self.totals)),
+            (names::COLLECT, bit(self.collect)),
+            (names::EXT_FUNCS, self.ext_funcs.join(",")),
+            (names::EXT, self.ext.clone().unwrap_or_default()),
+            (names::EXT_PATH, opt(&self.ext_path).unwrap_or_default()),
+            (names::FINDINGS, opt(&self.findings).unwrap_or_default()),
+            (names::KNOWN, opt(&self.known).unwrap_or_default()),
+            (
+                names::DUMP_RESOLVED,
+                opt(&self.dump_resolved).unwrap_or_default(),
+            ),
+        ];
+        env.sort();
+        env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn round_trips_through_the_environment_text() {
+        let e = HarnessEnv {
+            ext: Some("pkg._speedups".into()),
+            ext_path: Some("/v/site-packages".into()),
+            ext_funcs: vec!["a".into(), "b".into()],
+            checks: false,
+            ext_repeats: true,
+            totals: false,
+            collect: true,
+            findings: Some("/c/findings".into()),
+            known: None,
+            dump_resolved: Some("/tmp/r.json".into()),
+        };
+        let map: HashMap<String, String> = e.to_env().into_iter().collect();
+        assert_eq!(map["CAPISAN_EXT"], "pkg._speedups");
+        assert_eq!(HarnessEnv::from_lookup(|k| map.get(k).cloned()), e);
+    }
+
+    #[test]
+    fn unset_means_the_defaults() {
+        assert_eq!(HarnessEnv::from_lookup(|_| None), HarnessEnv::default());
+        let d: HashMap<String, String> = HarnessEnv::default().to_env().into_iter().collect();
+        assert_eq!(
+            HarnessEnv::from_lookup(|k| d.get(k).cloned()),
+            HarnessEnv::default()
+        );
+    }
+}

@@ -1,0 +1,59 @@
+# regrtest's cleanup between -R runs (Lib/test/libregrtest/refleak.py: dash_R_cleanup), as the
+# harness needs it inside a fuzzing process: clear every cache libregrtest clears, then
+# sys._clear_internal_caches() (the type attribute cache), then collect like
+# test.support.gc_collect(). Bounded caches filled by the code under test (type cache entries
+# for fresh attribute names, re/struct/abc caches, linecache) are then gone before a
+# measurement, so they never read as a leak.
+#
+# The cache list is libregrtest's own (test.libregrtest.utils.clear_caches) when the stdlib has
+# its test package; a standard library without it (a fuzzer bundled by `fuzz-build`) gets the
+# subset below, which covers what the harness's own ops can fill.
+import gc as _regrtest_gc
+import sys as _regrtest_sys
+
+_regrtest_clear_caches = None
+
+
+def _regrtest_fallback_clear_caches():
+    for name, clear in (
+        ('re', lambda m: m.purge()),
+        ('struct', lambda m: m._clearcache()),
+        ('linecache', lambda m: m.clearcache()),
+    ):
+        m = _regrtest_sys.modules.get(name)
+        if m is not None:
+            clear(m)
+
+
+def _regrtest_abc_caches_clear():
+    abc = _regrtest_sys.modules.get('collections.abc')
+    if abc is None:
+        return
+    import inspect
+    for name in abc.__all__:
+        cls = getattr(abc, name, None)
+        if cls is None or not inspect.isabstract(cls):
+            continue
+        for obj in cls.__subclasses__() + [cls]:
+            obj._abc_caches_clear()
+
+
+def regrtest_cleanup():
+    """Clear caches and collect, as regrtest does after each -R run."""
+    global _regrtest_clear_caches
+    if _regrtest_clear_caches is None:
+        try:
+            from test.libregrtest.utils import clear_caches
+        except ImportError:
+            clear_caches = _regrtest_fallback_clear_caches
+        _regrtest_clear_caches = clear_caches
+    _regrtest_abc_caches_clear()
+    _regrtest_clear_caches()
+    clear_internal = getattr(_regrtest_sys, '_clear_internal_caches', None)
+    if clear_internal is None:  # 3.11, 3.12
+        clear_internal = _regrtest_sys._clear_type_cache
+    clear_internal()
+    # test.support.gc_collect(): three passes, finalizers can free more.
+    _regrtest_gc.collect()
+    _regrtest_gc.collect()
+    _regrtest_gc.collect()
