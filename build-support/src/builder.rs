@@ -4,6 +4,10 @@
 //! so an interrupted build is never taken for a finished one. A rerun after an interruption
 //! resumes `make` if configure had finished for the same key (a `.configured` stamp), and
 //! otherwise restarts from an empty build directory.
+//!
+//! After make, the variant is installed (`make altinstall`) into `<variant dir>/install`, so its
+//! python is an ordinary interpreter that `python -m venv` and pip's build isolation accept. A
+//! variant built before this step existed is installed by the next build call, without a rebuild.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -89,11 +93,14 @@ pub fn variant_dir(cache: &Cache, req: &BuildRequest) -> PathBuf {
 pub fn build(cache: &Cache, req: &BuildRequest, progress: &ProgressBar) -> Result<BuildOutcome> {
     let dir = variant_dir(cache, req);
     let manifest_path = dir.join(manifest::FILE_NAME);
+    let good = || {
+        Manifest::load(&manifest_path)
+            .ok()
+            .filter(|m| m.python.exists() && m.schema == manifest::SCHEMA)
+    };
     if !req.force {
-        if let Ok(m) = Manifest::load(&manifest_path) {
-            if m.python.exists() && m.schema == manifest::SCHEMA {
-                return Ok(BuildOutcome::Cached(m));
-            }
+        if let Some(m) = good().filter(|m| m.installed().is_some()) {
+            return Ok(BuildOutcome::Cached(m));
         }
     }
     fs::create_dir_all(&dir).map_err(BuildError::io(format!("creating {}", dir.display())))?;
@@ -109,12 +116,18 @@ pub fn build(cache: &Cache, req: &BuildRequest, progress: &ProgressBar) -> Resul
             dir.display()
         ));
         FileExt::lock_exclusive(&lock).map_err(|_| BuildError::Locked(dir.clone()))?;
-        if !req.force {
-            if let Ok(m) = Manifest::load(&manifest_path) {
-                if m.python.exists() && m.schema == manifest::SCHEMA {
-                    return Ok(BuildOutcome::Cached(m));
-                }
+    }
+    if !req.force {
+        if let Some(mut m) = good() {
+            // Built before variants were installed: install it, keep the build. The old
+            // manifest stays valid until the new one replaces it atomically.
+            if m.installed().is_none() {
+                let (python, seconds) = install(req, &dir, &m.build_dir, progress)?;
+                m.installed_python = Some(python);
+                m.install_seconds = Some(seconds);
+                m.save(&manifest_path)?;
             }
+            return Ok(BuildOutcome::Cached(m));
         }
     }
     // Once we hold the lock, the old manifest (if any) no longer describes what is on disk.
@@ -138,7 +151,11 @@ pub fn build(cache: &Cache, req: &BuildRequest, progress: &ProgressBar) -> Resul
         fs::write(&stamp, &key).map_err(BuildError::io(format!("writing {}", stamp.display())))?;
     }
     make(req, &build_dir, &dir.join("make.log"), progress)?;
-    let m = describe(req, &key, &build_dir, started.elapsed().as_secs_f64())?;
+    let build_seconds = started.elapsed().as_secs_f64();
+    let (python, install_seconds) = install(req, &dir, &build_dir, progress)?;
+    let mut m = describe(req, &key, &build_dir, build_seconds)?;
+    m.installed_python = Some(python);
+    m.install_seconds = Some(install_seconds);
     m.save(&manifest_path)?;
     Ok(BuildOutcome::Built(m))
 }
@@ -179,6 +196,12 @@ fn configure(
     progress.set_length(total.max(1));
     progress.set_prefix(format!("{} configure", req.variant));
     let mut args = req.variant.configure_args();
+    // The install prefix is not part of the cache key: it is inside the keyed directory.
+    let prefix = build_dir
+        .parent()
+        .unwrap_or(build_dir)
+        .join(manifest::INSTALL_DIR);
+    args.push(format!("--prefix={}", prefix.display()));
     args.push(format!("CC={}", req.compiler.cc));
     args.push(format!("CFLAGS={}", req.variant.cflags().join(" ")));
     let cmd = duct::cmd(&script, &args).dir(build_dir);
@@ -220,6 +243,89 @@ fn make(req: &BuildRequest, build_dir: &Path, log: &Path, progress: &ProgressBar
         is_compile,
         &format!("make {jobs} (in {})", build_dir.display()),
     )
+}
+
+/// `make altinstall prefix=<dir>/install`, from scratch; returns the installed interpreter and
+/// the seconds it took. The prefix is passed to make as well as to configure, so variants
+/// configured before the install step existed install into the same place. altinstall (not
+/// install) because nothing needs the unversioned `python3` names or the man pages.
+fn install(
+    req: &BuildRequest,
+    dir: &Path,
+    build_dir: &Path,
+    progress: &ProgressBar,
+) -> Result<(PathBuf, f64)> {
+    let started = Instant::now();
+    let prefix = dir.join(manifest::INSTALL_DIR);
+    if prefix.exists() {
+        fs::remove_dir_all(&prefix)
+            .map_err(BuildError::io(format!("clearing {}", prefix.display())))?;
+    }
+    // One `install` line and one `Compiling` line per module of the standard library.
+    let total = walkdir::WalkDir::new(req.source.dir.join("Lib"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "py"))
+        .count() as u64
+        * 2;
+    progress.reset();
+    progress.set_length(total.max(1));
+    progress.set_prefix(format!("{} install", req.variant));
+    let prefix_arg = format!("prefix={}", prefix.display());
+    // ENSUREPIP=no: make would run ensurepip with the build-tree python, whose prefix is the
+    // configured one (/usr/local for variants configured before --prefix was passed), and put
+    // pip there. The installed python runs it below instead.
+    let cmd = duct::cmd!("make", "altinstall", &prefix_arg, "ENSUREPIP=no").dir(build_dir);
+    run_logged(
+        cmd,
+        req,
+        &dir.join("install.log"),
+        progress,
+        |line| line.starts_with("Compiling ") || line.contains("install -c"),
+        &format!(
+            "make altinstall {prefix_arg} ENSUREPIP=no (in {})",
+            build_dir.display()
+        ),
+    )?;
+    let short: Vec<&str> = req.source.version.splitn(3, '.').take(2).collect();
+    let python = prefix
+        .join("bin")
+        .join(format!("python{}", short.join(".")));
+    progress.set_prefix(format!("{} ensurepip", req.variant));
+    let cmd = duct::cmd!(&python, "-m", "ensurepip", "--altinstall")
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONPATH");
+    run_logged(
+        cmd,
+        req,
+        &dir.join("ensurepip.log"),
+        progress,
+        |_| false,
+        &format!("{} -m ensurepip --altinstall", python.display()),
+    )?;
+    // The point of installing: venv and pip work with no PYTHONHOME/PYTHONPATH.
+    let shown = format!("{} -m pip --version", python.display());
+    let mut cmd = duct::cmd!(&python, "-m", "pip", "--version")
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked();
+    for (k, v) in req.variant.build_env() {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONPATH")
+        .run()
+        .map_err(BuildError::io(format!("running {shown}")))?;
+    if !out.status.success() {
+        return Err(BuildError::CommandFailed {
+            command: shown,
+            status: out.status.to_string(),
+            log: dir.join("install.log"),
+            tail: tail_lines(&String::from_utf8_lossy(&out.stdout), 30),
+        });
+    }
+    Ok((python, started.elapsed().as_secs_f64()))
 }
 
 fn is_compile(line: &str) -> bool {
@@ -358,5 +464,7 @@ fn describe(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         build_seconds,
+        installed_python: None,
+        install_seconds: None,
     })
 }

@@ -9,6 +9,7 @@ pub mod builder;
 pub mod cache;
 pub mod error;
 pub mod manifest;
+pub mod package;
 pub mod setup;
 pub mod source;
 pub mod toolchain;

@@ -19,6 +19,9 @@ pub const SCHEMA: u32 = 1;
 /// its presence is what marks a build good.
 pub const FILE_NAME: &str = "manifest.json";
 
+/// Directory inside a variant's cache directory that the variant is installed into.
+pub const INSTALL_DIR: &str = "install";
+
 /// A built CPython variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -60,6 +63,15 @@ pub struct Manifest {
     pub built_at: u64,
     /// Wall time of configure + make, seconds.
     pub build_seconds: f64,
+    /// The installed interpreter (`make altinstall` into [`Manifest::install_prefix`]): a normal
+    /// python that needs no PYTHONHOME/PYTHONPATH, so `python -m venv` and `pip install` with
+    /// build isolation work. `None` in manifests written before variants were installed; the
+    /// next `build-*` installs them without rebuilding.
+    #[serde(default)]
+    pub installed_python: Option<PathBuf>,
+    /// Wall time of the install step, seconds.
+    #[serde(default)]
+    pub install_seconds: Option<f64>,
 }
 
 impl Manifest {
@@ -88,12 +100,40 @@ impl Manifest {
         self.build_dir.parent().unwrap_or(&self.build_dir)
     }
 
+    /// Where the variant is installed: `<variant dir>/install`.
+    pub fn install_prefix(&self) -> PathBuf {
+        self.dir().join(INSTALL_DIR)
+    }
+
+    /// The installed interpreter, if the install step has run and its binary is still there.
+    pub fn installed(&self) -> Option<&Path> {
+        self.installed_python.as_deref().filter(|p| p.exists())
+    }
+
+    /// Environment for running the installed interpreter (and what it spawns: pip, build
+    /// backends): no PYTHONHOME/PYTHONPATH, only what the sanitizers need to let an ordinary
+    /// program run (for asan, `ASAN_OPTIONS=detect_leaks=0`). The ASan runtime is linked into
+    /// the interpreter statically, so no LD_PRELOAD.
+    pub fn installed_env(&self) -> Vec<(String, String)> {
+        let mut env = self.variant.build_env();
+        if let Some(sym) = &self.symbolizer {
+            env.push(("ASAN_SYMBOLIZER_PATH".into(), sym.display().to_string()));
+        }
+        env
+    }
+
     /// The run-time environment with the symbolizer added, as `(key, value)` pairs.
     pub fn env(&self) -> Vec<(String, String)> {
+        // The sanitizer options are today's definition, not the one recorded at build time
+        // (they are not part of the build, so a cached variant gets the current ones).
+        let current = self.variant.runtime_env(&self.source_dir, &self.platstdlib);
         let mut env: Vec<(String, String)> = self
             .runtime_env
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| match current.get(k) {
+                Some(now) if k.ends_with("SAN_OPTIONS") => (k.clone(), now.clone()),
+                _ => (k.clone(), v.clone()),
+            })
             .collect();
         if let Some(sym) = &self.symbolizer {
             env.push(("ASAN_SYMBOLIZER_PATH".into(), sym.display().to_string()));
