@@ -86,6 +86,12 @@ pub enum BuildError {
     /// Another process holds the build lock of this variant.
     #[error("another capisan build of {0} is running (lock held); wait for it or kill it")]
     Locked(PathBuf),
+    /// A fuzz target name with no source file in the fuzz crate.
+    #[error("no fuzz target {target}: expected {dir}/{target}.rs; name one of the files there")]
+    NoFuzzTarget { target: String, dir: PathBuf },
+    /// An extension directory without C sources.
+    #[error("no .c files in {0}; pass a C file or a directory holding the extension's .c files")]
+    NoExtensionSources(PathBuf),
 }
 
 impl BuildError {
