@@ -7,7 +7,7 @@
 //! `capisan::replay::maybe_replay`).
 
 fn main() {
-    if std::env::var_os("CAPISAN_REPLAY_LIST").is_none() {
+    if capisan::env::ReplayEnv::from_env().is_none() {
         eprintln!(
             "capisan-replay: nothing to do; run it through `cargo xtask replay` \
              (CAPISAN_REPLAY_LIST names a file listing the inputs)"

@@ -4,6 +4,7 @@
 //! [`HarnessEnv::from_env`]. A name is spelled only here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Names of the variables, for the few callers that must set or clear one alone.
 pub mod names {
@@ -28,6 +29,17 @@ pub mod names {
     pub const KNOWN: &str = "CAPISAN_KNOWN";
     /// File rewritten before every op with the resolved op list (for `repro`).
     pub const DUMP_RESOLVED: &str = "CAPISAN_DUMP_RESOLVED";
+    /// File listing the inputs to replay, one path a line; when set, the fuzz binary (or
+    /// `capisan-replay`) replays them and exits instead of fuzzing.
+    pub const REPLAY_LIST: &str = "CAPISAN_REPLAY_LIST";
+    /// Where the replay writes one JSON outcome a line (default `<list>.results.jsonl`).
+    pub const REPLAY_OUT: &str = "CAPISAN_REPLAY_OUT";
+    /// Per-input timeout of the replay, seconds (default 10).
+    pub const REPLAY_TIMEOUT: &str = "CAPISAN_REPLAY_TIMEOUT";
+    /// Per-input RSS limit of the replay, MB (default 2048).
+    pub const REPLAY_RSS_MB: &str = "CAPISAN_REPLAY_RSS_MB";
+    /// Inputs per forked replay child (default 100, at least 1).
+    pub const REPLAY_BATCH: &str = "CAPISAN_REPLAY_BATCH";
 }
 
 /// Everything a harness process reads from its environment.
@@ -136,6 +148,81 @@ impl HarnessEnv {
     }
 }
 
+/// The replay request a harness process reads from its environment (see
+/// `capisan::replay::maybe_replay`): present only when [`names::REPLAY_LIST`] is set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayEnv {
+    /// See [`names::REPLAY_LIST`].
+    pub list: PathBuf,
+    /// See [`names::REPLAY_OUT`].
+    pub out: PathBuf,
+    /// See [`names::REPLAY_TIMEOUT`].
+    pub timeout: Duration,
+    /// See [`names::REPLAY_RSS_MB`].
+    pub rss_mb: u64,
+    /// See [`names::REPLAY_BATCH`].
+    pub batch: usize,
+}
+
+impl ReplayEnv {
+    /// A request for `list` with the default limits and output path.
+    pub fn new(list: PathBuf) -> ReplayEnv {
+        ReplayEnv {
+            out: PathBuf::from(format!("{}.results.jsonl", list.display())),
+            list,
+            timeout: Duration::from_secs(10),
+            rss_mb: 2048,
+            batch: 100,
+        }
+    }
+
+    /// Read the request through `get`; `None` when no list is named. Unparsable numbers fall
+    /// back to the defaults of [`ReplayEnv::new`].
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Option<ReplayEnv> {
+        let list = get(names::REPLAY_LIST).filter(|v| !v.is_empty())?;
+        let d = ReplayEnv::new(PathBuf::from(list));
+        let num = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok());
+        Some(ReplayEnv {
+            out: get(names::REPLAY_OUT)
+                .filter(|v| !v.is_empty())
+                .map_or(d.out.clone(), PathBuf::from),
+            timeout: num(names::REPLAY_TIMEOUT)
+                .filter(|t| t.is_finite() && *t >= 0.0)
+                .map_or(d.timeout, Duration::from_secs_f64),
+            rss_mb: get(names::REPLAY_RSS_MB)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d.rss_mb),
+            batch: get(names::REPLAY_BATCH)
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(d.batch)
+                .max(1),
+            list: d.list,
+        })
+    }
+
+    /// The request as this process's environment sets it.
+    pub fn from_env() -> Option<ReplayEnv> {
+        ReplayEnv::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// The variables to set in a child so that its [`ReplayEnv::from_env`] equals `self`.
+    pub fn to_env(&self) -> Vec<(String, String)> {
+        [
+            (names::REPLAY_LIST, self.list.display().to_string()),
+            (names::REPLAY_OUT, self.out.display().to_string()),
+            (
+                names::REPLAY_TIMEOUT,
+                self.timeout.as_secs_f64().to_string(),
+            ),
+            (names::REPLAY_RSS_MB, self.rss_mb.to_string()),
+            (names::REPLAY_BATCH, self.batch.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +255,21 @@ mod tests {
             HarnessEnv::from_lookup(|k| d.get(k).cloned()),
             HarnessEnv::default()
         );
+    }
+
+    #[test]
+    fn replay_request_round_trips_and_is_absent_without_a_list() {
+        assert_eq!(ReplayEnv::from_lookup(|_| None), None);
+        let r = ReplayEnv {
+            list: "/w/inputs.txt".into(),
+            out: "/w/results.jsonl".into(),
+            timeout: Duration::from_millis(2500),
+            rss_mb: 512,
+            batch: 1,
+        };
+        let map: HashMap<String, String> = r.to_env().into_iter().collect();
+        assert_eq!(ReplayEnv::from_lookup(|k| map.get(k).cloned()), Some(r));
+        let bare = ReplayEnv::from_lookup(|k| (k == names::REPLAY_LIST).then(|| "/l".into()));
+        assert_eq!(bare, Some(ReplayEnv::new("/l".into())));
     }
 }

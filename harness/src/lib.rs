@@ -5,6 +5,7 @@
 //! [`interp`] and [`exec`] bind and drive the variant chosen at build time.
 
 pub mod campaign;
+pub mod corpus;
 pub mod detect;
 pub mod leaks;
 pub mod env;
@@ -12,6 +13,7 @@ pub mod findings;
 pub mod leak_rule;
 pub mod minimize;
 pub mod ops;
+pub mod report;
 pub mod repro;
 
 /// Python code the ops call into (classes with evil comparisons, mutating callables); the
@@ -31,3 +33,4 @@ pub mod ffi;
 #[cfg(feature = "cpython")]
 pub mod interp;
 pub mod replay;
+pub mod replay_report;

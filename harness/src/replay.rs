@@ -54,34 +54,21 @@ pub struct Limits {
     pub rss_mb: u64,
 }
 
-/// If `CAPISAN_REPLAY_LIST` is set, replay the inputs it lists (one path a line) and exit,
-/// writing one JSON [`Outcome`] a line to `CAPISAN_REPLAY_OUT`. Called from the fuzz target's
-/// init hook, before libFuzzer runs anything.
+/// If the environment names a replay ([`crate::env::ReplayEnv`]), replay the inputs its list
+/// names (one path a line) and exit, writing one JSON [`Outcome`] a line to its output file.
+/// Called from the fuzz target's init hook, before libFuzzer runs anything.
 #[cfg(feature = "cpython")]
 pub fn maybe_replay() {
     use crate::exec;
-    let Ok(list) = std::env::var("CAPISAN_REPLAY_LIST") else {
+    let Some(req) = crate::env::ReplayEnv::from_env() else {
         return;
     };
-    let out =
-        std::env::var("CAPISAN_REPLAY_OUT").unwrap_or_else(|_| format!("{list}.results.jsonl"));
+    let (list, out) = (req.list, req.out.display().to_string());
     let limits = Limits {
-        timeout: Duration::from_secs_f64(
-            std::env::var("CAPISAN_REPLAY_TIMEOUT")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(10.0),
-        ),
-        rss_mb: std::env::var("CAPISAN_REPLAY_RSS_MB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2048),
+        timeout: req.timeout,
+        rss_mb: req.rss_mb,
     };
-    let batch = std::env::var("CAPISAN_REPLAY_BATCH")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(100)
-        .max(1);
+    let batch = req.batch;
     let inputs: Vec<PathBuf> = std::fs::read_to_string(&list)
         .unwrap_or_default()
         .lines()
