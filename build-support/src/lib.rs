@@ -8,6 +8,8 @@
 pub mod builder;
 pub mod cache;
 pub mod error;
+pub mod extension;
+pub mod fuzzbin;
 pub mod manifest;
 pub mod package;
 pub mod setup;
