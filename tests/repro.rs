@@ -25,6 +25,7 @@ fn artifact_for(func: &str, pythonmalloc: Option<&str>) -> PathBuf {
         "--seed",
         "3",
         "--json",
+        "--stop-at-first-finding",
         "--out",
         out.to_str().unwrap(),
     ];
@@ -47,9 +48,20 @@ fn artifact_for(func: &str, pythonmalloc: Option<&str>) -> PathBuf {
         })
         .collect();
     arts.sort();
+    // Non-fatal findings (leaks, GC violations) do not end a campaign: their input is kept in
+    // findings/<bucket>/input instead of a crash artifact.
+    let mut kept: Vec<PathBuf> = std::fs::read_dir(out.join("findings"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("input"))
+        .filter(|p| p.is_file())
+        .collect();
+    kept.sort();
     arts.into_iter()
+        .chain(kept)
         .next()
-        .unwrap_or_else(|| panic!("{func}: no crash in 90 s"))
+        .unwrap_or_else(|| panic!("{func}: no finding in 90 s"))
 }
 
 /// `repro` into a fresh directory; returns it.

@@ -21,8 +21,8 @@ use crate::fuzz::Campaign;
 pub struct MinimizeArgs {
     /// A crash artifact written by a campaign (its campaign directory is found from it).
     pub artifact: PathBuf,
-    /// The campaign directory, if the artifact was moved out of `<campaign>/artifacts/`;
-    /// default: the artifact's grandparent directory.
+    /// The campaign directory, if the artifact was moved out of its campaign; default: the
+    /// nearest directory above the artifact with a campaign.json.
     #[arg(long)]
     pub campaign: Option<PathBuf>,
 }
@@ -34,8 +34,8 @@ pub struct ReproArgs {
     /// Output directory for the reproducer.
     #[arg(short, long)]
     pub out: PathBuf,
-    /// The campaign directory, if the artifact was moved out of `<campaign>/artifacts/`;
-    /// default: the artifact's grandparent directory.
+    /// The campaign directory, if the artifact was moved out of its campaign; default: the
+    /// nearest directory above the artifact with a campaign.json.
     #[arg(long)]
     pub campaign: Option<PathBuf>,
 }
@@ -111,13 +111,14 @@ pub struct Minimized {
 }
 
 fn campaign_of(artifact: &Path, explicit: Option<&Path>) -> Result<(PathBuf, Campaign)> {
+    // An artifact sits in <campaign>/artifacts/, a non-fatal finding's input in
+    // <campaign>/findings/<bucket>/: the nearest directory above it with a campaign.json.
     let dir = match explicit {
         Some(d) => d.to_path_buf(),
-        None => artifact
-            .parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .context("cannot find the campaign directory: pass --campaign")?,
+        None => CampaignTarget::of_input(artifact)
+            .map(|c| c.map(|c| c.dir))
+            .transpose()?
+            .context("cannot find the campaign directory (no campaign.json above the input): pass --campaign")?,
     };
     let c = Campaign::load(&dir)?;
     Ok((dir, c))
@@ -133,11 +134,15 @@ pub fn minimize_artifact(artifact: &Path, campaign: Option<&Path>) -> Result<Min
     let (_, c) = campaign_of(artifact, campaign)?;
     let bytes = fs::read(artifact).with_context(|| format!("reading {}", artifact.display()))?;
     let original = OpSeq::from_bytes(&bytes).0;
-    let first = findings_of(&c, artifact)?;
+    let (_, text) = c.run_once(artifact, &[])?;
+    let first = detect::parse(&text);
     let Some(target) = first.first().cloned() else {
+        let lines: Vec<&str> = text.lines().collect();
         bail!(
-            "{} does not reproduce a finding when re-run; nothing to minimize",
-            artifact.display()
+            "{} does not reproduce a finding when re-run with {}; nothing to minimize. Last lines of the run:\n{}",
+            artifact.display(),
+            c.binary.display(),
+            lines[lines.len().saturating_sub(15)..].join("\n")
         );
     };
     let signature = target.signature();
