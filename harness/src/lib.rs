@@ -4,6 +4,7 @@
 //! and ownership model ([`ops`]) and the report parsers ([`detect`]). With it, [`ffi`],
 //! [`interp`] and [`exec`] bind and drive the variant chosen at build time.
 
+pub mod bench;
 pub mod campaign;
 pub mod corpus;
 pub mod detect;

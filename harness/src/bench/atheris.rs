@@ -1,5 +1,5 @@
 //! atheris 3.x, the Python fuzzing engine, built from PyPI against a variant's own interpreter:
-//! the baseline for `cargo xtask bench`'s exec/s comparison.
+//! the baseline for the bench's exec/s comparison.
 //!
 //! Three steps, cached under `<cache>/atheris/<variant key>-<atheris version>/`:
 //! 1. a venv of the variant's build-tree interpreter (pip comes from ensurepip);
@@ -14,16 +14,17 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use capisan_build::source::tail_lines;
 use capisan_build::{Cache, Manifest, Variant};
-use indicatif::ProgressBar;
+
+use super::{final_stats, io, BenchError, Result, Stats};
 
 /// The atheris release the baseline uses.
 pub const VERSION: &str = "3.0.0";
 
 /// A ready atheris install.
+#[derive(Debug, Clone)]
 pub struct Atheris {
     /// The relinked interpreter, inside the venv (so the venv's site-packages are its own).
     pub python: PathBuf,
@@ -37,9 +38,13 @@ fn run_env(manifest: &Manifest, dir: &Path) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = manifest
         .env()
         .into_iter()
-        .filter(|(k, _)| k != "PYTHONHOME" && k != "PYTHONPATH" && k != "UBSAN_OPTIONS")
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "PYTHONHOME" | "PYTHONPATH" | "UBSAN_OPTIONS" | "ASAN_OPTIONS"
+            )
+        })
         .collect();
-    env.retain(|(k, _)| k != "ASAN_OPTIONS");
     env.push((
         "ASAN_OPTIONS".into(),
         "detect_leaks=0:halt_on_error=1:abort_on_error=1".into(),
@@ -56,30 +61,42 @@ fn run_env(manifest: &Manifest, dir: &Path) -> Vec<(String, String)> {
     env
 }
 
-fn step(spinner: &ProgressBar, what: &str, cmd: duct::Expression, log: &Path) -> Result<()> {
-    spinner.set_message(what.to_string());
+fn with_env(mut cmd: duct::Expression, env: &[(String, String)]) -> duct::Expression {
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Run one setup step, its output in `log`; a failure shows the log's tail.
+fn step(what: &str, cmd: duct::Expression, log: &Path) -> Result<()> {
     let out = cmd
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked()
         .run()
-        .with_context(|| format!("{what}: could not start"))?;
-    fs::write(log, &out.stdout)?;
+        .map_err(|source| BenchError::Io {
+            context: format!("{what}: could not start"),
+            source,
+        })?;
+    io(log, fs::write(log, &out.stdout))?;
     if !out.status.success() {
-        bail!(
-            "{what} failed (full log: {}):\n{}",
-            log.display(),
-            capisan_build::source::tail_lines(&String::from_utf8_lossy(&out.stdout), 30)
-        );
+        return Err(BenchError::Step {
+            what: what.to_string(),
+            log: log.to_path_buf(),
+            tail: tail_lines(&String::from_utf8_lossy(&out.stdout), 30),
+        });
     }
     Ok(())
 }
 
 /// Find or make the atheris install for `manifest`'s variant (ASan only: the relink needs the
-/// sanitizer's link flags).
-pub fn setup(manifest: &Manifest, cache: &Cache) -> Result<Atheris> {
+/// sanitizer's link flags). `on_step` hears each slow step before it starts.
+pub fn setup(manifest: &Manifest, cache: &Cache, on_step: &mut dyn FnMut(&str)) -> Result<Atheris> {
     if manifest.variant != Variant::Asan {
-        bail!("the atheris baseline is built for the asan variant only");
+        return Err(BenchError::Unsupported(
+            "the atheris baseline is built for the asan variant only".into(),
+        ));
     }
     let dir = cache
         .root()
@@ -92,37 +109,40 @@ pub fn setup(manifest: &Manifest, cache: &Cache) -> Result<Atheris> {
     if stamp.exists() && python.exists() {
         return Ok(Atheris { python, env, dir });
     }
-    fs::create_dir_all(&dir)?;
-    fs::write(
-        dir.join("ubsan.supp"),
-        "alignment:fuzzed_data_provider.cc\n",
+    io(&dir, fs::create_dir_all(&dir))?;
+    let supp = dir.join("ubsan.supp");
+    io(
+        &supp,
+        fs::write(&supp, "alignment:fuzzed_data_provider.cc\n"),
     )?;
-    let spinner = ProgressBar::new_spinner();
-    spinner.enable_steady_tick(Duration::from_millis(150));
     let _ = fs::remove_dir_all(&venv);
-    let with = |cmd: duct::Expression| crate::with_env(cmd, &env);
+    let what = "atheris: venv of the asan interpreter (ensurepip under ASan, ~30 s)";
+    on_step(what);
     step(
-        &spinner,
-        "atheris: venv of the asan interpreter (ensurepip under ASan, ~30 s)",
-        with(duct::cmd!(&manifest.python, "-m", "venv", &venv)),
+        what,
+        with_env(duct::cmd!(&manifest.python, "-m", "venv", &venv), &env),
         &dir.join("venv.log"),
     )?;
-    let clang = which_clang(&manifest.compiler.cc)?;
+    let clang = which(&manifest.compiler.cc)?;
+    let what = format!(
+        "atheris: pip install atheris=={VERSION} from source with {} (~3 min)",
+        manifest.compiler.cc
+    );
+    on_step(&what);
     step(
-        &spinner,
-        &format!(
-            "atheris: pip install atheris=={VERSION} from source with {} (~3 min)",
-            manifest.compiler.cc
-        ),
-        with(duct::cmd!(
-            venv.join("bin").join("python"),
-            "-m",
-            "pip",
-            "install",
-            "--no-binary",
-            "atheris",
-            format!("atheris=={VERSION}")
-        ))
+        &what,
+        with_env(
+            duct::cmd!(
+                venv.join("bin").join("python"),
+                "-m",
+                "pip",
+                "install",
+                "--no-binary",
+                "atheris",
+                format!("atheris=={VERSION}")
+            ),
+            &env,
+        )
         .env("CLANG_BIN", &clang)
         .env("CC", &manifest.compiler.cc)
         .env("CXX", manifest.compiler.cc.replace("clang", "clang++")),
@@ -131,14 +151,17 @@ pub fn setup(manifest: &Manifest, cache: &Cache) -> Result<Atheris> {
     // The interpreter again, from its own objects, with libFuzzer inside.
     let runtime_dir = duct::cmd!(&manifest.compiler.cc, "--print-runtime-dir")
         .read()
-        .context("asking the compiler for its runtime directory")?;
+        .map_err(|source| BenchError::Io {
+            context: format!("asking {} for its runtime directory", manifest.compiler.cc),
+            source,
+        })?;
     let fuzzer = Path::new(runtime_dir.trim()).join("libclang_rt.fuzzer_no_main-x86_64.a");
     if !fuzzer.exists() {
-        bail!(
+        return Err(BenchError::Unsupported(format!(
             "{} is missing: install libclang-rt-{}-dev (cargo xtask setup does)",
             fuzzer.display(),
             manifest.compiler.clang_major.unwrap_or(22)
-        );
+        )));
     }
     let mut args: Vec<String> = vec![
         "-fsanitize=undefined".into(),
@@ -158,56 +181,58 @@ pub fn setup(manifest: &Manifest, cache: &Cache) -> Result<Atheris> {
         "-Wl,--no-whole-archive".into(),
     ];
     args.extend(manifest.link_libs.iter().cloned());
+    let what = "atheris: relinking the interpreter with libFuzzer";
+    on_step(what);
     step(
-        &spinner,
-        "atheris: relinking the interpreter with libFuzzer",
+        what,
         duct::cmd(manifest.compiler.cc.replace("clang", "clang++"), &args),
         &dir.join("link.log"),
     )?;
-    fs::write(&stamp, VERSION)?;
-    spinner.finish_and_clear();
+    io(&stamp, fs::write(&stamp, VERSION))?;
     Ok(Atheris { python, env, dir })
 }
 
-fn which_clang(cc: &str) -> Result<PathBuf> {
+/// `program` found on PATH.
+fn which(program: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|d| d.join(cc))
+        .map(|d| d.join(program))
         .find(|p| p.exists())
-        .with_context(|| format!("{cc} is not on PATH"))
+        .ok_or_else(|| BenchError::Unsupported(format!("{program} is not on PATH")))
 }
 
 impl Atheris {
-    /// One atheris campaign of the Python twin of `capi_sequences` (empty corpus, the same
-    /// libFuzzer flags as capisan's campaigns); libFuzzer's final stats.
-    pub fn campaign(&self, harness: &Path, time: u64, seed: u64) -> Result<crate::bench::Stats> {
+    /// One atheris campaign of the Python twin of `capi_sequences` (`harness`, a `.py` file;
+    /// empty corpus, the same libFuzzer flags as capisan's campaigns); libFuzzer's final stats.
+    pub fn campaign(&self, harness: &Path, time: u64, seed: u64) -> Result<Stats> {
         let corpus = self.dir.join("corpus");
         let _ = fs::remove_dir_all(&corpus);
-        fs::create_dir_all(&corpus)?;
-        let out = crate::with_env(
-            duct::cmd!(
-                &self.python,
-                harness,
-                &corpus,
-                format!("-max_total_time={time}"),
-                format!("-seed={seed}"),
-                "-print_final_stats=1",
-                format!("-artifact_prefix={}/", self.dir.display())
-            ),
-            &self.env,
-        )
-        .dir(&self.dir)
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .run()?;
-        let log = String::from_utf8_lossy(&out.stdout);
-        fs::write(self.dir.join("last-campaign.log"), log.as_bytes())?;
-        crate::bench::final_stats(&log).with_context(|| {
-            format!(
-                "the atheris campaign printed no final stats:\n{}",
-                capisan_build::source::tail_lines(&log, 30)
-            )
+        io(&corpus, fs::create_dir_all(&corpus))?;
+        let cmd = duct::cmd!(
+            &self.python,
+            harness,
+            &corpus,
+            format!("-max_total_time={time}"),
+            format!("-seed={seed}"),
+            "-print_final_stats=1",
+            format!("-artifact_prefix={}/", self.dir.display())
+        );
+        let out = with_env(cmd, &self.env)
+            .dir(&self.dir)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .map_err(|source| BenchError::Io {
+                context: format!("running {}", self.python.display()),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let log = self.dir.join("last-campaign.log");
+        io(&log, fs::write(&log, text.as_bytes()))?;
+        final_stats(&text).ok_or_else(|| BenchError::NoStats {
+            log,
+            tail: tail_lines(&text, 30),
         })
     }
 }
