@@ -30,11 +30,10 @@ fn unmodified_cpython_gives_zero_findings_in_60_s() {
         buckets.is_empty(),
         "findings on unmodified CPython: {buckets:#?}"
     );
-    let log = std::fs::read_to_string(out.join("fuzz.log")).unwrap();
-    let execs: u64 = log
-        .lines()
-        .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("libFuzzer final stats");
-    assert!(execs > 1000, "the campaign barely ran: {execs} inputs");
+    let totals = capisan::campaign::Totals::load(&out).expect("summary.json");
+    assert!(
+        totals.execs > 1000,
+        "the campaign barely ran: {} inputs",
+        totals.execs
+    );
 }

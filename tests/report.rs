@@ -20,6 +20,7 @@ fn report_shows_the_findings_in_a_browser() {
             "double_free",
             "--time",
             "60",
+            "--stop-at-first-finding",
             "--out",
             dir.to_str().unwrap(),
         ],

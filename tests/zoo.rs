@@ -12,7 +12,8 @@ fn ext_dir(variant: &str) -> String {
     common::build_zoo(variant, "zoo").display().to_string()
 }
 
-/// Fuzz one zoo function and return the buckets as JSON.
+/// Fuzz one zoo function (until its first finding) and return the buckets as JSON; asserts
+/// that the campaign ran inputs, so "no bucket" means "nothing found", not "nothing ran".
 fn fuzz(func: &str, variant: &str, time: u64, extra: &[&str]) -> Vec<Value> {
     let ext = ext_dir(variant);
     let out = std::env::temp_dir().join(format!("capisan-zoo-campaign-{func}-{variant}"));
@@ -32,14 +33,22 @@ fn fuzz(func: &str, variant: &str, time: u64, extra: &[&str]) -> Vec<Value> {
         "--seed",
         "1",
         "--json",
+        "--stop-at-first-finding",
         "--out",
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     let r = xtask(&args, &[]);
     assert!(r.ok, "fuzz-ext {func} failed: {}", r.stderr);
-    serde_json::from_str::<Vec<Value>>(&r.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", r.stdout))
+    let buckets = serde_json::from_str::<Vec<Value>>(&r.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", r.stdout));
+    let totals = capisan::campaign::Totals::load(&out).expect("summary.json");
+    assert!(
+        totals.execs >= 1 && (!buckets.is_empty() || totals.execs >= 500),
+        "{func}: the campaign barely ran ({} inputs)",
+        totals.execs
+    );
+    buckets
 }
 
 fn top_function(bucket: &Value) -> String {

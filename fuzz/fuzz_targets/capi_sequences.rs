@@ -3,12 +3,6 @@
 //! In a campaign (`CAPISAN_FINDINGS` set) non-fatal violations are recorded and fuzzing goes on.
 #![no_main]
 
-use capisan::exec;
-use capisan::ops::OpSeq;
-
 libfuzzer_sys::fuzz_target!(init: capisan::replay::maybe_replay(), |data: &[u8]| {
-    let seq = OpSeq::from_bytes(data);
-    if let Err(v) = exec::run(&seq, exec::Config::from_env()) {
-        exec::handle_violation(&v, data);
-    }
+    capisan::exec::fuzz_one(data);
 });

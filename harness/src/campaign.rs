@@ -105,11 +105,14 @@ impl Campaign {
             .stderr_to_stdout()
             .stdout_capture()
             .unchecked();
-        for (k, v) in &self.env {
-            cmd = cmd.env(k, v);
+        // duct applies the innermost setting last, so the campaign-only variables are left out
+        // of the list rather than removed after it.
+        let campaign_only = [crate::env::names::FINDINGS, crate::env::names::KNOWN];
+        for (k, v) in self.env.iter().filter(|(k, _)| !campaign_only.contains(&k.as_str())) {
+            if !extra.iter().any(|(e, _)| e == k) {
+                cmd = cmd.env(k, v);
+            }
         }
-        cmd = cmd.env_remove(crate::env::names::FINDINGS);
-        cmd = cmd.env_remove(crate::env::names::KNOWN);
         for (k, v) in extra {
             cmd = cmd.env(k, v);
         }
@@ -214,8 +217,14 @@ pub struct CampaignSpec {
     pub seconds: u64,
     /// libFuzzer seed.
     pub seed: Option<u64>,
-    /// Parallel processes (libFuzzer fork mode when > 1).
+    /// Parallel processes.
     pub jobs: usize,
+    /// End the campaign at its first finding of any kind, in one libFuzzer process (tests,
+    /// benchmarks of time-to-detect). By default a campaign keeps going: non-fatal findings
+    /// are recorded in-process, and libFuzzer's fork mode (`-fork=jobs -ignore_crashes=1`)
+    /// outlives memory-corruption crashes. memcheck campaigns always run in one process
+    /// (valgrind does not follow fork-mode children).
+    pub stop_at_first_finding: bool,
     /// Seed corpus directories added after the campaign's own corpus.
     pub seeds: Vec<PathBuf>,
     /// Extra libFuzzer arguments.
@@ -242,6 +251,29 @@ pub struct Status {
     pub corpus: u64,
     /// Buckets so far: crash artifacts plus recorded non-fatal findings.
     pub buckets: usize,
+}
+
+/// The numbers of a finished campaign, written as `summary.json` in its directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Totals {
+    /// Inputs run (libFuzzer's count, over all processes).
+    pub execs: u64,
+    pub exec_per_sec: u64,
+    /// Edges covered.
+    pub cov: u64,
+    /// Corpus entries.
+    pub corpus: u64,
+    pub seconds: f64,
+    pub buckets: usize,
+    pub leak_stats: LeakStats,
+    pub known_hits: u64,
+}
+
+impl Totals {
+    /// Read `summary.json` of a campaign directory.
+    pub fn load(dir: &Path) -> Option<Totals> {
+        serde_json::from_slice(&fs::read(dir.join("summary.json")).ok()?).ok()
+    }
 }
 
 /// What a campaign ended with.
@@ -322,9 +354,23 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
     let artifacts = dir.join("artifacts");
     let findings = dir.join("findings");
     io(&corpus, fs::create_dir_all(&corpus))?;
+    // The artifacts and findings of an earlier campaign in the same directory are not this
+    // campaign's: they move to previous/<unix time>/ (nothing is deleted); the corpus stays,
+    // so a campaign resumes where the last one stopped.
+    if !list_artifacts(&artifacts).is_empty() || findings.is_dir() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let prev = dir.join("previous").join(stamp.to_string());
+        io(&prev, fs::create_dir_all(&prev))?;
+        for d in ["artifacts", "findings", "buckets.json", "summary.json"] {
+            let from = dir.join(d);
+            if from.exists() {
+                io(&from, fs::rename(&from, prev.join(d)))?;
+            }
+        }
+    }
     io(&artifacts, fs::create_dir_all(&artifacts))?;
-    // Findings of an earlier campaign in the same directory are not this campaign's.
-    let _ = fs::remove_dir_all(&findings);
     let store = io(&findings, FindingStore::open(&findings))?;
     check_import(&spec.manifest, &spec.harness)?;
 
@@ -361,12 +407,14 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
     if let Some(seed) = spec.seed {
         fuzz_args.push(format!("-seed={seed}"));
     }
-    if spec.jobs > 1 {
+    let fork =
+        spec.manifest.variant != Variant::Valgrind && (spec.jobs > 1 || !spec.stop_at_first_finding);
+    if fork {
         // Fork mode: the parent merges each child's new inputs into the corpus directory and
         // copies crash artifacts out as children report them, so killing the campaign loses
-        // nothing already reported.
+        // nothing already reported, and a crash ends one child, not the campaign.
         fuzz_args.extend([
-            format!("-fork={}", spec.jobs),
+            format!("-fork={}", spec.jobs.max(1)),
             "-ignore_crashes=1".into(),
             "-ignore_ooms=1".into(),
             "-ignore_timeouts=1".into(),
@@ -434,7 +482,12 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
         }
         if last_status.elapsed() >= Duration::from_secs(2) {
             last_status = Instant::now();
-            on_status(&status_of(&last));
+            let st = status_of(&last);
+            on_status(&st);
+            if spec.stop_at_first_finding && st.buckets > 0 {
+                let _ = reader.kill();
+                break;
+            }
         }
     }
     let exit = reader.try_wait().ok().flatten().map(|o| o.status);
@@ -480,14 +533,21 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
             serde_json::to_vec_pretty(&buckets).expect("serializable"),
         ),
     )?;
-    Ok(Outcome {
+    let outcome = Outcome {
         dir: dir.clone(),
         buckets,
         last,
         stats,
         leak_stats: store.stats(),
         known_hits: store.known_hits().values().sum(),
-    })
+    };
+    let totals = outcome.totals();
+    let t = dir.join("summary.json");
+    io(
+        &t,
+        fs::write(&t, serde_json::to_vec_pretty(&totals).expect("serializable")),
+    )?;
+    Ok(outcome)
 }
 
 fn list_artifacts(dir: &Path) -> Vec<PathBuf> {
@@ -512,13 +572,36 @@ fn list_artifacts(dir: &Path) -> Vec<PathBuf> {
 pub fn triage_dir(dir: &Path) -> Result<Vec<Bucket>> {
     let campaign = Campaign::load(dir)?;
     let campaign_log = fs::read_to_string(dir.join("fuzz.log")).unwrap_or_default();
+    let stored = FindingStore::open(&dir.join("findings"))
+        .map(|s| s.buckets())
+        .unwrap_or_default();
+    let artifacts = list_artifacts(&dir.join("artifacts"));
+    let hash_of = |p: &Path| -> String {
+        let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        n.split_once('-').map_or(n, |(_, h)| h).to_string()
+    };
     let mut buckets: Vec<Bucket> = Vec::new();
-    for art in list_artifacts(&dir.join("artifacts")) {
+    for art in &artifacts {
+        let art = art.clone();
         let name = art.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let (ok, text) = campaign.run_once(&art, &[])?;
         let log = art.with_extension("log");
         io(&log, fs::write(&log, &text))?;
         let mut findings = detect::parse(&text);
+        if findings.is_empty() {
+            // The harness recorded the report when the campaign hit it (see exec's sanitizer
+            // callback); the artifact is that input.
+            let h = hash_of(&art);
+            if let Some(b) = stored.iter().find(|b| b.input_hashes.contains(&h)) {
+                let mut f = b.finding.clone();
+                f.reason = format!(
+                    "{}; does not reproduce alone (re-running the artifact printed no report): recorded when the campaign hit it ({}), the bug needs state left by earlier inputs of the same process",
+                    f.reason,
+                    b.log.display()
+                );
+                findings.push(f);
+            }
+        }
         if findings.is_empty() {
             // Some bugs need state an earlier input of the same process left behind (a stale
             // pointer kept in a static, a cache). The report the campaign printed when it
@@ -563,9 +646,16 @@ pub fn triage_dir(dir: &Path) -> Result<Vec<Bucket>> {
             add(&mut buckets, f, art.clone());
         }
     }
-    if let Ok(store) = FindingStore::open(&dir.join("findings")) {
-        for b in store.buckets() {
-            add_hits(&mut buckets, b.finding, b.input, b.hits as usize);
+    let artifact_hashes: Vec<String> = artifacts.iter().map(|a| hash_of(a)).collect();
+    for b in stored {
+        // Sightings that left an artifact were counted above.
+        let hits = b
+            .input_hashes
+            .iter()
+            .filter(|h| !artifact_hashes.contains(h))
+            .count();
+        if hits > 0 || !buckets.iter().any(|x| x.signature == b.signature.0) {
+            add_hits(&mut buckets, b.finding, b.input, hits.max(1));
         }
     }
     Ok(buckets)
@@ -584,6 +674,36 @@ pub fn report_in_log(log: &str, artifact: &Path) -> Option<String> {
         .rposition(|l| l.contains("Test unit written to"))
         .map_or(0, |i| i + 1);
     Some(lines[start..end].join("\n"))
+}
+
+impl Outcome {
+    /// The campaign's numbers.
+    pub fn totals(&self) -> Totals {
+        let p = self.last.clone().unwrap_or(Progress {
+            seconds: 0.0,
+            execs: 0,
+            cov: 0,
+            features: 0,
+            corpus: 0,
+            exec_per_sec: 0,
+        });
+        let stat = |name: &str| {
+            self.stats
+                .iter()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_start_matches(':').trim().parse::<u64>().ok())
+        };
+        Totals {
+            execs: stat("stat::number_of_executed_units").unwrap_or(p.execs),
+            exec_per_sec: stat("stat::average_exec_per_sec").unwrap_or(p.exec_per_sec),
+            cov: p.cov,
+            corpus: p.corpus,
+            seconds: p.seconds,
+            buckets: self.buckets.len(),
+            leak_stats: self.leak_stats,
+            known_hits: self.known_hits,
+        }
+    }
 }
 
 /// The findings summary as text (what `fuzz` and `triage` print).

@@ -111,8 +111,51 @@ extern "C" {
 }
 
 #[cfg(capisan_asan)]
-unsafe extern "C" fn on_asan_report(_report: *const std::os::raw::c_char) {
+unsafe extern "C" fn on_asan_report(report: *const std::os::raw::c_char) {
     print_op_log();
+    // In a campaign, record the report with the input now: the process is about to die, and a
+    // bug that needs state left by earlier inputs would not show again when the artifact is
+    // re-run alone (in fork mode the child's log is gone too).
+    if report.is_null() {
+        return;
+    }
+    // SAFETY: ASan passes its NUL-terminated report text.
+    let text = unsafe { std::ffi::CStr::from_ptr(report) }.to_string_lossy();
+    record_fatal(&format!("{text}{}", op_log_text()));
+}
+
+/// The input being run (for findings recorded from a sanitizer callback).
+static CURRENT_INPUT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Record a fatal report of the running input in the campaign's findings store, if any.
+fn record_fatal(log: &str) {
+    let Some(store) = store() else { return };
+    let Some(finding) = crate::detect::parse(log).into_iter().next() else {
+        return;
+    };
+    // try_lock: the report may come from inside an op while nothing else holds the lock.
+    let input = CURRENT_INPUT
+        .try_lock()
+        .map(|i| i.clone())
+        .unwrap_or_default();
+    if known().contains(&finding.signature().0) {
+        let _ = store.record_known(&finding.signature());
+    } else {
+        let _ = store.record(&finding, &input, log);
+    }
+}
+
+/// The fuzz target's body: decode, run with the checks the environment asks for, and handle a
+/// violation ([`handle_violation`]).
+pub fn fuzz_one(data: &[u8]) {
+    if let Ok(mut i) = CURRENT_INPUT.lock() {
+        i.clear();
+        i.extend_from_slice(data);
+    }
+    let seq = OpSeq::from_bytes(data);
+    if let Err(v) = run(&seq, Config::from_env()) {
+        handle_violation(&v, data);
+    }
 }
 
 /// The SIGABRT disposition before ours (libFuzzer's crash handler, or the default).
@@ -290,6 +333,9 @@ fn settled(v: &Violation) -> bool {
 pub fn handle_violation(v: &Violation, input: &[u8]) {
     let Some(store) = store().filter(|_| !v.kind.is_fatal()) else {
         report(v);
+        if v.kind.is_fatal() {
+            record_fatal(&format!("{v}{}", op_log_text()));
+        }
         std::process::abort();
     };
     let log = format!("{v}{}", op_log_text());
@@ -417,7 +463,7 @@ fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<()
     }
     // Something is left: collect cycles before calling it a leak — the young generations first
     // (cheap; the sequence's own cycles are there), a full collection only if that was not enough.
-    for generation in [0, 2] {
+    for generation in [0, 1, 2] {
         // SAFETY: GIL held.
         unsafe { collect_generation(generation) };
         if interp::total_refcount() == Some(before) {

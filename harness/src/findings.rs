@@ -4,9 +4,10 @@
 //!
 //! Layout of `<dir>/`:
 //! - `<hash>/finding.json` — the [`Finding`] (its signature names the bucket), `<hash>/input` —
-//!   the fuzz input that produced it, `<hash>/log` — what the harness printed (violation + op log),
-//!   `<hash>/hits` — one line per sighting, appended (`O_APPEND` writes of a few bytes are atomic,
-//!   so concurrent fork-mode children never lose or interleave a line);
+//!   the fuzz input that produced it, `<hash>/log` — what the harness printed (violation + op log,
+//!   or the sanitizer's report), `<hash>/hits` — one line per sighting: the SHA-1 of its input
+//!   (libFuzzer's name for an artifact of it), appended (`O_APPEND` writes of a line are atomic,
+//!   so concurrent fork-mode children never lose or interleave one);
 //! - `known-hits` — one signature a line for each sighting of a bucket listed as known;
 //! - `stats/<pid>.json` — the leak-verdict counters of each process ([`LeakStats`]).
 //!
@@ -65,6 +66,14 @@ pub struct StoredBucket {
     pub log: PathBuf,
     /// Sightings, the first included.
     pub hits: u64,
+    /// SHA-1 (hex) of the input of every sighting.
+    pub input_hashes: Vec<String>,
+}
+
+/// The SHA-1 of an input in hex: libFuzzer's artifact and corpus file name for it.
+pub fn input_hash(input: &[u8]) -> String {
+    use sha1::Digest as _;
+    hex::encode(sha1::Sha1::digest(input))
 }
 
 /// A campaign's findings directory.
@@ -120,8 +129,9 @@ impl FindingStore {
     pub fn record(&self, finding: &Finding, input: &[u8], log: &str) -> io::Result<Recorded> {
         let sig = finding.signature();
         let dest = self.dir.join(bucket_dir_name(&sig));
+        let hash = input_hash(input);
         if dest.join("finding.json").is_file() {
-            append_line(&dest.join("hits"), "1")?;
+            append_line(&dest.join("hits"), &hash)?;
             return Ok(Recorded::Seen);
         }
         let tmp = self.dir.join(format!(
@@ -133,14 +143,14 @@ impl FindingStore {
         fs::create_dir_all(&tmp)?;
         fs::write(tmp.join("input"), input)?;
         fs::write(tmp.join("log"), log)?;
-        fs::write(tmp.join("hits"), "1\n")?;
+        fs::write(tmp.join("hits"), format!("{hash}\n"))?;
         let json = serde_json::to_vec_pretty(finding).map_err(io::Error::other)?;
         fs::write(tmp.join("finding.json"), json)?;
         match fs::rename(&tmp, &dest) {
             Ok(()) => Ok(Recorded::New),
             Err(_) if dest.join("finding.json").is_file() => {
                 let _ = fs::remove_dir_all(&tmp);
-                append_line(&dest.join("hits"), "1")?;
+                append_line(&dest.join("hits"), &hash)?;
                 Ok(Recorded::Seen)
             }
             Err(e) => {
@@ -204,15 +214,18 @@ impl FindingStore {
             else {
                 continue;
             };
-            let hits = fs::read_to_string(p.join("hits"))
-                .map(|t| t.lines().count() as u64)
-                .unwrap_or(1);
+            let input_hashes: Vec<String> = fs::read_to_string(p.join("hits"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
             out.push(StoredBucket {
                 signature: finding.signature(),
                 finding,
                 input: p.join("input"),
                 log: p.join("log"),
-                hits,
+                hits: input_hashes.len().max(1) as u64,
+                input_hashes,
             });
         }
         out.sort_by(|a, b| a.signature.cmp(&b.signature));
@@ -253,6 +266,9 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].hits, 3);
         assert_eq!(fs::read(&b[0].input).unwrap(), b"in1", "the first input is kept");
+        assert_eq!(b[0].input_hashes[2], input_hash(b"in3"));
+        // libFuzzer names an artifact by the SHA-1 of its bytes.
+        assert_eq!(input_hash(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
         assert_eq!(b[0].signature, f.signature());
         store
             .record_known(&finding("other").signature())
