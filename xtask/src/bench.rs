@@ -161,7 +161,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         eprintln!("bench: minimize {func}");
         let dir = std::env::temp_dir().join(format!("capisan-bench-min-{func}"));
         // A campaign directory the minimizer can use: a run of no inputs writes campaign.json.
-        let mut spec = bench::zoo_spec(&asan, &binary, &ext, func, None, dir.clone(), 1, 1);
+        let spec = bench::campaign_spec(&asan, &binary, dir.clone(), 1, 1);
+        let mut spec = bench::on_zoo(spec, &ext, func, None);
         spec.libfuzzer = vec!["-runs=0".into()];
         bench::run_campaign(&spec)?;
         fs::create_dir_all(dir.join("artifacts"))?;
@@ -264,7 +265,8 @@ fn zoo_time_to_detect(
             eprintln!("bench: time-to-detect {func}, seed {seed}");
             let out = std::env::temp_dir().join(format!("capisan-bench-zoo-{func}-{seed}"));
             let started = Instant::now();
-            let spec = bench::zoo_spec(&m, &binary, &ext, func, pm, out, 90, seed);
+            let spec = bench::campaign_spec(&m, &binary, out, 90, seed);
+            let spec = bench::on_zoo(spec, &ext, func, pm);
             let found = match bench::run_campaign(&spec) {
                 Ok(o) => o.buckets.first().map(|b| b.class.clone()),
                 Err(e) => {

@@ -254,18 +254,13 @@ pub fn exec_per_sec(
     })
 }
 
-/// A campaign on the bug zoo built in `ext`, only `func` callable.
-pub fn zoo_spec(
-    manifest: &Manifest,
-    binary: &Path,
+/// `spec` turned on the bug zoo built in `ext`, only `func` callable, with `pythonmalloc`.
+pub fn on_zoo(
+    mut spec: CampaignSpec,
     ext: &Path,
     func: &str,
     pythonmalloc: Option<&str>,
-    dir: PathBuf,
-    seconds: u64,
-    seed: u64,
 ) -> CampaignSpec {
-    let mut spec = campaign_spec(manifest, binary, dir, seconds, seed);
     spec.harness = HarnessEnv {
         ext: Some("bugzoo".into()),
         ext_path: Some(ext.to_path_buf()),
