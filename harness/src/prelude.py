@@ -29,11 +29,22 @@ def make_callable(kind, target):
     return lambda *a: 1 / 0
 
 def ext_callables(modname, path, only):
-    import importlib, sys
-    if path and path not in sys.path:
-        sys.path.insert(0, path)
+    # modname may be dotted (pkg._speedups): it is imported as its package imports it, so the
+    # package's __init__ runs first and the module's own imports of its package resolve.
+    # path is a directory holding the module, or a venv's site-packages (CAPISAN_EXT_PATH);
+    # it goes first on sys.path, and addsitedir runs its .pth files (namespace packages,
+    # editable installs) as site.py would.
+    import importlib, site, sys
+    if path:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+        site.addsitedir(path)
     m = importlib.import_module(modname)
     names = sorted(n for n in dir(m) if not n.startswith('_') and callable(getattr(m, n)))
+    if not names:
+        # A private module (markupsafe._speedups has only _escape_inner): its underscored
+        # callables are its interface; dunders never are.
+        names = sorted(n for n in dir(m) if not n.startswith('__') and callable(getattr(m, n)))
     if only:
         names = [n for n in names if n in only]
     return [(modname + '.' + n, getattr(m, n)) for n in names]

@@ -1,0 +1,184 @@
+//! Real packages downloaded from PyPI at pinned versions, built against the installed asan
+//! variant with `pkg-build` and fuzzed with `fuzz-pkg`: each lists its extension modules by
+//! dotted name, imports in the variant's venv python, and a short campaign runs >= 1,000 inputs.
+//! Needs the asan variant (`cargo xtask build-asan`, which also installs it) and PyPI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use capisan_build::package::{self, PackageBuild};
+use capisan_build::{Cache, Manifest, Variant};
+use common::xtask;
+
+/// `pkg-build REQ --variant asan --json`, asserting it succeeds; returns the record and stderr
+/// (the step lines).
+fn pkg_build(req: &str) -> (PackageBuild, String) {
+    let r = xtask(&["pkg-build", req, "--variant", "asan", "--json"], &[]);
+    assert!(r.ok, "pkg-build {req} failed:\n{}\n{}", r.stdout, r.stderr);
+    let p: PackageBuild = serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("pkg-build --json printed no record ({e}):\n{}", r.stdout));
+    (p, r.stderr)
+}
+
+/// Import `modules` in the package's venv python, as a user would: no PYTHONHOME/PYTHONPATH,
+/// only the variant's own environment (ASAN_OPTIONS=detect_leaks=0; no LD_PRELOAD).
+fn assert_imports(p: &PackageBuild, modules: &[&str]) {
+    let m = Manifest::find(&Cache::resolve(None), Variant::Asan, None).unwrap();
+    let code = format!(
+        "import importlib\nfor n in {modules:?}:\n    m = importlib.import_module(n)\n    print(n, m.__file__)\n"
+    );
+    let mut cmd = duct::cmd!(&p.python, "-c", code)
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONPATH")
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked();
+    for (k, v) in m.installed_env() {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd.run().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "import in the venv failed:\n{text}");
+    for n in modules {
+        assert!(
+            text.contains(&format!("{n} {}", p.site_packages.display())),
+            "{n} imported from outside the venv:\n{text}"
+        );
+    }
+}
+
+/// The extension carries the asan variant's instrumentation: ASan checks and libFuzzer's
+/// coverage counters (resolved by the fuzzer binary at load time).
+fn assert_instrumented(so: &Path) {
+    let out = duct::cmd!("nm", "-D", "--undefined-only", so)
+        .read()
+        .unwrap();
+    assert!(
+        out.contains("__asan_"),
+        "{} has no ASan calls",
+        so.display()
+    );
+    assert!(
+        out.contains("__sanitizer_cov_"),
+        "{} has no coverage instrumentation",
+        so.display()
+    );
+}
+
+/// `fuzz-pkg REQ --time 20` into a temporary directory; asserts each module ran >= 1,000
+/// inputs and the summary names it.
+fn fuzz_pkg(req: &str, modules: &[&str]) {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "fuzz-pkg",
+        req,
+        "--time",
+        "20",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    for m in modules {
+        args.extend(["--module", m]);
+    }
+    let r = xtask(&args, &[]);
+    assert!(r.ok, "fuzz-pkg {req} failed:\n{}\n{}", r.stdout, r.stderr);
+    for m in modules {
+        assert!(r.stdout.contains(&format!("  {m}: ")), "{}", r.stdout);
+        // libFuzzer's final stats (one process), or the campaign's summary (fork mode, where
+        // the parent prints none).
+        let dir: PathBuf = out.path().join(m);
+        let log = std::fs::read_to_string(dir.join("fuzz.log")).unwrap_or_default();
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap_or_default())
+                .unwrap_or_default();
+        let execs: u64 = log
+            .lines()
+            .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .and_then(|v| v.trim().parse().ok())
+            .or_else(|| summary["execs"].as_u64())
+            .unwrap_or_else(|| panic!("no inputs count in {}:\n{}", dir.display(), r.stdout));
+        assert!(
+            execs >= 1000,
+            "{m}: the campaign barely ran: {execs} inputs"
+        );
+    }
+}
+
+/// Plain C, setuptools, the extension in a package (`markupsafe._speedups`, whose only callable
+/// is the private `_escape_inner`).
+#[test]
+fn markupsafe_builds_imports_and_fuzzes() {
+    let (p, _) = pkg_build("markupsafe==3.0.2");
+    assert_eq!(
+        (p.name.as_str(), p.version.as_str()),
+        ("MarkupSafe", "3.0.2")
+    );
+    let names: Vec<&str> = p.modules.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["markupsafe._speedups"]);
+    assert_eq!(p.modules[0].import_error, None);
+    assert_instrumented(&p.modules[0].path);
+    assert_imports(&p, &["markupsafe._speedups"]);
+
+    // The same inputs again: the record is read, nothing is rebuilt.
+    let started = std::time::Instant::now();
+    let r = xtask(
+        &["pkg-build", "markupsafe==3.0.2", "--variant", "asan"],
+        &[],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("cached"), "{}", r.stdout);
+    assert!(!r.stderr.contains("[2/4]"), "pip ran again:\n{}", r.stderr);
+    assert!(started.elapsed().as_secs() < 60);
+
+    fuzz_pkg("markupsafe==3.0.2", &["markupsafe._speedups"]);
+}
+
+/// Cython, the extension in a package submodule that imports its own package
+/// (`frozenlist._frozenlist`), built by a PEP 517 in-tree backend over setuptools.
+#[test]
+fn frozenlist_cython_builds_imports_and_fuzzes() {
+    let (p, _) = pkg_build("frozenlist==1.7.0");
+    let names: Vec<&str> = p.modules.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["frozenlist._frozenlist"]);
+    assert_instrumented(&p.modules[0].path);
+    assert_imports(&p, &["frozenlist", "frozenlist._frozenlist"]);
+    fuzz_pkg("frozenlist==1.7.0", &["frozenlist._frozenlist"]);
+}
+
+/// Bad input is one clear line and a failure exit, and leaves no directory behind.
+#[test]
+fn bad_requirements_fail_with_one_clear_line() {
+    let cases = [
+        (
+            "capisan-no-such-package-7f3a==1.0",
+            "no release on the package index matches",
+        ),
+        ("markupsafe==99.0.0", "from versions:"),
+        ("six==1.17.0", "installed no extension module"),
+        (
+            "not a requirement",
+            "not an existing path and not a pip requirement",
+        ),
+    ];
+    for (req, expected) in cases {
+        let r = xtask(&["pkg-build", req, "--variant", "asan"], &[]);
+        assert!(!r.ok, "pkg-build {req} succeeded:\n{}", r.stdout);
+        let errors: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "{}", r.stderr);
+        assert!(errors[0].contains(expected), "{req}: {}", errors[0]);
+    }
+    let dir = package::packages_dir(&Cache::resolve(None));
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".partial-"), "left behind: {name}");
+        assert!(
+            !(name.starts_with("six-1.17.0") && e.path().is_dir()),
+            "a failed build left {name}"
+        );
+    }
+}
