@@ -105,6 +105,46 @@ fn fuzz_pkg(req: &str, modules: &[&str]) {
     }
 }
 
+/// The installed asan python is an ordinary interpreter: it finds its own prefix and standard
+/// library (C modules included) with no PYTHONHOME/PYTHONPATH, and the ASan runtime is linked in
+/// statically (no LD_PRELOAD), so only ASAN_OPTIONS=detect_leaks=0 is needed.
+#[test]
+fn installed_asan_python_needs_no_environment() {
+    let m = Manifest::find(&Cache::resolve(None), Variant::Asan, None).unwrap();
+    let python = m
+        .installed()
+        .expect("the asan variant is installed: run `cargo xtask build-asan`");
+    let mut cmd = duct::cmd!(
+        python,
+        "-c",
+        "import sys, ssl, ctypes, venv, ensurepip; print(sys.prefix); print(hasattr(sys, 'gettotalrefcount'))"
+    )
+    .env_remove("PYTHONHOME")
+    .env_remove("PYTHONPATH")
+    .env_remove("LD_PRELOAD")
+    .stderr_to_stdout()
+    .stdout_capture()
+    .unchecked();
+    for (k, v) in m.installed_env() {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd.run().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().map(PathBuf::from),
+        Some(m.install_prefix()),
+        "{text}"
+    );
+    assert_eq!(lines.next(), Some("True"), "not the pydebug build: {text}");
+    let ldd = duct::cmd!("ldd", python).read().unwrap();
+    assert!(
+        !ldd.contains("asan"),
+        "ASan runtime is a shared library:\n{ldd}"
+    );
+}
+
 /// Plain C, setuptools, the extension in a package (`markupsafe._speedups`, whose only callable
 /// is the private `_escape_inner`).
 #[test]

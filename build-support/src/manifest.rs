@@ -170,3 +170,34 @@ impl Manifest {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest written before variants were installed still loads; the next build installs.
+    #[test]
+    fn manifest_without_install_fields_loads() {
+        let json = r#"{"schema":1,"version":"3.13.5","variant":"asan","key":"k",
+            "source_dir":"/s","source_hash":"h","origin":{"kind":"path","path":"/s"},
+            "build_dir":"/c/v/build","python":"/c/v/build/python",
+            "libpython_static":"/c/v/build/libpython3.13d.a","libpython_shared":null,
+            "include_dirs":[],"stdlib":"/s/Lib","platstdlib":"/c/v/build/build/lib",
+            "configure_args":[],"cflags":[],"link_libs":[],
+            "compiler":{"cc":"clang-22","version":"clang version 22","clang_major":22},
+            "symbolizer":null,"runtime_env":{},"valgrind_suppressions":null,
+            "built_at":0,"build_seconds":1.0}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        fs::write(&path, json).unwrap();
+        let m = Manifest::load(&path).unwrap();
+        assert_eq!(m.installed_python, None);
+        assert_eq!(m.installed(), None);
+        assert_eq!(m.install_prefix(), Path::new("/c/v/install"));
+        assert!(m
+            .installed_env()
+            .iter()
+            .any(|(k, v)| k == "ASAN_OPTIONS" && v.contains("detect_leaks=0")));
+        assert!(!m.installed_env().iter().any(|(k, _)| k == "PYTHONHOME"));
+    }
+}

@@ -78,8 +78,8 @@ impl Campaign {
     /// Read `campaign.json` of a campaign directory.
     pub fn load(dir: &Path) -> Result<Campaign> {
         let meta = dir.join("campaign.json");
-        let text =
-            fs::read_to_string(&meta).map_err(|_| CampaignError::NotACampaign(dir.to_path_buf()))?;
+        let text = fs::read_to_string(&meta)
+            .map_err(|_| CampaignError::NotACampaign(dir.to_path_buf()))?;
         serde_json::from_str(&text).map_err(|e| CampaignError::Io {
             path: meta,
             source: std::io::Error::other(e),
@@ -101,14 +101,21 @@ impl Campaign {
     /// (so a violation is printed and aborts, as a reproducer expects); returns whether it
     /// exited cleanly and everything it printed.
     pub fn run_once(&self, input: &Path, extra: &[(&str, String)]) -> Result<(bool, String)> {
-        let mut cmd = duct::cmd!(&self.binary, "-runs=1", input)
+        let mut argv = vec!["-runs=1".to_string()];
+        argv.extend(LIBFUZZER_MEMORY_LIMITS.map(String::from));
+        argv.push(input.display().to_string());
+        let mut cmd = duct::cmd(&self.binary, &argv)
             .stderr_to_stdout()
             .stdout_capture()
             .unchecked();
         // duct applies the innermost setting last, so the campaign-only variables are left out
         // of the list rather than removed after it.
         let campaign_only = [crate::env::names::FINDINGS, crate::env::names::KNOWN];
-        for (k, v) in self.env.iter().filter(|(k, _)| !campaign_only.contains(&k.as_str())) {
+        for (k, v) in self
+            .env
+            .iter()
+            .filter(|(k, _)| !campaign_only.contains(&k.as_str()))
+        {
             if !extra.iter().any(|(e, _)| e == k) {
                 cmd = cmd.env(k, v);
             }
@@ -407,8 +414,8 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
     if let Some(seed) = spec.seed {
         fuzz_args.push(format!("-seed={seed}"));
     }
-    let fork =
-        spec.manifest.variant != Variant::Valgrind && (spec.jobs > 1 || !spec.stop_at_first_finding);
+    let fork = spec.manifest.variant != Variant::Valgrind
+        && (spec.jobs > 1 || !spec.stop_at_first_finding);
     if fork {
         // Fork mode: the parent merges each child's new inputs into the corpus directory and
         // copies crash artifacts out as children report them, so killing the campaign loses
@@ -473,7 +480,10 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
     };
     for line in BufReader::new(&reader).split(b'\n') {
         let line = io(&log_path, line)?;
-        io(&log_path, log.write_all(&line).and_then(|_| log.write_all(b"\n")))?;
+        io(
+            &log_path,
+            log.write_all(&line).and_then(|_| log.write_all(b"\n")),
+        )?;
         let text = String::from_utf8_lossy(&line);
         if let Some(p) = Progress::parse(&text, started.elapsed().as_secs_f64()) {
             let row = serde_json::to_string(&p).expect("serializable");
@@ -545,7 +555,10 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
     let t = dir.join("summary.json");
     io(
         &t,
-        fs::write(&t, serde_json::to_vec_pretty(&totals).expect("serializable")),
+        fs::write(
+            &t,
+            serde_json::to_vec_pretty(&totals).expect("serializable"),
+        ),
     )?;
     Ok(outcome)
 }
@@ -751,7 +764,10 @@ pub fn summary_text(outcome: &Outcome) -> String {
 pub fn buckets_text(buckets: &[Bucket]) -> String {
     let mut s = String::new();
     for b in buckets {
-        s.push_str(&format!("- [{}] {}  (x{})\n", b.class, b.signature, b.count));
+        s.push_str(&format!(
+            "- [{}] {}  (x{})\n",
+            b.class, b.signature, b.count
+        ));
         s.push_str(&format!("    {}\n", b.finding.summary));
         if let Some(op) = &b.finding.current_op {
             s.push_str(&format!("    op: {op}\n"));

@@ -6,21 +6,16 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use capisan::campaign::{self, CampaignSpec};
 use capisan::env::HarnessEnv;
 use capisan::findings::read_known;
-use capisan_build::{Cache, Manifest, Variant};
+use capisan_build::{extension, fuzzbin, Cache, Manifest, Variant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::CacheArgs;
-
-/// Flags cargo-fuzz passes for a libFuzzer build (coverage, compares, ASan), on stable Rust.
-const SANCOV_FLAGS: &str = "-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
--Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
--Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Cforce-frame-pointers --cfg fuzzing";
 
 #[derive(Args, Clone)]
 pub struct FuzzArgs {
@@ -63,6 +58,11 @@ pub struct FuzzArgs {
     /// reported; default: none.
     #[arg(long)]
     pub known: Option<PathBuf>,
+    /// End at the first finding of any kind, in one process (quick checks, time-to-detect);
+    /// default: keep going across findings and crashes (libFuzzer fork mode), so one campaign
+    /// collects every bucket.
+    #[arg(long)]
+    pub stop_at_first_finding: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
     /// Extra libFuzzer arguments, after `--`.
@@ -129,6 +129,10 @@ pub struct FuzzExtArgs {
     /// reported; default: none.
     #[arg(long)]
     pub known: Option<PathBuf>,
+    /// End at the first finding of any kind, in one process (quick checks, time-to-detect);
+    /// default: keep going across findings and crashes (libFuzzer fork mode).
+    #[arg(long)]
+    pub stop_at_first_finding: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -165,52 +169,17 @@ pub struct FuzzBuildArgs {
 
 /// Build a fuzz target and make it self-contained in `out`.
 pub fn fuzz_build(args: FuzzBuildArgs) -> Result<()> {
-    let m = Manifest::find(
-        &Cache::resolve(args.cache.cache.clone()),
-        args.variant,
-        None,
-    )?;
-    let bin = build_target(&args.target, args.variant, &m)?;
-    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let dest = args.out.join(&args.target);
-    fs::copy(&bin, &dest).with_context(|| format!("copying the fuzzer to {}", dest.display()))?;
-    let home = args.out.join(format!("{}.python", args.target));
-    let _ = fs::remove_dir_all(&home);
-    // The pure-Python stdlib without its test suite, and the build's compiled modules.
-    let skip = ["test", "idlelib", "__pycache__", "tkinter", "turtledemo"];
-    for entry in walkdir::WalkDir::new(&m.stdlib)
-        .into_iter()
-        .filter_entry(|e| !(e.file_type().is_dir() && skip.iter().any(|s| e.file_name() == *s)))
-    {
-        let entry = entry?;
-        let rel = entry.path().strip_prefix(&m.stdlib)?;
-        let to = home.join("Lib").join(rel);
-        if entry.file_type().is_dir() {
-            fs::create_dir_all(&to)?;
-        } else {
-            fs::copy(entry.path(), &to)?;
-        }
-    }
-    let dynload = home.join("lib-dynload");
-    fs::create_dir_all(&dynload)?;
-    for e in fs::read_dir(&m.platstdlib)?
-        .flatten()
-        .filter(|e| e.path().is_file())
-    {
-        fs::copy(e.path(), dynload.join(e.file_name()))?;
-    }
-    let seeds = workspace_root().join("corpora").join(&args.target);
-    if seeds.is_dir() {
-        let to = args.out.join(format!("{}_seed_corpus", args.target));
-        fs::create_dir_all(&to)?;
-        for e in fs::read_dir(&seeds)?
-            .flatten()
-            .filter(|e| e.path().is_file())
-        {
-            fs::copy(e.path(), to.join(e.file_name()))?;
-        }
-    }
-    println!("built {} (+ {})", dest.display(), home.display());
+    let cache = Cache::resolve(args.cache.cache.clone());
+    let m = Manifest::find(&cache, args.variant, None)?;
+    let spinner = spinner(&args.target, args.variant);
+    let bundle = fuzzbin::bundle(&workspace_root(), &args.target, &m, &args.out);
+    spinner.finish_and_clear();
+    let bundle = bundle?;
+    println!(
+        "built {} (+ {})",
+        bundle.fuzzer.display(),
+        bundle.home.display()
+    );
     Ok(())
 }
 
@@ -228,88 +197,31 @@ pub struct TriageArgs {
     pub known: Option<PathBuf>,
 }
 
-pub use capisan::campaign::{Bucket, Campaign, Progress};
+pub use capisan::campaign::{Bucket, Campaign};
 
-fn workspace_root() -> PathBuf {
+/// The checkout: the directory holding `fuzz/`, `corpora/` and `target/`.
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits in the workspace")
         .to_path_buf()
 }
 
-/// Build a fuzz target against a variant; returns the binary.
+/// Build a fuzz target against a variant (a spinner while cargo runs); returns the binary.
 pub fn build_target(target: &str, variant: Variant, manifest: &Manifest) -> Result<PathBuf> {
-    if !workspace_root()
-        .join("fuzz")
-        .join("fuzz_targets")
-        .join(format!("{target}.rs"))
-        .exists()
-    {
-        bail!("no fuzz target {target}: expected fuzz/fuzz_targets/{target}.rs");
-    }
-    build_bin(target, variant, manifest)
+    let spinner = spinner(target, variant);
+    let bin = fuzzbin::build_fuzz_binary(&workspace_root(), target, manifest);
+    spinner.finish_and_clear();
+    Ok(bin?)
 }
 
-/// Build one binary of the fuzz crate (a fuzz target or `capisan-replay`) against a variant,
-/// with the fuzz targets' flags (so the harness build is shared); returns its path.
-pub fn build_bin(target: &str, variant: Variant, manifest: &Manifest) -> Result<PathBuf> {
-    let fuzz = workspace_root().join("fuzz");
-    let target_dir = fuzz.join("target").join(variant.name());
-    let rustflags = match variant {
-        Variant::Asan => format!("{SANCOV_FLAGS} -Zsanitizer=address"),
-        _ => SANCOV_FLAGS.to_string(),
-    };
+/// A spinner for the cargo build of a fuzz binary (hidden when stderr is not a terminal).
+fn spinner(target: &str, variant: Variant) -> ProgressBar {
     let spinner = ProgressBar::new_spinner().with_message(format!(
         "building fuzz target {target} against the {variant} variant"
     ));
     spinner.enable_steady_tick(Duration::from_millis(150));
-    let out = duct::cmd!(
-        "cargo",
-        "build",
-        "--release",
-        "--target",
-        "x86_64-unknown-linux-gnu",
-        "--bin",
-        target,
-        "--target-dir",
-        &target_dir
-    )
-    .dir(&fuzz)
-    .env("RUSTC_BOOTSTRAP", "1")
-    .env("RUSTFLAGS", rustflags)
-    .env(
-        "CAPISAN_MANIFEST",
-        manifest.dir().join(capisan_build::manifest::FILE_NAME),
-    )
-    .env("CAPISAN_VARIANT", variant.name())
-    .env("CC", &manifest.compiler.cc)
-    // valgrind 3.19 cannot read DWARF 5, clang-22's default (libFuzzer is C++ built by cc).
-    .env(
-        "CXXFLAGS",
-        if variant == Variant::Valgrind {
-            "-gdwarf-4"
-        } else {
-            ""
-        },
-    )
-    .env("CXX", manifest.compiler.cc.replace("clang", "clang++"))
-    .stderr_to_stdout()
-    .stdout_capture()
-    .unchecked()
-    .run()
-    .context("running cargo build for the fuzz target")?;
-    spinner.finish_and_clear();
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stdout);
-        bail!(
-            "building fuzz target {target} failed:\n{}",
-            capisan_build::source::tail_lines(&text, 40)
-        );
-    }
-    Ok(target_dir
-        .join("x86_64-unknown-linux-gnu")
-        .join("release")
-        .join(target))
+    spinner
 }
 
 /// Run a campaign (build the target, check the extension imports, fuzz, triage) and print its
@@ -355,6 +267,7 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
         seconds: args.time,
         seed: args.seed,
         jobs: args.jobs,
+        stop_at_first_finding: args.stop_at_first_finding,
         seeds: if args.no_seeds { vec![] } else { vec![seeds] },
         libfuzzer: args.libfuzzer.clone(),
     };
@@ -374,7 +287,7 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
                 b.set_position(st.elapsed.as_secs().min(args.time));
                 b.set_message(line);
             }
-            None => println!("fuzz {}: {line}", args.target),
+            None => eprintln!("fuzz {}: {line}", args.target),
         }
     });
     if let Some(b) = &bar {
@@ -391,12 +304,14 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
 
 /// A progress bar on a terminal; `None` (plain status lines) otherwise.
 fn status_bar(target: &str, seconds: u64) -> Option<ProgressBar> {
-    if !std::io::stdout().is_terminal() {
+    if !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = ProgressBar::new(seconds).with_style(
-        ProgressStyle::with_template("fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}",
+        )
+        .expect("valid template"),
     );
     bar.set_prefix(target.to_string());
     bar.enable_steady_tick(Duration::from_millis(500));
@@ -421,9 +336,9 @@ pub fn triage(args: TriageArgs) -> Result<bool> {
         print!("{}", campaign::buckets_text(&buckets));
     }
     let known = match &args.known {
-        Some(k) => read_known(
-            &fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?,
-        ),
+        Some(k) => {
+            read_known(&fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?)
+        }
         None => Vec::new(),
     };
     let new: Vec<&Bucket> = buckets
@@ -458,6 +373,7 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
         no_seeds: args.no_seeds,
         jobs: args.jobs,
         known: args.known,
+        stop_at_first_finding: args.stop_at_first_finding,
         cache: args.cache,
         libfuzzer: Vec::new(),
     })
@@ -468,84 +384,13 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
 pub fn ext_build(args: ExtBuildArgs) -> Result<()> {
     let cache = Cache::resolve(args.cache.cache.clone());
     let m = Manifest::find(&cache, args.variant, None)?;
-    let path = fs::canonicalize(&args.path)
-        .with_context(|| format!("{} does not exist", args.path.display()))?;
-    let (module, sources): (String, Vec<PathBuf>) = if path.is_dir() {
-        let srcs: Vec<PathBuf> = fs::read_dir(&path)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "c"))
-            .collect();
-        (
-            path.file_name().unwrap().to_string_lossy().into_owned(),
-            srcs,
-        )
-    } else {
-        (
-            path.file_stem().unwrap().to_string_lossy().into_owned(),
-            vec![path.clone()],
-        )
-    };
-    if sources.is_empty() {
-        bail!("no .c files in {}", path.display());
-    }
-    let out = args.out.unwrap_or_else(|| {
-        cache
-            .root()
-            .join("ext")
-            .join(args.variant.name())
-            .join(&module)
-    });
-    fs::create_dir_all(&out)?;
-    let suffix = ext_suffix(&m)?;
-    let so = out.join(format!("{module}{suffix}"));
-    let mut argv: Vec<String> = vec!["-shared".into(), "-fPIC".into()];
-    argv.extend(
-        capisan_build::package::extension_cflags(args.variant)
-            .into_iter()
-            .map(String::from),
-    );
-    argv.extend(m.include_dirs.iter().map(|d| format!("-I{}", d.display())));
-    argv.extend(sources.iter().map(|s| s.display().to_string()));
-    argv.push("-o".into());
-    argv.push(so.display().to_string());
-    let res = duct::cmd(&m.compiler.cc, &argv)
-        .stderr_to_stdout()
-        .stdout_capture()
-        .unchecked()
-        .run()?;
-    if !res.status.success() {
-        bail!(
-            "compiling {module} failed:\n{}",
-            String::from_utf8_lossy(&res.stdout)
-        );
-    }
-    // Remember the source, so `confirm` can rebuild it for other variants.
-    fs::write(
-        out.join("capisan-ext-source.txt"),
-        path.display().to_string(),
-    )?;
-    println!("built {}", so.display());
+    let built = extension::build_extension(&cache, &m, &args.path, args.out.as_deref())?;
+    println!("built {}", built.so.display());
     println!(
-        "fuzz it with: cargo xtask fuzz-ext {module} --ext-path {} --variant {}",
-        out.display(),
+        "fuzz it with: cargo xtask fuzz-ext {} --ext-path {} --variant {}",
+        built.module,
+        built.dir.display(),
         args.variant
     );
     Ok(())
-}
-
-fn ext_suffix(m: &Manifest) -> Result<String> {
-    let mut cmd = duct::cmd!(
-        &m.python,
-        "-c",
-        "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"
-    )
-    .stderr_null()
-    .stdout_capture();
-    cmd = crate::with_env(cmd, &m.env());
-    Ok(cmd
-        .read()
-        .context("asking the variant's python for EXT_SUFFIX")?
-        .trim()
-        .to_string())
 }
