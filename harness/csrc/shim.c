@@ -24,6 +24,11 @@ int shim_tp_traverse(PyObject *o, visitproc visit, void *arg) {
     traverseproc t = Py_TYPE(o)->tp_traverse;
     return t ? t(o, visit, arg) : 0;
 }
+/* Py_TYPE(o)->tp_clear(o), or -1 when the type has none */
+int shim_tp_clear(PyObject *o) {
+    inquiry c = Py_TYPE(o)->tp_clear;
+    return c ? c(o) : -1;
+}
 /* _Py_IsImmortal (3.12+); always 0 before immortal objects existed */
 int shim_Py_IsImmortal(PyObject *o) {
 #if PY_VERSION_HEX >= 0x030C0000

@@ -265,14 +265,16 @@ mod tests {
         let b = store.buckets();
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].hits, 3);
-        assert_eq!(fs::read(&b[0].input).unwrap(), b"in1", "the first input is kept");
+        assert_eq!(
+            fs::read(&b[0].input).unwrap(),
+            b"in1",
+            "the first input is kept"
+        );
         assert_eq!(b[0].input_hashes[2], input_hash(b"in3"));
         // libFuzzer names an artifact by the SHA-1 of its bytes.
         assert_eq!(input_hash(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
         assert_eq!(b[0].signature, f.signature());
-        store
-            .record_known(&finding("other").signature())
-            .unwrap();
+        store.record_known(&finding("other").signature()).unwrap();
         assert_eq!(store.known_hits().values().sum::<u64>(), 1);
         let _ = fs::remove_dir_all(&t);
     }

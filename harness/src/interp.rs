@@ -29,6 +29,8 @@ pub struct Interp {
     pub ext: Vec<(String, *mut PyObject)>,
     /// The qualified names of `ext`, for op text.
     pub ext_names: Vec<String>,
+    /// The extension module under test (`CAPISAN_EXT`).
+    pub ext_module: Option<String>,
     /// Interned attribute names, indexed like [`crate::ops::AttrName`].
     pub names: [*mut PyObject; 3],
 }
@@ -197,9 +199,41 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         gc_collect: get(c"gc_collect")?,
         regrtest_cleanup: get(c"regrtest_cleanup")?,
         ext_names: ext.iter().map(|e| e.0.clone()).collect(),
+        ext_module: env.ext.clone(),
         ext,
         names,
     })
+}
+
+impl Interp {
+    /// Whether `o`'s type belongs to the extension under test (its `__module__` is the
+    /// extension module or inside it). Checks meant for the extension's own types (tp_clear)
+    /// are not run on CPython's, whose contracts differ (a subclass of a builtin without
+    /// tp_clear keeps its items after clearing).
+    ///
+    /// # Safety
+    /// GIL held; `o` a live object.
+    pub unsafe fn is_ext_type(&self, o: *mut PyObject) -> bool {
+        let Some(module) = self.ext_module.as_deref() else {
+            return false;
+        };
+        let t = shim_Py_TYPE(o) as *mut PyObject;
+        let m = raw::PyObject_GetAttrString(t, c"__module__".as_ptr());
+        if m.is_null() {
+            raw::PyErr_Clear();
+            return false;
+        }
+        // Not a str (a descriptor on some metatypes): AsUTF8 fails, the type is not ours.
+        let p = raw::PyUnicode_AsUTF8(m);
+        let name = if p.is_null() {
+            raw::PyErr_Clear();
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        };
+        shim_Py_DECREF(m);
+        name == module || name.starts_with(&format!("{module}."))
+    }
 }
 
 /// `sys.gettotalrefcount()` of a pydebug variant, `None` otherwise.

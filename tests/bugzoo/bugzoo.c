@@ -505,6 +505,40 @@ static PyTypeObject HolderClean_Type = {
     .tp_getset = holder_getset,
 };
 
+static int
+clear_bug_clear(PyObject *op)
+{
+    /* BUG: obj is visited by tp_traverse but never cleared, so a cycle through it survives
+     * every collection. */
+    (void)op;
+    return 0;
+}
+
+static PyTypeObject ClearBug_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bugzoo.ClearBug",
+    .tp_basicsize = sizeof(HolderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Holds one object and visits it; its tp_clear forgets to clear it (planted bug).",
+    .tp_new = holder_new,
+    .tp_traverse = holder_clean_traverse,
+    .tp_clear = clear_bug_clear,
+    .tp_dealloc = holder_dealloc,
+    .tp_getset = holder_getset,
+};
+
+static PyObject *
+clear_bug(PyObject *self, PyObject *obj)
+{
+    return PyObject_CallOneArg((PyObject *)&ClearBug_Type, obj);
+}
+
+static PyObject *
+clear_bug_clean(PyObject *self, PyObject *obj)
+{
+    return PyObject_CallOneArg((PyObject *)&HolderClean_Type, obj);
+}
+
 static PyObject *
 holder_traverse_bug(PyObject *self, PyObject *obj)
 {
@@ -590,6 +624,8 @@ static PyMethodDef bugzoo_methods[] = {
     {"alloc_mismatch_clean", alloc_mismatch_clean, METH_O, "Clean twin of alloc_mismatch."},
     {"holder_traverse_bug", holder_traverse_bug, METH_O, "Returns Holder(obj) (tp_traverse misses obj)."},
     {"holder_traverse_bug_clean", holder_traverse_bug_clean, METH_O, "Returns HolderClean(obj)."},
+    {"clear_bug", clear_bug, METH_O, "Returns ClearBug(obj) (tp_clear leaves obj)."},
+    {"clear_bug_clean", clear_bug_clean, METH_O, "Returns HolderClean(obj)."},
     {"borrowed_after_mutation", borrowed_after_mutation, METH_VARARGS,
      "Uses borrowed lst[0] after calling f() (non-empty list, callable f)."},
     {"borrowed_after_mutation_clean", borrowed_after_mutation_clean, METH_VARARGS,
@@ -608,7 +644,8 @@ static struct PyModuleDef bugzoo_module = {
 PyMODINIT_FUNC
 PyInit_bugzoo(void)
 {
-    if (PyType_Ready(&Holder_Type) < 0 || PyType_Ready(&HolderClean_Type) < 0) {
+    if (PyType_Ready(&Holder_Type) < 0 || PyType_Ready(&HolderClean_Type) < 0
+        || PyType_Ready(&ClearBug_Type) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&bugzoo_module);

@@ -37,8 +37,19 @@ pub unsafe fn is_gc(o: *mut PyObject) -> bool {
     shim_type_has_gc(o) != 0
 }
 
+/// What `tp_clear` left behind: references `tp_traverse` still visits after it ran (the
+/// object's own heap type excepted: instances keep it until dealloc).
+#[derive(Debug)]
+pub struct ClearLeftover {
+    pub child_type: String,
+    pub count: usize,
+}
+
 /// Release the harness's last reference to `obj` (refcount exactly 1, not immortal) while
-/// auditing its traverse against its dealloc over `candidates`.
+/// auditing its traverse against its dealloc over `candidates`. With `clear_first`, the object
+/// dies the way the collector kills a cycle: `tp_clear`, then the last DECREF; references
+/// still visited after `tp_clear` are returned as leftovers (a bad `tp_clear`), and the
+/// traverse audit compares the visits with what `tp_clear` and dealloc released together.
 ///
 /// # Safety
 /// `obj` must be alive with refcount 1 owned by the caller (which gives it up); candidates must
@@ -46,7 +57,8 @@ pub unsafe fn is_gc(o: *mut PyObject) -> bool {
 pub unsafe fn release_audited(
     obj: *mut PyObject,
     candidates: &[*mut PyObject],
-) -> Vec<TraverseMismatch> {
+    clear_first: bool,
+) -> (Vec<TraverseMismatch>, Vec<ClearLeftover>) {
     let mut visits: Vec<*mut PyObject> = Vec::new();
     shim_tp_traverse(obj, Some(count_visit), &mut visits as *mut _ as *mut c_void);
     for &v in &visits {
@@ -65,6 +77,23 @@ pub unsafe fn release_audited(
         shim_Py_INCREF(c);
     }
     let before: Vec<isize> = cands.iter().map(|&c| shim_Py_REFCNT(c)).collect();
+    let mut leftovers = Vec::new();
+    if clear_first && shim_tp_clear(obj) == 0 {
+        let mut after: Vec<*mut PyObject> = Vec::new();
+        shim_tp_traverse(obj, Some(count_visit), &mut after as *mut _ as *mut c_void);
+        let own_type = shim_Py_TYPE(obj) as *mut PyObject;
+        let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+        for &v in after.iter().filter(|&&v| v != own_type) {
+            let t = std::ffi::CStr::from_ptr(shim_tp_name(v))
+                .to_string_lossy()
+                .into_owned();
+            *by_type.entry(t).or_default() += 1;
+        }
+        leftovers = by_type
+            .into_iter()
+            .map(|(child_type, count)| ClearLeftover { child_type, count })
+            .collect();
+    }
     shim_Py_DECREF(obj);
     let mut out = Vec::new();
     for (i, &c) in cands.iter().enumerate() {
@@ -88,5 +117,5 @@ pub unsafe fn release_audited(
     for &v in &visits {
         shim_Py_DECREF(v);
     }
-    out
+    (out, leftovers)
 }

@@ -19,6 +19,9 @@ pub enum ViolationKind {
     ExceptionState,
     /// `tp_traverse` and dealloc disagree about the references an object holds.
     GcTraversal,
+    /// `tp_clear` leaves references that `tp_traverse` still visits: a cycle through them
+    /// is never broken.
+    GcClear,
 }
 
 impl ViolationKind {
@@ -36,6 +39,7 @@ impl ViolationKind {
             ViolationKind::OverDecref => "over-decref",
             ViolationKind::ExceptionState => "exception-state",
             ViolationKind::GcTraversal => "gc-traversal",
+            ViolationKind::GcClear => "gc-clear",
         }
     }
 }

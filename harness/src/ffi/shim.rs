@@ -36,6 +36,8 @@ extern "C" {
     pub fn shim_type_has_gc(o: *mut PyObject) -> c_int;
     /// `Py_TYPE(o)->tp_traverse(o, visit, arg)` (0 without tp_traverse).
     pub fn shim_tp_traverse(o: *mut PyObject, visit: visitproc, arg: *mut c_void) -> c_int;
+    /// `Py_TYPE(o)->tp_clear(o)` (-1 without tp_clear).
+    pub fn shim_tp_clear(o: *mut PyObject) -> c_int;
     /// `_Py_IsImmortal(o)` on 3.12+, else 0.
     pub fn shim_Py_IsImmortal(o: *mut PyObject) -> c_int;
     /// `sys.gettotalrefcount()`, or -1 without `Py_REF_DEBUG`.
