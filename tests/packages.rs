@@ -186,6 +186,25 @@ fn frozenlist_cython_builds_imports_and_fuzzes() {
     fuzz_pkg("frozenlist==1.7.0", &["frozenlist._frozenlist"]);
 }
 
+/// C++ (clang++ with the same flags) through Cython: `editdistance.bycython` wraps a C++
+/// implementation.
+#[test]
+fn editdistance_cplusplus_builds_imports_and_fuzzes() {
+    let (p, _) = pkg_build("editdistance==0.8.1");
+    let names: Vec<&str> = p.modules.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["editdistance.bycython"]);
+    assert!(
+        p.compile_env
+            .iter()
+            .any(|(k, v)| k == "CXX" && v.contains("clang++")),
+        "{:?}",
+        p.compile_env
+    );
+    assert_instrumented(&p.modules[0].path);
+    assert_imports(&p, &["editdistance", "editdistance.bycython"]);
+    fuzz_pkg("editdistance==0.8.1", &["editdistance.bycython"]);
+}
+
 /// Bad input is one clear line and a failure exit, and leaves no directory behind.
 #[test]
 fn bad_requirements_fail_with_one_clear_line() {
