@@ -218,9 +218,12 @@ impl std::fmt::Display for Requirement {
 pub enum PackageError {
     #[error("'{requirement}': {why}")]
     BadRequirement { requirement: String, why: String },
-    #[error("no release on the package index matches {requirement} ({detail}); check the name and version on https://pypi.org (full log: {log})")]
+    /// pip found no release matching the requirement, or one of its build dependencies.
+    #[error("no release on the package index matches {missing}{} ({detail}); check the name and version on https://pypi.org (full log: {log})", needed_by(.requirement, .missing))]
     NotFound {
         requirement: String,
+        /// The requirement pip could not satisfy, as pip printed it.
+        missing: String,
         detail: String,
         log: PathBuf,
     },
@@ -430,10 +433,12 @@ fn relocate_log(e: PackageError, from: &Path, to: &Path) -> PackageError {
     match e {
         PackageError::NotFound {
             requirement,
+            missing,
             detail,
             log,
         } => PackageError::NotFound {
             requirement,
+            missing,
             detail,
             log: fix(log),
         },
@@ -720,27 +725,39 @@ fn run_to_log<S: AsRef<std::ffi::OsStr>>(
 /// Turn pip's output into the error the user can act on.
 fn classify_failure(text: &str, req: &Requirement, variant: Variant, log: &Path) -> PackageError {
     let requirement = req.to_string();
-    if text.contains("No matching distribution found") {
-        let detail = text
-            .lines()
-            .find(|l| l.contains("Could not find a version that satisfies"))
-            .map(|l| l.trim_start_matches("ERROR: ").trim().to_string())
-            .unwrap_or_else(|| "no matching distribution".into());
-        return PackageError::NotFound {
-            requirement,
-            detail,
-            log: log.to_path_buf(),
-        };
-    }
     let offline = [
         "Failed to establish a new connection",
         "Temporary failure in name resolution",
         "Network is unreachable",
         "No address associated with hostname",
-    ];
-    if offline.iter().any(|s| text.contains(s)) && !text.contains("Successfully downloaded") {
+    ]
+    .iter()
+    .any(|s| text.contains(s));
+    // Offline, pip ends with "No matching distribution found" too: the network comes first.
+    let not_found = text
+        .lines()
+        .find_map(|l| l.split_once("No matching distribution found for "))
+        .map(|(_, spec)| spec.trim().to_string());
+    if offline && (not_found.is_some() || !text.contains("Successfully")) {
         return PackageError::NoNetwork {
             requirement,
+            log: log.to_path_buf(),
+        };
+    }
+    if let Some(missing) = not_found {
+        let detail = text
+            .lines()
+            .find(|l| l.contains("Could not find a version that satisfies"))
+            .and_then(|l| {
+                l.rfind('(')
+                    .map(|i| l[i + 1..].trim_end_matches(')').to_string())
+            })
+            .map(|d| shorten_versions(&d))
+            .unwrap_or_else(|| "no matching distribution".into());
+        return PackageError::NotFound {
+            requirement,
+            missing,
+            detail,
             log: log.to_path_buf(),
         };
     }
@@ -749,6 +766,43 @@ fn classify_failure(text: &str, req: &Requirement, variant: Variant, log: &Path)
         variant,
         log: log.to_path_buf(),
         tail: tail_lines(text, 30),
+    }
+}
+
+/// `from versions: a, b, c, …` with only the first two and last three of a long list.
+fn shorten_versions(detail: &str) -> String {
+    let Some(list) = detail.strip_prefix("from versions: ") else {
+        return detail.to_string();
+    };
+    let all: Vec<&str> = list.split(", ").collect();
+    if all.len() <= 6 {
+        return detail.to_string();
+    }
+    format!(
+        "from versions: {}, …, {}",
+        all[..2].join(", "),
+        all[all.len() - 3..].join(", ")
+    )
+}
+
+/// ` (a dependency of REQ)` when what pip could not find is not the requirement itself.
+fn needed_by(requirement: &str, missing: &str) -> String {
+    let name = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+            .map(|c| {
+                if c == '_' || c == '.' {
+                    '-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
+            .collect()
+    };
+    if name(requirement) == name(missing) {
+        String::new()
+    } else {
+        format!(" (a dependency of {requirement})")
     }
 }
 
@@ -824,6 +878,31 @@ mod tests {
         let msg = e.to_string();
         assert!(matches!(e, PackageError::NotFound { .. }), "{msg}");
         assert!(msg.contains("from versions: none"), "{msg}");
+        assert!(!msg.contains("dependency"), "{msg}");
+        assert_eq!(
+            shorten_versions("from versions: 1, 2, 3, 4, 5, 6, 7, 8"),
+            "from versions: 1, 2, …, 6, 7, 8"
+        );
+        let dep = classify_failure(
+            "  ERROR: Could not find a version that satisfies the requirement setuptools>=999 (from versions: 1.0)\n  ERROR: No matching distribution found for setuptools>=999\n",
+            &req,
+            Variant::Asan,
+            log,
+        )
+        .to_string();
+        assert!(
+            dep.contains("matches setuptools>=999 (a dependency of nope==1)"),
+            "{dep}"
+        );
+        assert!(matches!(
+            classify_failure(
+                "WARNING: Retrying ... Failed to establish a new connection\nERROR: No matching distribution found for nope==1",
+                &req,
+                Variant::Asan,
+                log
+            ),
+            PackageError::NoNetwork { .. }
+        ));
         assert!(matches!(
             classify_failure(
                 "WARNING: Retrying ... Failed to establish a new connection: [Errno -3] Temporary failure in name resolution",
