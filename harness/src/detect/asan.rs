@@ -22,6 +22,7 @@ struct Patterns {
     allocated: Regex,
     leak: Regex,
     end: Regex,
+    zero_page: Regex,
 }
 
 fn patterns() -> &'static Patterns {
@@ -39,6 +40,8 @@ fn patterns() -> &'static Patterns {
         leak: Regex::new(r"^((Direct|Indirect) leak of \d+ byte\(s\) in \d+ object\(s\)) allocated from:$")
             .expect("regex"),
         end: Regex::new(r"^(SUMMARY: (AddressSanitizer|LeakSanitizer)|==\d+==\s*ABORTING)")
+            .expect("regex"),
+        zero_page: Regex::new(r"^(SEGV|BUS) on unknown address (?:0x)?([0-9a-fA-F]+)")
             .expect("regex"),
     })
 }
@@ -75,12 +78,24 @@ pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
         if &c[1] == "LeakSanitizer" {
             findings.extend(parse_leaks(body));
         } else {
-            let bug_type = p.strip_address.replace(c[2].trim(), "").into_owned();
+            let mut bug_type = p.strip_address.replace(c[2].trim(), "").into_owned();
+            if let Some(address) = zero_page_address(c[2].trim()) {
+                // The headline the ASAN table keys NULL dereferences on.
+                bug_type = format!("{bug_type} on the zero page (address {address:#x})");
+            }
             findings.push(parse_error(&bug_type, body));
         }
         i = body_end;
     }
     findings
+}
+
+/// The fault address of a `SEGV on unknown address 0x...` header when it lies in the zero page
+/// (below 4096, where a NULL pointer plus a member offset lands).
+fn zero_page_address(header: &str) -> Option<u64> {
+    let c = patterns().zero_page.captures(header)?;
+    let address = u64::from_str_radix(&c[2], 16).ok()?;
+    (address < 4096).then_some(address)
 }
 
 fn parse_error(bug_type: &str, body: &[&str]) -> Finding {
@@ -131,6 +146,12 @@ fn parse_error(bug_type: &str, body: &[&str]) -> Finding {
             finding.reason = format!(
                 "{reason} (ASan called the access a heap-buffer-overflow next to the freed block)"
             );
+        }
+    }
+    if class == BugClass::NullDereference {
+        if let Some(reason) = classify::refine_null_deref(&finding) {
+            finding.class = BugClass::GcTraversal;
+            finding.reason = reason;
         }
     }
     if class == BugClass::UseAfterFree && bug_type.starts_with("heap-use-after-free") {
@@ -211,6 +232,22 @@ mod tests {
     }
 
     #[test]
+    fn only_the_zero_page_is_a_null_dereference() {
+        assert_eq!(
+            zero_page_address("SEGV on unknown address 0x000000000008 (pc 0x1 bp 0x2 sp 0x3 T0)"),
+            Some(8)
+        );
+        assert_eq!(
+            zero_page_address("SEGV on unknown address 0x7f0000001000 (pc 0x1 bp 0x2 sp 0x3 T0)"),
+            None
+        );
+        assert_eq!(
+            zero_page_address("heap-use-after-free on address 0x10"),
+            None
+        );
+    }
+
+    #[test]
     fn report_without_symbolizer_still_parses() {
         let text = "==7==ERROR: AddressSanitizer: SEGV on unknown address 0x000000000010 (pc 0x1 bp 0x2 sp 0x3 T0)\n\
 ==7==The signal is caused by a READ memory access.\n\
@@ -220,7 +257,8 @@ SUMMARY: AddressSanitizer: SEGV (/tmp/ext.so+0x1234)\n";
         let lines: Vec<&str> = text.lines().collect();
         let f = parse(&lines);
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].class, BugClass::Crash);
+        assert_eq!(f[0].class, BugClass::NullDereference);
+        assert_eq!(f[0].summary, "SEGV on the zero page (address 0x10)");
         assert_eq!(f[0].access_stack.len(), 2);
         assert_eq!(
             f[0].top_frame().unwrap().object.as_deref(),

@@ -67,6 +67,11 @@ pub const ASAN: &[Pattern] = &[
         "ASan: overlapping buffers passed to a libc copy",
     ),
     row(
+        r"^SEGV on the zero page",
+        Some(NullDereference),
+        "ASan: SEGV on an address in the zero page (below 4096): a NULL pointer, or a member of a struct through a NULL pointer, was dereferenced",
+    ),
+    row(
         r"^(SEGV|BUS|FPE|ILL|ABRT)\b",
         Some(Crash),
         "ASan: signal with no memory-error diagnosis",
@@ -109,6 +114,11 @@ pub const UBSAN: &[Pattern] = &[
         r"out of bounds for type|index .* out of bounds|pointer index expression with base .* overflowed",
         Some(BufferOverflow),
         "UBSan: array index or pointer arithmetic out of bounds",
+    ),
+    row(
+        r"(member access within|load of|store to|reference binding to) null pointer",
+        Some(NullDereference),
+        "UBSan: a NULL pointer (or a member of one) was dereferenced",
     ),
     row(
         r"misaligned address|null pointer|applying (non-)?zero offset",
@@ -305,6 +315,41 @@ pub const PYTHON_CALLS: &[&str] = &[
     r"^_PyFunction_Vectorcall$",
 ];
 
+/// Frames that are a type's GC slot (tp_traverse / tp_clear / tp_dealloc) by the names
+/// extensions and CPython give them (`Foo_traverse`, `foo_tp_clear`, `subtype_dealloc`).
+pub const GC_SLOTS: &[&str] = &[r"(?i)traverse", r"(?i)(^|_)clear$", r"(?i)dealloc"];
+
+/// The collector's own frames that call tp_traverse / tp_clear on every object of a
+/// generation: a crash in their callee is a crash inside a GC slot, whatever its name.
+pub const GC_INTERNALS: &[&str] = &[
+    r"^(visit_decref|visit_reachable|visit_move|subtract_refs|update_refs|move_unreachable|deduce_unreachable|delete_garbage|move_legacy_finalizer_reachable|gc_collect_main|gc_collect_region)$",
+    r"^(_PyGC_Collect|PyGC_Collect|_PyObject_GC_Link|gc_collect_impl)$",
+];
+
+/// Refines a NULL dereference by where it happened: inside a GC slot (the innermost
+/// non-machinery frame is named like one, or is called by the collector) it is a GC traversal
+/// bug; the slot's frame names the type. Returns the reason, `None` when it is not in a slot.
+pub fn refine_null_deref(f: &Finding) -> Option<String> {
+    let mut frames = f
+        .access_stack
+        .iter()
+        .filter(|fr| !super::frames::is_machinery(fr));
+    let crash = frames.next()?;
+    let caller = frames.next();
+    let in_slot = any_match(GC_SLOTS, &crash.function);
+    let by_collector = caller.filter(|c| any_match(GC_INTERNALS, &c.function));
+    if !in_slot && by_collector.is_none() {
+        return None;
+    }
+    let called = by_collector
+        .map(|c| format!(", called by the collector's `{}`", c.function))
+        .unwrap_or_default();
+    Some(format!(
+        "NULL dereference inside GC slot `{}`{called}: the object has a NULL field its tp_traverse / tp_clear / tp_dealloc reads without checking, typically an object half built by a constructor or __init__ that failed before setting it, and the collector reaches it",
+        crash.function
+    ))
+}
+
 fn any_match(table: &'static [&'static str], name: &str) -> bool {
     table.iter().any(|p| compiled(p).is_match(name))
 }
@@ -402,7 +447,12 @@ mod tests {
             classify(table, "a headline no specific row knows");
             classify(table, "");
         }
-        for p in CONTAINER_MUTATORS.iter().chain(PYTHON_CALLS) {
+        for p in CONTAINER_MUTATORS
+            .iter()
+            .chain(PYTHON_CALLS)
+            .chain(GC_SLOTS)
+            .chain(GC_INTERNALS)
+        {
             Regex::new(p).unwrap();
         }
     }
@@ -442,5 +492,48 @@ mod tests {
         assert!(classify(LIBFUZZER, "timeout after 25 seconds").is_none());
         assert_eq!(classify(CAPISAN_KINDS, "gc-clear").unwrap().0, GcTraversal);
         assert!(classify(LSAN, "Indirect leak of 8 byte(s) in 1 object(s)").is_none());
+        assert_eq!(
+            classify(ASAN, "SEGV on the zero page").unwrap().0,
+            NullDereference
+        );
+        assert_eq!(
+            classify(
+                UBSAN,
+                "member access within null pointer of type 'HalfState'"
+            )
+            .unwrap()
+            .0,
+            NullDereference
+        );
+        assert_eq!(
+            classify(UBSAN, "load of null pointer of type 'int'")
+                .unwrap()
+                .0,
+            NullDereference
+        );
+        assert_eq!(
+            classify(UBSAN, "applying non-zero offset 8 to null pointer")
+                .unwrap()
+                .0,
+            UndefinedBehavior
+        );
+    }
+
+    #[test]
+    fn null_deref_in_a_gc_slot_or_under_the_collector() {
+        let mut f = Finding::new(NullDereference, super::super::Tool::Asan, "SEGV");
+        f.access_stack = vec![Frame::named("Thing_traverse"), Frame::named("main")];
+        assert!(refine_null_deref(&f).unwrap().contains("Thing_traverse"));
+        f.access_stack = vec![Frame::named("get_state"), Frame::named("subtract_refs")];
+        assert!(refine_null_deref(&f).unwrap().contains("subtract_refs"));
+        f.access_stack = vec![Frame::named("parse_args"), Frame::named("cfunction_call")];
+        assert!(refine_null_deref(&f).is_none());
+        // Only the innermost frame and its caller count: a clear further out is not a slot.
+        f.access_stack = vec![
+            Frame::named("parse_args"),
+            Frame::named("caller"),
+            Frame::named("PyErr_Clear"),
+        ];
+        assert!(refine_null_deref(&f).is_none());
     }
 }

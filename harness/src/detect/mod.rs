@@ -47,6 +47,11 @@ pub enum BugClass {
     ExceptionState,
     /// Undefined behaviour that is not one of the memory classes above.
     UndefinedBehavior,
+    /// A NULL pointer (or a member of one) was dereferenced: SEGV on the zero page, UBSan's
+    /// "member access within null pointer". Inside tp_traverse / tp_clear / tp_dealloc it is a
+    /// [`BugClass::GcTraversal`] instead (see [`classify::refine_null_deref`]).
+    #[serde(rename = "null-deref")]
+    NullDereference,
     /// The process died and nothing more specific is known.
     Crash,
     /// The input drove the process over a memory limit (libFuzzer's RSS or malloc limit, or a
@@ -57,7 +62,7 @@ pub enum BugClass {
 
 impl BugClass {
     /// Every class, in declaration order; handy for reports and exhaustive tests.
-    pub const ALL: [BugClass; 12] = [
+    pub const ALL: [BugClass; 13] = [
         BugClass::ReferenceLeak,
         BugClass::UseAfterFree,
         BugClass::DoubleFree,
@@ -68,6 +73,7 @@ impl BugClass {
         BugClass::BorrowedRefMisuse,
         BugClass::ExceptionState,
         BugClass::UndefinedBehavior,
+        BugClass::NullDereference,
         BugClass::Crash,
         BugClass::OutOfMemory,
     ];
@@ -85,6 +91,7 @@ impl BugClass {
             BugClass::BorrowedRefMisuse => "borrowed reference misuse",
             BugClass::ExceptionState => "exception state",
             BugClass::UndefinedBehavior => "undefined behavior",
+            BugClass::NullDereference => "NULL dereference",
             BugClass::Crash => "crash",
             BugClass::OutOfMemory => "out of memory",
         }
@@ -104,6 +111,7 @@ impl BugClass {
             BugClass::BorrowedRefMisuse => "borrowed-ref-misuse",
             BugClass::ExceptionState => "exception-state",
             BugClass::UndefinedBehavior => "undefined-behavior",
+            BugClass::NullDereference => "null-deref",
             BugClass::Crash => "crash",
             BugClass::OutOfMemory => "out-of-memory",
         }
@@ -723,6 +731,46 @@ mod tests {
         let f = only(&text);
         assert_eq!(f.tool, Tool::Asan);
         assert_eq!(f.signature().0, "use-after-free|extra_decref|-");
+    }
+
+    #[test]
+    fn null_dereference_in_tp_traverse_is_a_gc_traversal_bug() {
+        // gcext.HalfBuilt("x") (its __init__ fails before allocating `state`), then
+        // gc.collect(0): the collector's subtract_refs calls half_traverse, which reads
+        // state->hook. Without -fsanitize=null ASan sees the SEGV; with it UBSan reports first.
+        for text in [
+            fixture!("asan_null_deref_traverse.txt"),
+            fixture!("ubsan_null_member_traverse.txt"),
+        ] {
+            let f = only(text);
+            assert_eq!(f.class, BugClass::GcTraversal, "{}", f.reason);
+            assert!(f.reason.contains("half_traverse"), "{}", f.reason);
+            assert!(f.reason.contains("subtract_refs"), "{}", f.reason);
+            assert_eq!(top(&f), "half_traverse");
+            assert_eq!(f.signature().0, "gc-traversal|half_traverse|-");
+        }
+        let f = only(fixture!("asan_null_deref_traverse.txt"));
+        assert_eq!(f.summary, "SEGV on the zero page (address 0x8)");
+        let f = only(fixture!("ubsan_null_member_traverse.txt"));
+        assert_eq!(
+            f.summary,
+            "member access within null pointer of type 'HalfState'"
+        );
+    }
+
+    #[test]
+    fn null_dereference_outside_gc_slots_has_its_own_class() {
+        // ctypes.string_at(16, 1): PyBytes_FromStringAndSize copies from address 0x10.
+        let f = only(fixture!("asan_null_deref_ctypes.txt"));
+        assert_eq!(f.class, BugClass::NullDereference);
+        assert_eq!(f.tool, Tool::Asan);
+        assert_eq!(f.summary, "SEGV on the zero page (address 0x10)");
+        assert!(f.reason.contains("NULL pointer"), "{}", f.reason);
+        assert!(
+            f.signature().0.starts_with("null-deref|"),
+            "{}",
+            f.signature()
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use regex::Regex;
 
 use super::classify::{self, UBSAN};
 use super::frames::parse_sanitizer_frame;
-use super::{Finding, Frame, Tool};
+use super::{BugClass, Finding, Frame, Tool};
 
 fn header() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
@@ -57,6 +57,12 @@ pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
         let mut finding = Finding::new(class, Tool::Ubsan, message);
         finding.reason = reason.to_string();
         finding.access_stack = stack;
+        if class == BugClass::NullDereference {
+            if let Some(reason) = classify::refine_null_deref(&finding) {
+                finding.class = BugClass::GcTraversal;
+                finding.reason = reason;
+            }
+        }
         findings.push(finding);
     }
     findings
