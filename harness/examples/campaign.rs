@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use capisan::campaign::{self, Campaign, CampaignSpec};
 use capisan::detect::BugClass;
 use capisan::env::{names, HarnessEnv};
-use capisan::ops::{Op, Resolved, Slot};
+use capisan::ops::{Op, Resolved};
 use capisan::repro::{self, Expect};
 use capisan_build::{extension, fuzzbin, Cache, Manifest, Variant};
 
@@ -59,19 +59,10 @@ fn run() -> Result<bool, Error> {
     //    ours (an op list: make an int, pass it to the extension), ending at the first finding.
     let seeds = out.join("seeds");
     std::fs::create_dir_all(&seeds)?;
-    let call = vec![
-        Op::NewInt {
-            dst: Slot(0),
-            value: 8,
-        },
-        Op::CallExt {
-            func: 0,
-            nargs: 1,
-            args: [Slot(0); 3],
-            dst: Slot(1),
-        },
-    ];
-    std::fs::write(seeds.join("call.json"), serde_json::to_vec(&call)?)?;
+    let call = r#"[{"NewInt": {"dst": 0, "value": 8}},
+                   {"CallExt": {"func": 0, "nargs": 1, "args": [0, 0, 0], "dst": 1}}]"#;
+    let ops: Vec<Op> = serde_json::from_str(call)?;
+    std::fs::write(seeds.join("call.json"), serde_json::to_vec(&ops)?)?;
     let spec = CampaignSpec {
         target: "capi_sequences".into(),
         manifest,
