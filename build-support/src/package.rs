@@ -525,8 +525,9 @@ fn build_in(
         ]
         .map(String::from),
     );
-    // The package itself from source; its build dependencies may be wheels. A local sdist or
-    // tree is always built from source.
+    // No cache: pip's wheel cache is keyed by platform tags, not compiler flags, so a wheel built
+    // for another variant (same tags) would be reused. The package itself from source; its build
+    // dependencies may be wheels. A local sdist or tree is always built from source.
     if let Some(project) = req.project_name() {
         args.extend(["--no-binary".into(), project.to_string()]);
     }
