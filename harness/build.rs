@@ -47,6 +47,7 @@ mod cpython {
             .collect();
 
         println!("cargo:rerun-if-changed=csrc/shim.c");
+        println!("cargo:rerun-if-changed=csrc/failalloc.c");
         println!("cargo:rerun-if-changed=csrc/wrapper.h");
         println!("cargo:rerun-if-changed={}", m.libpython_static.display());
 
@@ -65,6 +66,7 @@ mod cpython {
 
         let mut shim = cc::Build::new();
         shim.file("csrc/shim.c")
+            .file("csrc/failalloc.c")
             .compiler(&m.compiler.cc)
             .warnings(true)
             .flag("-g")
