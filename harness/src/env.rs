@@ -29,6 +29,9 @@ pub mod names {
     pub const KNOWN: &str = "CAPISAN_KNOWN";
     /// File rewritten before every op with the resolved op list (for `repro`).
     pub const DUMP_RESOLVED: &str = "CAPISAN_DUMP_RESOLVED";
+    /// Allocation-failure injection (see [`super::FailAlloc`]): `1` on, `idle` the allocator
+    /// wrappers installed but never armed from raw inputs (to measure their cost), `0` off.
+    pub const FAIL_ALLOC: &str = "CAPISAN_FAIL_ALLOC";
     /// File listing the inputs to replay, one path a line; when set, the fuzz binary (or
     /// `capisan-replay`) replays them and exits instead of fuzzing.
     pub const REPLAY_LIST: &str = "CAPISAN_REPLAY_LIST";
@@ -65,6 +68,41 @@ pub struct HarnessEnv {
     pub known: Option<PathBuf>,
     /// See [`names::DUMP_RESOLVED`].
     pub dump_resolved: Option<PathBuf>,
+    /// See [`names::FAIL_ALLOC`]; default off.
+    pub fail_alloc: FailAlloc,
+}
+
+/// Allocation-failure injection in a harness process ([`names::FAIL_ALLOC`]). In every mode a
+/// JSON op list's `FailNext` ops are honoured (the wrappers are installed when one first runs),
+/// so a finding replays as it was found; the mode decides what raw fuzzer bytes decode to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailAlloc {
+    /// Raw inputs never arm a failure.
+    #[default]
+    Off,
+    /// The allocator wrappers are installed at start-up but raw inputs never arm them: the
+    /// cost of the idle wrappers (the bench row).
+    Idle,
+    /// Raw inputs arm failures often (`--fail-alloc`).
+    On,
+}
+
+impl FailAlloc {
+    fn word(self) -> &'static str {
+        match self {
+            FailAlloc::Off => "0",
+            FailAlloc::Idle => "idle",
+            FailAlloc::On => "1",
+        }
+    }
+
+    fn parse(v: Option<String>) -> FailAlloc {
+        match v.as_deref() {
+            Some("1") => FailAlloc::On,
+            Some("idle") => FailAlloc::Idle,
+            _ => FailAlloc::Off,
+        }
+    }
 }
 
 impl Default for HarnessEnv {
@@ -80,6 +118,7 @@ impl Default for HarnessEnv {
             findings: None,
             known: None,
             dump_resolved: None,
+            fail_alloc: FailAlloc::Off,
         }
     }
 }
@@ -116,6 +155,7 @@ impl HarnessEnv {
             findings: text(names::FINDINGS).map(PathBuf::from),
             known: text(names::KNOWN).map(PathBuf::from),
             dump_resolved: text(names::DUMP_RESOLVED).map(PathBuf::from),
+            fail_alloc: FailAlloc::parse(get(names::FAIL_ALLOC)),
         }
     }
 
@@ -142,6 +182,7 @@ impl HarnessEnv {
                 names::DUMP_RESOLVED,
                 opt(&self.dump_resolved).unwrap_or_default(),
             ),
+            (names::FAIL_ALLOC, self.fail_alloc.word().to_string()),
         ];
         env.sort();
         env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
@@ -241,6 +282,7 @@ mod tests {
             findings: Some("/c/findings".into()),
             known: None,
             dump_resolved: Some("/tmp/r.json".into()),
+            fail_alloc: FailAlloc::On,
         };
         let map: HashMap<String, String> = e.to_env().into_iter().collect();
         assert_eq!(map["CAPISAN_EXT"], "pkg._speedups");

@@ -124,8 +124,8 @@ static void Pair_dealloc(PairObject *self) {
 }
 
 /* The constructor tracks the object before it is complete and, when the second list cannot be
- * made, leaves it behind half-built: tracked by the GC, `second` never written (PyObject_GC_New
- * does not zero memory), so the next collection traverses garbage. */
+ * made, returns NULL and leaves it behind half-built: tracked by the GC, holding its first list,
+ * owned by nobody (a leak of two objects on every failing call). */
 static PyObject *Pair_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PairObject *self = PyObject_GC_New(PairObject, type);
     if (!self)
@@ -136,6 +136,7 @@ static PyObject *Pair_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         Py_DECREF(self);
         return NULL;
     }
+    self->second = NULL;
     PyObject_GC_Track(self);
     self->second = PyList_New(0);
     if (!self->second)
