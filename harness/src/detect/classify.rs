@@ -209,6 +209,14 @@ pub const CAPISAN_KINDS: &[Pattern] = &[
     row(r".", Some(Crash), "capisan: unknown violation kind"),
 ];
 
+/// capisan violations whose first `detail:` line says more than their kind; the headline is
+/// that detail line. A matching row replaces the kind's class and reason; no match keeps them.
+pub const CAPISAN_DETAILS: &[Pattern] = &[row(
+    r"^memory leak:",
+    Some(ReferenceLeak),
+    "capisan: memory the call allocated (malloc / PyMem blocks) stays allocated after every repeated call, with no reference left behind: a raw-memory leak, measured with the ASan allocator's counters",
+)];
+
 /// valgrind memcheck `<kind>`; the headline is the kind. InvalidRead / InvalidWrite are refined
 /// by their `<auxwhat>` in [`valgrind_invalid_access`].
 pub const VALGRIND_KINDS: &[Pattern] = &[
@@ -348,6 +356,24 @@ pub fn refine_null_deref(f: &Finding) -> Option<String> {
         "NULL dereference inside GC slot `{}`{called}: the object has a NULL field its tp_traverse / tp_clear / tp_dealloc reads without checking, typically an object half built by a constructor or __init__ that failed before setting it, and the collector reaches it",
         crash.function
     ))
+}
+
+/// Refines a capisan violation by its first detail line ([`CAPISAN_DETAILS`]).
+pub fn refine_capisan_detail(mut f: Finding) -> Finding {
+    let Some((_, details)) = f.reason.split_once("; ") else {
+        return f;
+    };
+    let first = details.split("; ").next().unwrap_or("");
+    if let Some(row) = CAPISAN_DETAILS
+        .iter()
+        .find(|p| compiled(p.regex).is_match(first))
+    {
+        if let Some(class) = row.class {
+            f.class = class;
+            f.reason = format!("{}; {details}", row.reason);
+        }
+    }
+    f
 }
 
 fn any_match(table: &'static [&'static str], name: &str) -> bool {

@@ -332,7 +332,11 @@ pub fn parse(text: &str) -> Vec<Finding> {
     let lines: Vec<&str> = text.lines().collect();
     let context = capisan::parse_context(&lines);
     let mut findings = Vec::new();
-    findings.extend(capisan::parse_violations(&lines));
+    findings.extend(
+        capisan::parse_violations(&lines)
+            .into_iter()
+            .map(classify::refine_capisan_detail),
+    );
     let sanitizer = asan::parse(&lines);
     let has_sanitizer_report = !sanitizer.is_empty();
     findings.extend(sanitizer);
@@ -770,6 +774,35 @@ mod tests {
             f.signature().0.starts_with("null-deref|"),
             "{}",
             f.signature()
+        );
+    }
+
+    #[test]
+    fn a_memory_leak_violation_says_raw_memory() {
+        // What exec::raw_leak_verdict prints (tests/gc_raw.rs checks the live text).
+        let text = "==capisan== VIOLATION kind=leak op=#1 s1 = CallExt gcext.malloc_leak(s0)
+==capisan== detail: memory leak: each call of gcext.malloc_leak leaves memory allocated and never freed (malloc / PyMem blocks; no reference is left behind): allocated-bytes deltas [116, 116] over repeated calls
+==capisan== detail: confirmed by regrtest's procedure (caches cleared and a collection after every run, -R 3:3): allocated-bytes deltas [116, 116, 116], 116 bytes per call (heap size 207376384 bytes)
+==capisan== detail: at: gcext.malloc_leak
+";
+        let f = only(text);
+        assert_eq!(f.class, BugClass::ReferenceLeak);
+        assert!(
+            f.reason.starts_with("capisan: memory the call allocated"),
+            "{}",
+            f.reason
+        );
+        assert!(f.reason.contains("116 bytes per call"), "{}", f.reason);
+        assert_eq!(
+            f.signature().0,
+            "reference-leak|malloc_leak|CallExt gcext.malloc_leak"
+        );
+        // A reference leak keeps the kind's reason.
+        let f = only(fixture!("capisan_leak.txt"));
+        assert!(
+            f.reason.starts_with("capisan: the op left a reference"),
+            "{}",
+            f.reason
         );
     }
 
