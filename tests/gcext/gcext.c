@@ -5,12 +5,15 @@
  *
  *   make_box(x)      Box holding x and an internal list `items`; tp_traverse misses `items`,
  *                    which no slot ever holds (reachable only through the returned object).
+ *   make_clear_box(x) a Box whose tp_clear clears x and leaves `items`, which tp_traverse
+ *                    still visits: a cycle through it is never broken (clean twin: make_box_clean).
  *   Node(value)      `next` is a writable member tp_traverse does not visit: a cycle through it
  *                    is never collected.
  *   HalfBuilt(n)     __init__ fails on a non-int before it allocates `state`; tp_new keeps the
  *                    newest instance alive, and tp_traverse reads state->hook (NULL).
  *   pymem_leak(b)    PyMem_Malloc(GCEXT_PYMEM_LEAK) not freed when b is not bytes.
- *   malloc_leak(n)   malloc(n) (int n > 3, at most 4096) never freed.
+ *   malloc_leak(x)   malloc(16 + x) for an int x (clamped to 0..4096), else malloc(64), never
+ *                    freed.
  *
  * Build: cargo xtask ext-build tests/gcext/gcext.c --variant asan -o DIR
  */
@@ -63,6 +66,14 @@ box_clear(PyObject *op)
     return 0;
 }
 
+static int
+box_clear_x_only(PyObject *op)
+{
+    /* BUG: items is visited by tp_traverse but not cleared. */
+    Py_CLEAR(((BoxObject *)op)->x);
+    return 0;
+}
+
 static void
 box_dealloc(PyObject *op)
 {
@@ -101,6 +112,18 @@ static PyTypeObject BoxClean_Type = {
     .tp_members = box_members,
 };
 
+static PyTypeObject ClearBox_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gcext.ClearBox",
+    .tp_basicsize = sizeof(BoxObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Holds x and an internal list, visits both; tp_clear forgets the list (planted bug).",
+    .tp_traverse = box_clean_traverse,
+    .tp_clear = box_clear_x_only,
+    .tp_dealloc = box_dealloc,
+    .tp_members = box_members,
+};
+
 static PyObject *
 new_box(PyTypeObject *type, PyObject *x)
 {
@@ -122,6 +145,12 @@ static PyObject *
 make_box(PyObject *self, PyObject *x)
 {
     return new_box(&Box_Type, x);
+}
+
+static PyObject *
+make_clear_box(PyObject *self, PyObject *x)
+{
+    return new_box(&ClearBox_Type, x);
 }
 
 static PyObject *
@@ -380,28 +409,29 @@ pymem_leak_clean(PyObject *self, PyObject *b)
 static PyObject *
 malloc_leak_impl(PyObject *n, int clean)
 {
-    if (!PyLong_Check(n)) {
-        PyErr_SetString(PyExc_TypeError, "expected an int");
-        return NULL;
+    /* 16 + n bytes for an int n (clamped to 0..GCEXT_MAX_ALLOC), 64 for anything else. */
+    size_t size = 64;
+    if (PyLong_Check(n)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(n, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (overflow > 0 || v > GCEXT_MAX_ALLOC) {
+            v = GCEXT_MAX_ALLOC;
+        }
+        if (overflow < 0 || v < 0) {
+            v = 0;
+        }
+        size = 16 + (size_t)v;
     }
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(n, &overflow);
-    if (v == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (overflow > 0 || v > GCEXT_MAX_ALLOC) {
-        v = GCEXT_MAX_ALLOC;
-    }
-    if (overflow < 0 || v <= 3) {
-        return PyLong_FromLong(0);
-    }
-    char *p = malloc((size_t)v);
+    char *p = malloc(size);
     if (p == NULL) {
         return PyErr_NoMemory();
     }
-    memset(p, 1, (size_t)v);
+    memset(p, 1, size);
     gcext_escape(p);
-    long sum = p[0] + p[v - 1];
+    long sum = p[0] + p[size - 1];
     if (clean) {
         free(p);
     }
@@ -424,9 +454,10 @@ malloc_leak_clean(PyObject *self, PyObject *n)
 static PyMethodDef gcext_methods[] = {
     {"make_box", make_box, METH_O, "Returns Box(x) (tp_traverse misses its internal list)."},
     {"make_box_clean", make_box_clean, METH_O, "Returns BoxClean(x)."},
+    {"make_clear_box", make_clear_box, METH_O, "Returns ClearBox(x) (tp_clear leaves its list)."},
     {"pymem_leak", pymem_leak, METH_O, "Leaks a PyMem block when b is not bytes."},
     {"pymem_leak_clean", pymem_leak_clean, METH_O, "Clean twin of pymem_leak."},
-    {"malloc_leak", malloc_leak, METH_O, "Leaks malloc(n) (int n > 3)."},
+    {"malloc_leak", malloc_leak, METH_O, "Leaks malloc(16 + x) (int x) or malloc(64)."},
     {"malloc_leak_clean", malloc_leak_clean, METH_O, "Clean twin of malloc_leak."},
     {NULL, NULL, 0, NULL},
 };
@@ -442,7 +473,7 @@ static struct PyModuleDef gcext_module = {
 PyMODINIT_FUNC
 PyInit_gcext(void)
 {
-    PyTypeObject *types[] = {&Box_Type,      &BoxClean_Type,  &Node_Type,
+    PyTypeObject *types[] = {&Box_Type,       &BoxClean_Type,  &ClearBox_Type,      &Node_Type,
                              &NodeClean_Type, &HalfBuilt_Type, &HalfBuiltClean_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {

@@ -5,10 +5,16 @@
 //! to every object `tp_traverse` visits (so no visited child dies and cascades), record their
 //! refcounts, release the last reference to the object, and compare each candidate's drop with
 //! how often it was visited. A drop larger than the visit count is a missing `Py_VISIT`.
+//!
+//! Objects an extension call returns get the same audit on a twin (the call repeated, its
+//! result audited and released), with the objects the result exposes through its attributes
+//! as candidates ([`exposed`]: members no slot ever held), and a cycle through the twin's
+//! writable attributes that a collection must free ([`release_in_cycle`]).
 
 use std::collections::BTreeMap;
 use std::os::raw::{c_int, c_void};
 
+use crate::ffi::raw;
 use crate::ffi::shim::*;
 use crate::ffi::PyObject;
 
@@ -83,7 +89,12 @@ pub unsafe fn release_audited(
         shim_tp_traverse(obj, Some(count_visit), &mut after as *mut _ as *mut c_void);
         let own_type = shim_Py_TYPE(obj) as *mut PyObject;
         let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
-        for &v in after.iter().filter(|&&v| v != own_type) {
+        // Only what a cycle can run through counts: GC-capable, mortal objects (Cython's
+        // tp_clear leaves None in a cleared field; the type stays until dealloc).
+        for &v in after
+            .iter()
+            .filter(|&&v| v != own_type && is_gc(v) && shim_Py_IsImmortal(v) == 0)
+        {
             let t = std::ffi::CStr::from_ptr(shim_tp_name(v))
                 .to_string_lossy()
                 .into_owned();
@@ -118,4 +129,144 @@ pub unsafe fn release_audited(
         shim_Py_DECREF(v);
     }
     (out, leftovers)
+}
+
+/// The GC audit's helpers for returned objects (what an object exposes, a cycle through it
+/// that a collection must free), loaded on first use.
+pub const GC_AUDIT_PY: &str = include_str!("../py/gc_audit.py");
+
+/// The functions of [`GC_AUDIT_PY`], loaded into their own namespace; borrowed forever (the
+/// namespace is never released).
+struct Helpers {
+    exposed: *mut PyObject,
+    attach_cycle: *mut PyObject,
+    cycle_freed: *mut PyObject,
+}
+
+// SAFETY: the harness holds the GIL for the whole process lifetime and uses one thread.
+unsafe impl Send for Helpers {}
+unsafe impl Sync for Helpers {}
+
+/// # Safety
+/// GIL held, interpreter initialized.
+unsafe fn helpers() -> Option<&'static Helpers> {
+    static HELPERS: std::sync::OnceLock<Option<Helpers>> = std::sync::OnceLock::new();
+    HELPERS
+        .get_or_init(|| {
+            // SAFETY: GIL held (caller's contract); every object made here is kept forever.
+            unsafe {
+                let globals = raw::PyDict_New();
+                raw::PyDict_SetItemString(
+                    globals,
+                    c"__builtins__".as_ptr(),
+                    raw::PyEval_GetBuiltins(),
+                );
+                let code = std::ffi::CString::new(GC_AUDIT_PY).ok()?;
+                let r = raw::PyRun_StringFlags(
+                    code.as_ptr(),
+                    raw::Py_file_input as c_int,
+                    globals,
+                    globals,
+                    std::ptr::null_mut(),
+                );
+                if r.is_null() {
+                    eprintln!(
+                        "==capisan== gc audit helpers did not load: {}",
+                        crate::interp::take_error()
+                    );
+                    return None;
+                }
+                shim_Py_DECREF(r);
+                // Borrowed from `globals`, which is never released.
+                let get = |name: &std::ffi::CStr| raw::PyDict_GetItemString(globals, name.as_ptr());
+                Some(Helpers {
+                    exposed: get(c"exposed"),
+                    attach_cycle: get(c"attach_cycle"),
+                    cycle_freed: get(c"cycle_freed"),
+                })
+            }
+        })
+        .as_ref()
+}
+
+/// The objects `obj` exposes through the member and getset descriptors of its type (new
+/// references, released by the caller): what its dealloc releases and its `tp_traverse` must
+/// visit, including objects no caller ever held (an internal list a constructor made).
+///
+/// # Safety
+/// GIL held; `obj` alive.
+pub unsafe fn exposed(obj: *mut PyObject) -> Vec<*mut PyObject> {
+    let Some(h) = helpers() else {
+        return Vec::new();
+    };
+    let list = raw::PyObject_CallOneArg(h.exposed, obj);
+    if list.is_null() {
+        raw::PyErr_Clear();
+        return Vec::new();
+    }
+    let out = (0..raw::PyList_Size(list))
+        .map(|i| {
+            let o = raw::PyList_GetItem(list, i); // borrowed from `list`
+            shim_Py_INCREF(o);
+            o
+        })
+        .collect();
+    shim_Py_DECREF(list);
+    out
+}
+
+/// An uncollectable cycle: `obj` was put in a cycle through its writable attributes `through`
+/// and `gc.collect()` did not free it (its `tp_traverse` does not visit them).
+#[derive(Debug)]
+pub struct Uncollectable {
+    pub through: Vec<String>,
+}
+
+/// Make a cycle through `obj` (its `__dict__`, writable members and getsets each set to a list
+/// holding `obj`), give up the caller's reference, and check that a collection frees the
+/// cycle. `None` when it was freed or no attribute takes a list; the cycle is broken either
+/// way, so nothing stays behind.
+///
+/// # Safety
+/// GIL held; the caller owns one reference to `obj` and gives it up.
+pub unsafe fn release_in_cycle(obj: *mut PyObject) -> Option<Uncollectable> {
+    let Some(h) = helpers() else {
+        shim_Py_DECREF(obj);
+        return None;
+    };
+    let attached = raw::PyObject_CallOneArg(h.attach_cycle, obj);
+    shim_Py_DECREF(obj);
+    if attached.is_null() {
+        raw::PyErr_Clear();
+        return None;
+    }
+    if attached == shim_Py_None() {
+        shim_Py_DECREF(attached);
+        return None;
+    }
+    // (weakref, names): borrowed from `attached`, alive until it is released below.
+    let wr = raw::PyTuple_GetItem(attached, 0);
+    let names = raw::PyTuple_GetItem(attached, 1);
+    let through: Vec<String> = (0..raw::PyList_Size(names))
+        .map(|i| {
+            let p = raw::PyUnicode_AsUTF8(raw::PyList_GetItem(names, i));
+            if p.is_null() {
+                raw::PyErr_Clear();
+                "?".to_string()
+            } else {
+                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        })
+        .collect();
+    let freed = raw::PyObject_CallOneArg(h.cycle_freed, wr);
+    let uncollectable = if freed.is_null() {
+        raw::PyErr_Clear();
+        false
+    } else {
+        let f = raw::PyObject_IsTrue(freed);
+        shim_Py_DECREF(freed);
+        f == 0
+    };
+    shim_Py_DECREF(attached);
+    uncollectable.then_some(Uncollectable { through })
 }
