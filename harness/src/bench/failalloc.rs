@@ -23,7 +23,6 @@ pub fn failalloc_idle_cost(
     for mode in [FailAlloc::Off, FailAlloc::Idle] {
         let dir = std::env::temp_dir().join(format!("capisan-bench-failalloc-{mode:?}"));
         let mut spec = campaign_spec(manifest, binary, dir.clone(), time, 11);
-        spec.stop_at_first_finding = false;
         spec.harness = HarnessEnv {
             fail_alloc: mode,
             ..HarnessEnv::default()
