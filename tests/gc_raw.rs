@@ -108,7 +108,10 @@ fn a_traverse_that_misses_a_member_only_the_returned_object_holds() {
 #[test]
 fn a_tp_clear_that_leaves_a_member_of_a_returned_object() {
     let b = expect_bucket("clearbox", "make_clear_box", "gc-traversal|ClearBox|");
-    assert!(reason(&b).contains("after tp_clear"), "{b:#}");
+    assert!(
+        reason(&b).contains("gcext.ClearBox (returned): after tp_clear"),
+        "{b:#}"
+    );
     assert!(reason(&b).contains("to a list"), "{b:#}");
 }
 
@@ -141,6 +144,12 @@ fn a_pymem_leak_on_an_error_path_is_a_memory_leak_with_its_size() {
     assert!(reason(&b).contains("memory leak"), "{b:#}");
     // GCEXT_PYMEM_LEAK bytes a call, confirmed by the regrtest procedure.
     assert!(reason(&b).contains("96 bytes per call"), "{b:#}");
+    // The allocator's hooks and ASan's allocation stacks name where the growth came from.
+    assert!(
+        reason(&b).contains("allocation stack of the growth (1 block(s), 96 bytes")
+            && reason(&b).contains("pymem_leak_impl"),
+        "{b:#}"
+    );
 }
 
 #[test]
@@ -153,6 +162,11 @@ fn a_plain_malloc_leak_is_a_memory_leak_with_its_size() {
     assert!(reason(&b).contains("memory leak"), "{b:#}");
     assert!(reason(&b).contains("bytes per call"), "{b:#}");
     assert!(reason(&b).contains("allocated-bytes deltas"), "{b:#}");
+    assert!(
+        reason(&b).contains("allocation stack of the growth")
+            && reason(&b).contains("malloc_leak_impl"),
+        "{b:#}"
+    );
 }
 
 #[test]
