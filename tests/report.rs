@@ -19,14 +19,34 @@ fn report_shows_the_findings_in_a_browser() {
             "--funcs",
             "double_free",
             "--time",
-            "60",
-            "--stop-at-first-finding",
+            "30",
+            "--jobs",
+            "2",
             "--out",
             dir.to_str().unwrap(),
         ],
         &[],
     );
     assert!(r.ok, "{}", r.stderr);
+    // A fork-mode campaign (--jobs 2) writes progress rows, and its summary has the numbers.
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("progress.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows.len() >= 2, "progress rows: {rows:?}");
+    assert!(
+        rows.last().unwrap()["execs"].as_u64().unwrap() > 0
+            && rows.last().unwrap()["cov"].as_u64().unwrap() > 0,
+        "{rows:?}"
+    );
+    for needle in ["inputs run:", "exec/s:", "coverage:", "cargo xtask report"] {
+        assert!(
+            r.stdout.contains(needle),
+            "summary lacks {needle:?}:\n{}",
+            r.stdout
+        );
+    }
     let html = dir.join("report.html");
     let r = xtask(
         &[
@@ -70,6 +90,15 @@ fn report_shows_the_findings_in_a_browser() {
         dom.contains("<td id=\"bucket-count\">1</td>"),
         "one bucket expected in:\n{dom}"
     );
+    for id in ["inputs-run", "coverage"] {
+        let value: u64 = dom
+            .split(&format!("<td id=\"{id}\">"))
+            .nth(1)
+            .and_then(|t| t.split('<').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(value > 0, "{id} is 0 in the report");
+    }
     assert!(
         dom.contains("double-free|double_free|CallExt bugzoo.double_free"),
         "{dom}"

@@ -216,6 +216,7 @@ fn leak_sequence(func: &str) -> capisan::ops::Resolved {
                 nargs: 1,
                 args: [Slot(0), Slot(0), Slot(0)],
                 dst: Slot(1),
+                kw: 0,
             },
         ],
     }
@@ -372,6 +373,7 @@ fn emitted_c_compiles_against_the_variant_headers() {
             nargs: 2,
             args: [a, b, c],
             dst: c,
+            kw: 0,
         },
         Op::Release { slot: a },
     ];
@@ -445,6 +447,7 @@ fn show_names_the_callables_of_an_extension_campaign() {
             nargs: 2,
             args: [Slot(2), Slot(2), Slot(0)],
             dst: Slot(3),
+            kw: 0,
         },
     ];
     std::fs::write(&input, serde_json::to_vec(&ops).unwrap()).unwrap();

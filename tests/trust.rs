@@ -57,10 +57,7 @@ fn signatures(buckets: &[Value]) -> BTreeSet<String> {
 fn expect_the_two_true_bugs(name: &str, extra: &[&str]) {
     let (out, buckets) = campaign(name, 60, extra);
     let totals = Totals::load(&out).expect("summary.json");
-    assert!(
-        totals.execs > 1000,
-        "the campaign barely ran: {totals:?}"
-    );
+    assert!(totals.execs > 1000, "the campaign barely ran: {totals:?}");
     let want: BTreeSet<String> = [
         "reference-leak|parse_pair".to_string(),
         "use-after-free|unstash".to_string(),
@@ -74,12 +71,14 @@ fn expect_the_two_true_bugs(name: &str, extra: &[&str]) {
     // The leak did not end the campaign: it was recorded and fuzzing went on.
     let leak = buckets
         .iter()
-        .find(|b| b["signature"].as_str().unwrap().starts_with("reference-leak"))
+        .find(|b| {
+            b["signature"]
+                .as_str()
+                .unwrap()
+                .starts_with("reference-leak")
+        })
         .unwrap();
-    assert!(
-        leak["finding"]["reason"].as_str().is_some(),
-        "{leak:#}"
-    );
+    assert!(leak["finding"]["reason"].as_str().is_some(), "{leak:#}");
     eprintln!(
         "{name}: {} inputs, leak x{}, {:?}",
         totals.execs, leak["count"], totals.leak_stats
@@ -112,7 +111,10 @@ fn known_buckets_are_counted_not_reported() {
     let totals = Totals::load(&out).unwrap();
     assert!(buckets.is_empty(), "{buckets:#?}");
     assert!(totals.execs > 100, "{totals:?}");
-    assert!(totals.known_hits >= 1, "the known leak was never hit: {totals:?}");
+    assert!(
+        totals.known_hits >= 1,
+        "the known leak was never hit: {totals:?}"
+    );
 }
 
 /// Run one JSON op list on the realistic extension with the campaign's binary and env.

@@ -33,12 +33,12 @@ pub const ASAN_BUILD_OPTIONS: &str = "detect_leaks=0";
 ///
 /// Allocation failures behave as on a production build, where `malloc` returns NULL and the
 /// code under test raises MemoryError: `allocator_may_return_null=1` (otherwise ASan reports
-/// `allocation-size-too-big` / `out-of-memory` and aborts), and `max_allocation_size_mb=4096`
-/// makes any single request over 4 GiB fail that way (an extension that allocates a size
+/// `allocation-size-too-big` / `out-of-memory` and aborts), and `max_allocation_size_mb=1024`
+/// makes any single request over 1 GiB fail that way (an extension that allocates a size
 /// given by its caller is not a memory bug; on this machine such a request fails or thrashes).
 /// True blow-ups (memory actually used) are caught by libFuzzer's `-rss_limit_mb` and reported
 /// as out of memory, not as a memory-error class.
-pub const ASAN_RUN_OPTIONS: &str = "detect_leaks=0:halt_on_error=1:abort_on_error=1:alloc_dealloc_mismatch=1:symbolize=1:print_summary=1:allocator_may_return_null=1:max_allocation_size_mb=4096";
+pub const ASAN_RUN_OPTIONS: &str = "detect_leaks=0:halt_on_error=1:abort_on_error=1:alloc_dealloc_mismatch=1:symbolize=1:print_summary=1:allocator_may_return_null=1:max_allocation_size_mb=1024";
 
 /// UBSan options at run time. CPython 3.13 calls functions through cast pointers everywhere,
 /// so `-fsanitize=function` is disabled at compile time instead of here.

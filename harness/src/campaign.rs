@@ -102,7 +102,7 @@ impl Campaign {
     /// exited cleanly and everything it printed.
     pub fn run_once(&self, input: &Path, extra: &[(&str, String)]) -> Result<(bool, String)> {
         let mut argv = vec!["-runs=1".to_string()];
-        argv.extend(LIBFUZZER_MEMORY_LIMITS.map(String::from));
+        argv.extend(LIBFUZZER_LIMITS.map(String::from));
         argv.push(input.display().to_string());
         let mut cmd = duct::cmd(&self.binary, &argv)
             .stderr_to_stdout()
@@ -349,10 +349,16 @@ pub fn check_import(manifest: &Manifest, harness: &HarnessEnv) -> Result<()> {
     })
 }
 
-/// libFuzzer's memory limits: a true blow-up (RSS over 2 GiB) is an out-of-memory report; a
+/// libFuzzer's limits: a true blow-up (RSS over 2 GiB) is an out-of-memory report; a
 /// single request is never stopped by libFuzzer (ASan's `max_allocation_size_mb`, lower,
 /// makes it fail like a production malloc: see `capisan_build::variant::ASAN_RUN_OPTIONS`).
-pub const LIBFUZZER_MEMORY_LIMITS: [&str; 2] = ["-rss_limit_mb=2048", "-malloc_limit_mb=8192"];
+pub const LIBFUZZER_LIMITS: [&str; 3] = [
+    "-rss_limit_mb=2048",
+    "-malloc_limit_mb=8192",
+    // An input running 30 s is a hang (libFuzzer's default, 20 minutes, would stall a
+    // campaign); fork mode goes on after it, a one-process campaign ends with the artifact.
+    "-timeout=30",
+];
 
 /// Run a campaign to its end, calling `on_status` every few seconds, then triage it.
 pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Outcome> {
@@ -410,7 +416,7 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
         format!("-artifact_prefix={}/", artifacts.display()),
         "-print_final_stats=1".into(),
     ];
-    fuzz_args.extend(LIBFUZZER_MEMORY_LIMITS.map(String::from));
+    fuzz_args.extend(LIBFUZZER_LIMITS.map(String::from));
     if let Some(seed) = spec.seed {
         fuzz_args.push(format!("-seed={seed}"));
     }

@@ -54,6 +54,40 @@ pub struct Summary {
 /// The resolved ops of the running sequence (what actually ran), for the op log printed from
 /// the sanitizer report callback and by [`report`].
 static LOG: Mutex<Vec<Op>> = Mutex::new(Vec::new());
+/// Names resolved while ops ran (the method a `CallMethod` picked, the protocol of a
+/// `Protocol`), by op index, for the op log: `s3 = CallMethod Box.fill(s1, s2)`.
+static RUNTIME_NAMES: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+
+/// Remember the runtime name of the running op.
+fn note_name(name: String) {
+    let i = CURRENT_INDEX.load(Ordering::SeqCst);
+    if let Ok(mut names) = RUNTIME_NAMES.lock() {
+        if names.len() <= i {
+            names.resize(i + 1, None);
+        }
+        names[i] = Some(name);
+    }
+}
+
+/// An op as text, with its runtime name when it has one (`CallMethod`, `Protocol`).
+fn describe_at(op: &Op, i: usize) -> String {
+    let name = RUNTIME_NAMES
+        .try_lock()
+        .ok()
+        .and_then(|n| n.get(i).cloned().flatten());
+    match (op, name) {
+        (Op::CallMethod { recv, dst, .. }, Some(n)) => {
+            let mut args = vec![recv.to_string()];
+            args.extend(op.ext_args().iter().map(|a| a.to_string()));
+            format!("{dst} = CallMethod {n}({})", args.join(", "))
+        }
+        (Op::Protocol { obj, arg, dst, .. }, Some(n)) => {
+            format!("{dst} = Protocol {n}({obj}, {arg})")
+        }
+        _ => describe(op),
+    }
+}
+
 /// Index of the op being executed (`usize::MAX` when none).
 static CURRENT_INDEX: AtomicUsize = AtomicUsize::new(usize::MAX);
 
@@ -76,13 +110,21 @@ pub fn op_log_text() -> String {
     let idx = idx.min(ops.len() - 1);
     let mut text = String::from("==capisan== op-log begin\n");
     for (i, op) in ops.iter().enumerate().take(idx + 1) {
-        text.push_str(&format!("==capisan== #{i} {}\n", describe(op)));
+        text.push_str(&format!("==capisan== #{i} {}\n", describe_at(op, i)));
     }
     text.push_str("==capisan== op-log end\n");
     text.push_str(&format!(
         "==capisan== current-op #{idx} {}\n",
-        describe(&ops[idx])
+        describe_at(&ops[idx], idx)
     ));
+    if crate::failalloc::is_armed() {
+        // A report from inside a call under allocation-failure injection: where it failed.
+        let stack = crate::failalloc::failure_stack();
+        text.push_str(&format!(
+            "==capisan== fail-alloc: the running call is under allocation-failure injection; first failed allocation at: {}\n",
+            if stack.is_empty() { "(none failed yet)".to_string() } else { stack.iter().take(6).cloned().collect::<Vec<_>>().join(" <- ") }
+        ));
+    }
     text
 }
 
@@ -152,7 +194,7 @@ pub fn fuzz_one(data: &[u8]) {
         i.clear();
         i.extend_from_slice(data);
     }
-    let seq = OpSeq::from_bytes(data);
+    let seq = OpSeq::decode(data, fail_alloc_mode() == crate::env::FailAlloc::On);
     if let Err(v) = run(&seq, Config::from_env()) {
         handle_violation(&v, data);
     }
@@ -182,11 +224,20 @@ fn install_abort_hook() {
     }
 }
 
+/// This process's allocation-failure mode ([`crate::env::names::FAIL_ALLOC`]), read once.
+fn fail_alloc_mode() -> crate::env::FailAlloc {
+    static MODE: OnceLock<crate::env::FailAlloc> = OnceLock::new();
+    *MODE.get_or_init(|| HarnessEnv::from_env().fail_alloc)
+}
+
 /// Initialize the interpreter and hook the op log into sanitizer reports.
 pub fn init() -> &'static Interp {
     let i = interp::get();
     static HOOKED: std::sync::Once = std::sync::Once::new();
     HOOKED.call_once(install_abort_hook);
+    if fail_alloc_mode() != crate::env::FailAlloc::Off {
+        crate::failalloc::install();
+    }
     #[cfg(capisan_asan)]
     // SAFETY: registers a plain function pointer with the ASan runtime.
     unsafe {
@@ -337,6 +388,7 @@ fn settled(v: &Violation) -> bool {
 /// buckets are only counted, silently) and the caller goes on with the next input: a shallow
 /// leak hit on every other input no longer ends a campaign.
 pub fn handle_violation(v: &Violation, input: &[u8]) {
+    CURRENT_INDEX.store(v.op_index, Ordering::SeqCst);
     let Some(store) = store().filter(|_| !v.kind.is_fatal()) else {
         report(v);
         if v.kind.is_fatal() {
@@ -508,16 +560,10 @@ fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<()
     if !check_rc_deltas(&quick) {
         return Ok(());
     }
-    let suspect = Violation {
-        kind: ViolationKind::Leak,
-        op_index: seq.0.len().saturating_sub(1),
-        op: "end of sequence".into(),
-        detail: format!(
-            "total refcount grows on every run of the sequence: deltas {deltas:?} (regrtest -R rule: every repeat >= 1)"
-        ),
-        at: None,
-    };
-    let rerun = || {
+    // Which op leaks: the shortest prefix of the sequence that still leaks on every quick
+    // repeat ends with it (binary search; the whole sequence leaks). Its op names the bucket,
+    // so different sequence leaks are different buckets.
+    let run_prefix = |n: usize| -> Result<(), Violation> {
         Executor::new(
             interp::get(),
             Config {
@@ -526,11 +572,160 @@ fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<()
                 ..config
             },
         )
-        .run_ops(&seq.0)
+        .run_ops(&seq.0[..n])
         .map(|_| ())
     };
+    let leaks_quickly = |n: usize| -> Result<bool, Violation> {
+        let mut d = Vec::new();
+        for _ in 0..3 {
+            // SAFETY: GIL held.
+            unsafe { raw::PyType_ClearCache() };
+            unsafe { raw::PyGC_Collect() };
+            let b = interp::total_refcount().unwrap_or(0);
+            run_prefix(n)?;
+            // SAFETY: GIL held.
+            unsafe {
+                raw::PyType_ClearCache();
+                raw::PyGC_Collect();
+            }
+            d.push((interp::total_refcount().unwrap_or(0) - b) as i64);
+        }
+        Ok(check_rc_deltas(&d[1..]))
+    };
+    let (mut lo, mut hi) = (1, seq.0.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if leaks_quickly(mid)? {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let n = hi.max(1);
+    // The resolved op (what ran) and its runtime name: the log of a run of that prefix.
+    run_prefix(n)?;
+    let culprit = LOG
+        .lock()
+        .ok()
+        .and_then(|l| l.get(n - 1).cloned())
+        .unwrap_or_else(|| seq.0[n - 1].clone());
+    let text = describe_at(&culprit, n - 1);
+    let at = match &culprit {
+        Op::CallExt { .. } | Op::CallMethod { .. } | Op::Protocol { .. } => text
+            .split_once(" = ")
+            .map_or(text.as_str(), |x| x.1)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.split('(').next())
+            .unwrap_or(culprit.name())
+            .to_string(),
+        other => other.name().to_string(),
+    };
+    let suspect = Violation {
+        kind: ViolationKind::Leak,
+        op_index: n - 1,
+        op: text,
+        detail: format!(
+            "total refcount grows on every run of the sequence: deltas {deltas:?} (regrtest -R rule: every repeat >= 1); the shortest leaking prefix ends at op #{}",
+            n - 1
+        ),
+        at: Some(at),
+    };
+    CURRENT_INDEX.store(n - 1, Ordering::SeqCst);
+    let rerun = || run_prefix(n);
     // SAFETY: GIL held; nothing is watched.
     unsafe { confirm(suspect, rerun, &[], |total, _| check_rc_deltas(total)) }
+}
+
+/// A young collection right after a call that raised, its exception kept: objects the call
+/// left half built (a constructor or `__init__` that failed half-way, still referenced from a
+/// cache or a registry) must not crash the collector or read NULL fields in `tp_traverse`.
+///
+/// # Safety
+/// GIL held.
+unsafe fn collect_young_after_failure() {
+    let exc = raw::PyErr_GetRaisedException();
+    collect_generation(0);
+    raw::PyErr_SetRaisedException(exc);
+}
+
+/// The raw-memory leak verdict of an extension call, after the reference checks found
+/// nothing: stage 1 suspects a leak when the allocator's allocated bytes grew on both quick
+/// repeats (`deltas`); stage 2 reruns the call under regrtest's procedure (warm-ups, cache
+/// clearing and a collection after every run) and keeps the suspicion only if every measured
+/// run grows too. Reported as a leak with the bytes per call. Only the asan variant has the
+/// counters (no deltas elsewhere).
+///
+/// # Safety
+/// GIL held.
+unsafe fn raw_leak_verdict(
+    deltas: &[i64],
+    mut rerun: impl FnMut() -> Result<(), Violation>,
+    violation: &dyn Fn(ViolationKind, String) -> Violation,
+    name: &str,
+) -> Result<(), Violation> {
+    if deltas.len() < 2 || !crate::rawmem::leaks(deltas) {
+        return Ok(());
+    }
+    let mut suspect = violation(
+        ViolationKind::Leak,
+        format!("memory leak: each call of {name} leaves memory allocated and never freed (malloc / PyMem blocks; no reference is left behind): allocated-bytes deltas {deltas:?} over repeated calls"),
+    );
+    bump(|s| s.suspected += 1);
+    if settled(&suspect) {
+        bump(|s| s.reused += 1);
+        return Err(suspect);
+    }
+    let cleanup = || {
+        // SAFETY: GIL held; regrtest_cleanup() returns a new reference or NULL.
+        unsafe {
+            let r = raw::PyObject_CallNoArgs(interp::get().regrtest_cleanup);
+            if r.is_null() {
+                raw::PyErr_Clear();
+            } else {
+                shim_Py_DECREF(r);
+            }
+        }
+    };
+    let mut measured = Vec::with_capacity(STAGE2_RUNS);
+    cleanup();
+    let mut before = crate::rawmem::allocated_bytes().unwrap_or(0);
+    for i in 0..STAGE2_WARMUPS + STAGE2_RUNS {
+        rerun()?;
+        cleanup();
+        let after = crate::rawmem::allocated_bytes().unwrap_or(0);
+        if i >= STAGE2_WARMUPS {
+            measured.push(after - before);
+        }
+        before = after;
+    }
+    if !crate::rawmem::leaks(&measured) {
+        bump(|s| s.rejected += 1);
+        if std::env::var_os("CAPISAN_TRACE_STAGE2").is_some() {
+            eprintln!("==capisan== stage 2 rejected: raw memory of {name} (deltas {measured:?})");
+        }
+        return Ok(());
+    }
+    bump(|s| s.confirmed += 1);
+    suspect.detail.push_str(&format!(
+        "\nconfirmed by regrtest's procedure (caches cleared and a collection after every run, -R {STAGE2_WARMUPS}:{STAGE2_RUNS}): allocated-bytes deltas {measured:?}, {} bytes per call (heap size {} bytes)",
+        crate::rawmem::bytes_per_call(&measured),
+        crate::rawmem::heap_size().unwrap_or(0)
+    ));
+    // One more run with the allocator's hooks on: where the growth was allocated.
+    let growth = crate::rawmem::growth_of(|| {
+        let _ = rerun();
+        cleanup();
+    });
+    if let Some(g) = growth.filter(|g| !g.stack.is_empty()) {
+        suspect.detail.push_str(&format!(
+            "\nallocation stack of the growth ({} block(s), {} bytes left by one more run): {}",
+            g.blocks,
+            g.bytes,
+            crate::rawmem::describe_stack(&g.stack)
+        ));
+    }
+    Err(suspect)
 }
 
 struct Executor<'a> {
@@ -539,6 +734,8 @@ struct Executor<'a> {
     model: Model,
     ptrs: [*mut PyObject; NSLOTS],
     scratch: *mut PyObject,
+    /// Allocations to fail in the next `CallExt` (armed by `FailNext`).
+    fail_next: Option<crate::ops::FailSpec>,
 }
 
 /// What one op returned, for the checks.
@@ -570,6 +767,7 @@ impl<'a> Executor<'a> {
             model: Model::default(),
             ptrs: [std::ptr::null_mut(); NSLOTS],
             scratch,
+            fail_next: None,
         }
     }
 
@@ -591,6 +789,126 @@ impl<'a> Executor<'a> {
             }
         }
         r
+    }
+
+    /// A `CallMethod`'s receiver, scanning up from the slot it names, is the first live slot
+    /// holding an object of the extension's own types, when there is one: their methods are
+    /// where an extension's bugs are, and uniformly chosen receivers would mostly be builtins.
+    /// The op as logged names the slot used, so a replay of the log does the same.
+    fn prefer_ext_receiver(&self, op: Op) -> Op {
+        if self.interp.ext_module.is_none() {
+            return op;
+        }
+        let pick = |start: crate::ops::Slot| {
+            (0..NSLOTS)
+                .map(|k| (start.index() + k) % NSLOTS)
+                .find(|&s| {
+                    // SAFETY: live slots hold live objects; GIL held.
+                    self.model.is_live(s) && unsafe { self.interp.is_ext_type(self.ptrs[s]) }
+                })
+                .map_or(start, |s| crate::ops::Slot(s as u8))
+        };
+        match op {
+            Op::CallMethod {
+                recv,
+                method,
+                nargs,
+                args,
+                kw,
+                dst,
+            } => Op::CallMethod {
+                recv: pick(recv),
+                method,
+                nargs,
+                args,
+                kw,
+                dst,
+            },
+            Op::Protocol {
+                obj,
+                which,
+                arg,
+                dst,
+            } => Op::Protocol {
+                obj: pick(obj),
+                which,
+                arg,
+                dst,
+            },
+            other => other,
+        }
+    }
+
+    /// A call's argument count fitted to what the callee takes (its signature, docstring or a
+    /// guess: `(lo, hi)`): `lo + nargs % (hi - lo + 1)`. Most calls are then well formed; the
+    /// logged op says the count used, so a replay does the same.
+    fn fit_arity(&self, op: Op) -> Op {
+        let fit = |nargs: u8, (lo, hi): (u8, u8)| {
+            let hi = hi.max(lo).min(3);
+            lo.min(hi) + nargs % (hi - lo.min(hi) + 1)
+        };
+        match op {
+            Op::CallExt {
+                func,
+                nargs,
+                args,
+                dst,
+                kw,
+            } if !self.interp.ext.is_empty() => {
+                let f = func as usize % self.interp.ext.len();
+                let arity = self.interp.ext_arity.get(f).copied().unwrap_or((0, 3));
+                Op::CallExt {
+                    func,
+                    nargs: fit(nargs, arity),
+                    args,
+                    dst,
+                    kw,
+                }
+            }
+            Op::CallMethod {
+                recv,
+                method,
+                nargs,
+                args,
+                kw,
+                dst,
+            } if self.model.is_live(recv.index()) => {
+                // SAFETY: the receiver slot is live; GIL held.
+                let arity = unsafe { self.method_arity(self.ptrs[recv.index()], method) };
+                Op::CallMethod {
+                    recv,
+                    method,
+                    nargs: fit(nargs, arity),
+                    args,
+                    kw,
+                    dst,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// `method_arity(recv, idx)` from py/api.py, `(0, 3)` when it fails.
+    ///
+    /// # Safety
+    /// GIL held; `recv` a live object.
+    unsafe fn method_arity(&self, recv: *mut PyObject, idx: u8) -> (u8, u8) {
+        let i = raw::PyLong_FromLong(std::os::raw::c_long::from(idx));
+        let t = raw::PyTuple_New(2);
+        shim_Py_INCREF(recv);
+        shim_PyTuple_SET_ITEM(t, 0, recv);
+        shim_PyTuple_SET_ITEM(t, 1, i);
+        let r = raw::PyObject_Call(self.interp.method_arity, t, std::ptr::null_mut());
+        shim_Py_DECREF(t);
+        if r.is_null() {
+            raw::PyErr_Clear();
+            return (0, 3);
+        }
+        let lo = raw::PyLong_AsLong(raw::PyTuple_GetItem(r, 0));
+        let hi = raw::PyLong_AsLong(raw::PyTuple_GetItem(r, 1));
+        shim_Py_DECREF(r);
+        raw::PyErr_Clear();
+        (lo.clamp(0, 3) as u8, hi.clamp(0, 3) as u8)
     }
 
     /// Release every owned slot and the scratch module without checks.
@@ -616,11 +934,16 @@ impl<'a> Executor<'a> {
         let mut summary = Summary::default();
         let n_ext = self.interp.ext.len();
         for (i, op) in ops.iter().enumerate() {
-            let resolved = self.model.resolve(op);
+            let resolved = self.prefer_ext_receiver(self.model.resolve(op));
+            // Fitting the argument count to the callee may use more arguments: resolve again.
+            let resolved = self.model.resolve(&self.fit_arity(resolved));
             let op = &resolved;
             if let Ok(mut log) = LOG.lock() {
                 if i == 0 {
                     log.clear();
+                    if let Ok(mut n) = RUNTIME_NAMES.lock() {
+                        n.clear();
+                    }
                 }
                 log.push(op.clone());
                 dump_resolved(&log, self.interp);
@@ -634,7 +957,7 @@ impl<'a> Executor<'a> {
             let violation = |kind, detail: String| Violation {
                 kind,
                 op_index: i,
-                op: describe(op),
+                op: describe_at(op, i),
                 detail,
                 at: None,
             };
@@ -1231,35 +1554,270 @@ impl<'a> Executor<'a> {
                 }
                 unchecked
             }
-            CallExt { func, .. } => {
+            CallExt { func, kw, .. } => {
                 pred.give_up();
-                self.call_ext(op, *func as usize % self.interp.ext.len(), op.ext_args())?
+                let f = *func as usize % self.interp.ext.len();
+                self.call_ext(op, f, op.ext_args(), *kw)?
+            }
+            NewValue { code, .. } => {
+                // Factories run Python code (a collection may run too): nothing is predicted.
+                pred.give_up();
+                let c = raw::PyLong_FromLong(std::os::raw::c_long::from(*code));
+                let r = raw::PyObject_CallOneArg(self.interp.make_value, c);
+                shim_Py_DECREF(c);
+                Done {
+                    ret: Ret::Object(r.is_null()),
+                    result: r,
+                    skipped: false,
+                }
+            }
+            // With an extension under test, methods of CPython's own objects are CPython
+            // fuzzing: the fuzzer would chase their coverage instead of the extension's.
+            CallMethod { recv, .. }
+                if self.interp.ext_module.is_some() && !self.interp.is_ext_type(p(recv)) =>
+            {
+                Done::skip()
+            }
+            CallMethod {
+                recv, method, kw, ..
+            } => {
+                pred.give_up();
+                self.call_method(op, *recv, *method, op.ext_args(), *kw)?
+            }
+            Protocol {
+                obj, which, arg, ..
+            } => {
+                pred.give_up();
+                let (o, a) = (p(obj), p(arg));
+                note_name(self.py_name(self.interp.protocol_name, None, *which));
+                let t = raw::PyTuple_New(3);
+                shim_PyTuple_SET_ITEM(
+                    t,
+                    0,
+                    raw::PyLong_FromLong(std::os::raw::c_long::from(*which)),
+                );
+                shim_Py_INCREF(o);
+                shim_PyTuple_SET_ITEM(t, 1, o);
+                shim_Py_INCREF(a);
+                shim_PyTuple_SET_ITEM(t, 2, a);
+                let r = raw::PyObject_Call(self.interp.protocol, t, std::ptr::null_mut());
+                shim_Py_DECREF(t);
+                Done {
+                    ret: Ret::Object(r.is_null()),
+                    result: r,
+                    skipped: false,
+                }
+            }
+            FailNext { nth, count } => {
+                self.fail_next = Some(crate::ops::FailSpec {
+                    nth: *nth,
+                    count: *count,
+                });
+                unchecked
             }
         })
     }
 
-    /// Call an extension function; with `ext_repeats`, call it twice more and apply the
-    /// regrtest rule to the total refcount and to each argument's refcount.
-    unsafe fn call_ext(
+    /// `str(helper(idx))` or `str(helper(recv, idx))` — a name for the op log — or `"?"`.
+    ///
+    /// # Safety
+    /// GIL held; `recv` (when given) a live object.
+    unsafe fn py_name(
+        &self,
+        helper: *mut PyObject,
+        recv: Option<*mut PyObject>,
+        idx: u8,
+    ) -> String {
+        let i = raw::PyLong_FromLong(std::os::raw::c_long::from(idx));
+        let r = match recv {
+            Some(o) => {
+                let t = raw::PyTuple_New(2);
+                shim_Py_INCREF(o);
+                shim_PyTuple_SET_ITEM(t, 0, o);
+                shim_PyTuple_SET_ITEM(t, 1, i);
+                let r = raw::PyObject_Call(helper, t, std::ptr::null_mut());
+                shim_Py_DECREF(t);
+                r
+            }
+            None => {
+                let r = raw::PyObject_CallOneArg(helper, i);
+                shim_Py_DECREF(i);
+                r
+            }
+        };
+        if r.is_null() {
+            raw::PyErr_Clear();
+            return "?".into();
+        }
+        let u = raw::PyObject_Str(r);
+        shim_Py_DECREF(r);
+        if u.is_null() {
+            raw::PyErr_Clear();
+            return "?".into();
+        }
+        let c = raw::PyUnicode_AsUTF8(u);
+        let name = if c.is_null() {
+            raw::PyErr_Clear();
+            "?".to_string()
+        } else {
+            std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
+        };
+        shim_Py_DECREF(u);
+        name
+    }
+
+    /// The argument objects of a call: slot objects, and fresh vocabulary values for argument
+    /// bytes of 0x80 or more ([`crate::ops::Slot::value_code`]); the values are returned
+    /// again as `temps`, new references the caller releases after the call.
+    unsafe fn call_args(
+        &self,
+        args: &[crate::ops::Slot],
+    ) -> (Vec<*mut PyObject>, Vec<*mut PyObject>) {
+        let mut argv = Vec::new();
+        let mut temps = Vec::new();
+        for a in args.iter().take(3) {
+            match a.value_code() {
+                None => argv.push(self.ptrs[a.index()]),
+                Some(code) => {
+                    let c = raw::PyLong_FromLong(std::os::raw::c_long::from(code));
+                    let mut v = raw::PyObject_CallOneArg(self.interp.make_value, c);
+                    shim_Py_DECREF(c);
+                    if v.is_null() {
+                        raw::PyErr_Clear();
+                        v = raw::Py_BuildValue(c"()".as_ptr());
+                    }
+                    temps.push(v);
+                    argv.push(v);
+                }
+            }
+        }
+        (argv, temps)
+    }
+
+    /// Method number `method` of `recv`'s type (py/api.py `method_call`), checked like an
+    /// extension call when the receiver is one of the extension's own types (a method of
+    /// CPython's own types gets the exception-state check and the sequence's leak check).
+    unsafe fn call_method(
         &mut self,
         op: &Op,
-        f: usize,
+        recv: crate::ops::Slot,
+        method: u8,
         args: &[crate::ops::Slot],
+        kw: u8,
     ) -> Result<Done, Violation> {
-        let callable = self.interp.ext[f].1;
-        let argv: Vec<*mut PyObject> = args.iter().take(3).map(|s| self.ptrs[s.index()]).collect();
+        let r = self.ptrs[recv.index()];
+        let tname = type_name(r);
+        let mname = self.py_name(self.interp.method_name, Some(r), method);
+        let short = tname.rsplit('.').next().unwrap_or(&tname).to_string();
+        let name = format!("{short}.{mname}");
+        note_name(name.clone());
+        let (argv, temps) = self.call_args(args);
         let tuple = raw::PyTuple_New(argv.len() as isize);
         for (k, &a) in argv.iter().enumerate() {
             shim_Py_INCREF(a);
             shim_PyTuple_SET_ITEM(tuple, k as isize, a);
         }
-        let first = raw::PyObject_Call(callable, tuple, std::ptr::null_mut());
+        let call = raw::PyTuple_New(4);
+        shim_Py_INCREF(r);
+        shim_PyTuple_SET_ITEM(call, 0, r);
+        shim_PyTuple_SET_ITEM(
+            call,
+            1,
+            raw::PyLong_FromLong(std::os::raw::c_long::from(method)),
+        );
+        shim_PyTuple_SET_ITEM(call, 2, tuple);
+        shim_PyTuple_SET_ITEM(
+            call,
+            3,
+            raw::PyLong_FromLong(std::os::raw::c_long::from(kw)),
+        );
+        let mut watched = vec![r];
+        watched.extend(&argv);
+        let mut slots = vec![recv];
+        slots.extend_from_slice(args);
+        let leak_checks = self.interp.is_ext_type(r);
+        let callable = self.interp.method_call;
+        let r = self.call_checked(op, name, callable, call, &watched, &slots, leak_checks);
+        for t in temps {
+            shim_Py_DECREF(t);
+        }
+        r
+    }
+
+    /// Call extension callable `f` with `args` (keywords by `kw`, see [`crate::ops::KwMask`]).
+    unsafe fn call_ext(
+        &mut self,
+        op: &Op,
+        f: usize,
+        args: &[crate::ops::Slot],
+        kw: u8,
+    ) -> Result<Done, Violation> {
+        let (argv, temps) = self.call_args(args);
+        let tuple = raw::PyTuple_New(argv.len() as isize);
+        for (k, &a) in argv.iter().enumerate() {
+            shim_Py_INCREF(a);
+            shim_PyTuple_SET_ITEM(tuple, k as isize, a);
+        }
+        let (callable, call) = if kw == 0 {
+            (self.interp.ext[f].1, tuple)
+        } else {
+            // api_call(f, args, kw, kwnames)
+            let t = raw::PyTuple_New(4);
+            shim_Py_INCREF(self.interp.ext[f].1);
+            shim_PyTuple_SET_ITEM(t, 0, self.interp.ext[f].1);
+            shim_PyTuple_SET_ITEM(t, 1, tuple);
+            shim_PyTuple_SET_ITEM(t, 2, raw::PyLong_FromLong(std::os::raw::c_long::from(kw)));
+            let names = match self.interp.ext_kw.get(f) {
+                Some(&n) if !n.is_null() => {
+                    shim_Py_INCREF(n);
+                    n
+                }
+                _ => raw::PyList_New(0),
+            };
+            shim_PyTuple_SET_ITEM(t, 3, names);
+            (self.interp.api_call, t)
+        };
+        let name = self.interp.ext[f].0.clone();
+        let r = self.call_checked(op, name, callable, call, &argv, args, true);
+        for t in temps {
+            shim_Py_DECREF(t);
+        }
+        r
+    }
+
+    /// `callable(*tuple)` (the tuple is a new reference, released here), named `name` in
+    /// findings; with `leak_checks` (and `ext_repeats`), call it twice more and apply the
+    /// two-stage leak verdict to the total refcount and to each of `argv`'s refcounts (named by
+    /// `args`).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn call_checked(
+        &mut self,
+        op: &Op,
+        name: String,
+        callable: *mut PyObject,
+        tuple: *mut PyObject,
+        argv: &[*mut PyObject],
+        args: &[crate::ops::Slot],
+        leak_checks: bool,
+    ) -> Result<Done, Violation> {
+        // A FailNext arms the next positional CallExt only: that calls the extension's C code
+        // directly, so allocation N is the extension's own (method and keyword calls go
+        // through Python helpers, whose allocations would fail first, and Python code may
+        // retry forever when every allocation fails).
+        let fail = match op {
+            Op::CallExt { kw: 0, .. } => self.fail_next.take(),
+            _ => None,
+        };
+        let (first, fail_note) = self.call_failing(callable, tuple, fail);
         let done = Done {
             ret: Ret::Object(first.is_null()),
             result: first,
             skipped: false,
         };
-        if !(self.config.checks && self.config.ext_repeats) {
+        if !(self.config.checks && self.config.ext_repeats && leak_checks) {
+            if self.config.checks && first.is_null() {
+                collect_young_after_failure();
+            }
             shim_Py_DECREF(tuple);
             return Ok(done);
         }
@@ -1279,9 +1837,9 @@ impl<'a> Executor<'a> {
             return give_up(Violation {
                 kind: ViolationKind::ExceptionState,
                 op_index: CURRENT_INDEX.load(Ordering::SeqCst),
-                op: describe(op),
-                detail: format!("{} {p}", self.interp.ext[f].0),
-                at: Some(self.interp.ext[f].0.clone()),
+                op: describe_at(op, CURRENT_INDEX.load(Ordering::SeqCst)),
+                detail: format!("{name} {p}{}", fail_note.as_deref().unwrap_or("")),
+                at: Some(name.clone()),
             });
         }
         let distinct: Vec<*mut PyObject> = {
@@ -1292,11 +1850,20 @@ impl<'a> Executor<'a> {
                 .collect()
         };
         let mut total_deltas = Vec::new();
+        let mut byte_deltas: Vec<i64> = Vec::new();
         let mut arg_deltas: Vec<Vec<isize>> = vec![Vec::new(); distinct.len()];
         let call_once = || {
             // SAFETY: GIL held; `tuple` is alive until released below.
             unsafe {
-                let r = raw::PyObject_Call(callable, tuple, std::ptr::null_mut());
+                let r = match fail {
+                    Some(spec) => {
+                        crate::failalloc::with_failures(spec, || {
+                            raw::PyObject_Call(callable, tuple, std::ptr::null_mut())
+                        })
+                        .0
+                    }
+                    None => raw::PyObject_Call(callable, tuple, std::ptr::null_mut()),
+                };
                 if !r.is_null() {
                     shim_Py_DECREF(r);
                 }
@@ -1319,8 +1886,12 @@ impl<'a> Executor<'a> {
             settle();
             let t0 = interp::total_refcount();
             let a0: Vec<isize> = distinct.iter().map(|&a| shim_Py_REFCNT(a)).collect();
+            let b0 = crate::rawmem::allocated_bytes();
             let _ = call_once();
             settle();
+            if let (Some(b0), Some(b1)) = (b0, crate::rawmem::allocated_bytes()) {
+                byte_deltas.push(b1 - b0);
+            }
             if let (Some(t0), Some(t1)) = (t0, interp::total_refcount()) {
                 total_deltas.push(t1 - t0);
             }
@@ -1328,12 +1899,12 @@ impl<'a> Executor<'a> {
                 arg_deltas[k].push(shim_Py_REFCNT(a) - a0[k]);
             }
         }
-        let name = &self.interp.ext[f].0;
-        let violation = |kind, detail| Violation {
+        let name = &name;
+        let violation = |kind, detail: String| Violation {
             kind,
             op_index: CURRENT_INDEX.load(Ordering::SeqCst),
-            op: describe(op),
-            detail,
+            op: describe_at(op, CURRENT_INDEX.load(Ordering::SeqCst)),
+            detail: format!("{detail}{}", fail_note.as_deref().unwrap_or("")),
             at: Some(name.clone()),
         };
         for (k, d) in arg_deltas.iter().enumerate() {
@@ -1370,6 +1941,12 @@ impl<'a> Executor<'a> {
                 return give_up(v);
             }
         }
+        if let Err(v) = raw_leak_verdict(&byte_deltas, call_once, &violation, name) {
+            return give_up(v);
+        }
+        if let Err(v) = self.audit_returned(first, callable, tuple, &violation) {
+            return give_up(v);
+        }
         shim_Py_DECREF(tuple);
         // The exception state of the first call was checked (and cleared) above.
         Ok(Done {
@@ -1377,6 +1954,150 @@ impl<'a> Executor<'a> {
             result: first,
             skipped: false,
         })
+    }
+
+    /// The GC audit of what a call returns, when `first` (the call's result) is a GC object of
+    /// the extension's own types: the call is repeated twice and each twin result is audited
+    /// in place of `first` (which goes on to its slot): released with its `tp_traverse`
+    /// checked against what it exposes ([`gc::exposed`]: members no slot holds) and `tp_clear`
+    /// checked for leftovers, then put in a cycle through its writable attributes that a
+    /// collection must free ([`gc::release_in_cycle`]). A twin that is not fresh (refcount
+    /// above 1: a cached or registered object) is only released.
+    ///
+    /// # Safety
+    /// GIL held; `first` NULL or alive; `callable` and `tuple` alive.
+    unsafe fn audit_returned(
+        &self,
+        first: *mut PyObject,
+        callable: *mut PyObject,
+        tuple: *mut PyObject,
+        violation: &dyn Fn(ViolationKind, String) -> Violation,
+    ) -> Result<(), Violation> {
+        if first.is_null() || !gc::is_gc(first) || !self.interp.is_ext_type(first) {
+            return Ok(());
+        }
+        let tn = type_name(first);
+        let blame = |kind, detail: String| Violation {
+            at: Some(tn.clone()),
+            ..violation(kind, detail)
+        };
+        let twin = || {
+            // SAFETY: GIL held; a new reference or NULL.
+            let r = unsafe { raw::PyObject_Call(callable, tuple, std::ptr::null_mut()) };
+            if r.is_null() {
+                // SAFETY: GIL held.
+                unsafe { raw::PyErr_Clear() };
+                return None;
+            }
+            // SAFETY: `r` is alive (a new reference).
+            let fresh = unsafe { shim_Py_REFCNT(r) == 1 && shim_Py_IsImmortal(r) == 0 };
+            if !fresh {
+                // SAFETY: our new reference, given up.
+                unsafe { shim_Py_DECREF(r) };
+                return None;
+            }
+            Some(r)
+        };
+        if let Some(r) = twin() {
+            let members: Vec<*mut PyObject> = gc::exposed(r);
+            // A getter may return the object itself or keep a reference to it; the audit needs
+            // the caller's reference to be the last one.
+            let (bad, leftovers) = if members.contains(&r) || shim_Py_REFCNT(r) != 1 {
+                shim_Py_DECREF(r);
+                (Vec::new(), Vec::new())
+            } else {
+                gc::release_audited(r, &members, true)
+            };
+            for &m in &members {
+                shim_Py_DECREF(m);
+            }
+            if let Some(l) = leftovers.first() {
+                return Err(blame(
+                    ViolationKind::GcClear,
+                    format!(
+                        "{tn} (returned): after tp_clear, tp_traverse still visits {} reference(s) to a {} (tp_clear must drop every reference a cycle can run through)",
+                        l.count, l.child_type
+                    ),
+                ));
+            }
+            if let Some(m) = bad.first() {
+                let what = if m.released > m.visited as isize {
+                    "missing Py_VISIT"
+                } else {
+                    "visits a reference it does not own"
+                };
+                return Err(blame(
+                    ViolationKind::GcTraversal,
+                    format!(
+                        "{tn} (returned): dealloc released {} reference(s) to the {} it exposes as an attribute, tp_traverse visited it {} time(s) ({what})",
+                        m.released, m.child_type, m.visited
+                    ),
+                ));
+            }
+        }
+        if let Some(r) = twin() {
+            if let Some(u) = gc::release_in_cycle(r) {
+                return Err(blame(
+                    ViolationKind::GcTraversal,
+                    format!(
+                        "{tn} (returned): a cycle through its attribute(s) {} is not freed by gc.collect() (tp_traverse does not visit them: an uncollectable cycle)",
+                        u.through.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `PyObject_Call(callable, args)`; with `fail`, under allocation-failure injection, and
+    /// then also the note a finding in this call carries: which allocations failed, how many
+    /// the call made, where the first failed one was. Outside a campaign the note is printed
+    /// (`==capisan== fail-alloc:`, what `oom::sweep` reads the allocation count from).
+    ///
+    /// # Safety
+    /// GIL held; `callable` and `args` (a tuple) alive.
+    unsafe fn call_failing(
+        &self,
+        callable: *mut PyObject,
+        args: *mut PyObject,
+        fail: Option<crate::ops::FailSpec>,
+    ) -> (*mut PyObject, Option<String>) {
+        let Some(spec) = fail else {
+            return (
+                raw::PyObject_Call(callable, args, std::ptr::null_mut()),
+                None,
+            );
+        };
+        let (r, stats) = crate::failalloc::with_failures(spec, || {
+            // SAFETY: the caller's contract.
+            unsafe { raw::PyObject_Call(callable, args, std::ptr::null_mut()) }
+        });
+        let stack = crate::failalloc::failure_stack();
+        let mut note = format!(
+            "\nallocation-failure injection: {spec} (FailNext nth={} count={}); the call made {} allocation(s), {} failed",
+            spec.nth, spec.count, stats.allocations, stats.failed
+        );
+        if !stack.is_empty() {
+            let frames: Vec<String> = stack
+                .iter()
+                .take(6)
+                .enumerate()
+                .map(|(k, f)| format!("#{k} {f}"))
+                .collect();
+            note.push_str(&format!(
+                "\nfirst failed allocation at: {}",
+                frames.join(" <- ")
+            ));
+        }
+        if store().is_none() {
+            eprintln!(
+                "==capisan== fail-alloc: op #{}: {spec}; the call made {} allocation(s), {} failed",
+                CURRENT_INDEX.load(Ordering::SeqCst),
+                stats.allocations,
+                stats.failed
+            );
+        }
+        (r, Some(note))
     }
 
     unsafe fn is_instance(&self, o: *mut PyObject) -> bool {

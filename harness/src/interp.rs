@@ -25,6 +25,21 @@ pub struct Interp {
     pub gc_collect: *mut PyObject,
     /// `regrtest_cleanup()` ([`crate::REGRTEST_CLEANUP_PY`]).
     pub regrtest_cleanup: *mut PyObject,
+    /// The API vocabulary's helpers (py/api.py): `make_value(code)`, `api_call(f, args,
+    /// kwmask, kwnames)`, `method_call(recv, idx, args, kwmask)`, `method_name(recv, idx)`,
+    /// `protocol(which, obj, arg)`, `protocol_name(which)`.
+    pub make_value: *mut PyObject,
+    pub api_call: *mut PyObject,
+    pub method_call: *mut PyObject,
+    pub method_name: *mut PyObject,
+    pub protocol: *mut PyObject,
+    pub protocol_name: *mut PyObject,
+    /// Keyword parameter names of each `ext` callable (a list of str, kept alive by globals).
+    pub ext_kw: Vec<*mut PyObject>,
+    /// (fewest, most) arguments of each `ext` callable (py/api.py `_arity`).
+    pub ext_arity: Vec<(u8, u8)>,
+    /// `method_arity(recv, idx)`.
+    pub method_arity: *mut PyObject,
     /// `(qualified name, callable)` of the extension under test (`CAPISAN_EXT`).
     pub ext: Vec<(String, *mut PyObject)>,
     /// The qualified names of `ext`, for op text.
@@ -159,6 +174,8 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         names[i] = raw::PyUnicode_InternFromString(c.as_ptr()); // new, kept forever
     }
     let mut ext = Vec::new();
+    let mut ext_kw = Vec::new();
+    let mut ext_arity = Vec::new();
     let env = crate::env::HarnessEnv::from_env();
     if let Some(module) = &env.ext {
         let path = env
@@ -175,6 +192,21 @@ unsafe fn init_prelude() -> Result<Interp, String> {
                 "loading extension {module} (CAPISAN_EXT) from {path:?}: {}",
                 e
             ));
+        }
+        run_code(
+            "__ext_kw = ext_keywords(__ext)\n__ext_arity = ext_arities(__ext)",
+            globals,
+        )?;
+        let arities = get(c"__ext_arity")?;
+        for i in 0..raw::PyList_Size(arities) {
+            let pair = raw::PyList_GetItem(arities, i); // borrowed
+            let lo = raw::PyLong_AsLong(raw::PyTuple_GetItem(pair, 0));
+            let hi = raw::PyLong_AsLong(raw::PyTuple_GetItem(pair, 1));
+            ext_arity.push((lo.clamp(0, 3) as u8, hi.clamp(0, 3) as u8));
+        }
+        let kw_lists = get(c"__ext_kw")?;
+        for i in 0..raw::PyList_Size(kw_lists) {
+            ext_kw.push(raw::PyList_GetItem(kw_lists, i)); // borrowed, kept alive by globals
         }
         let list = get(c"__ext")?;
         let n = raw::PyList_Size(list);
@@ -198,6 +230,15 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         make_callable: get(c"make_callable")?,
         gc_collect: get(c"gc_collect")?,
         regrtest_cleanup: get(c"regrtest_cleanup")?,
+        make_value: get(c"make_value")?,
+        api_call: get(c"api_call")?,
+        method_call: get(c"method_call")?,
+        method_name: get(c"method_name")?,
+        protocol: get(c"protocol")?,
+        protocol_name: get(c"protocol_name")?,
+        ext_kw,
+        ext_arity,
+        method_arity: get(c"method_arity")?,
         ext_names: ext.iter().map(|e| e.0.clone()).collect(),
         ext_module: env.ext.clone(),
         ext,

@@ -5,7 +5,9 @@
 //! [`interp`] and [`exec`] bind and drive the variant chosen at build time.
 
 pub mod bench;
+pub mod bundle;
 pub mod campaign;
+pub mod confirm;
 pub mod corpus;
 pub mod detect;
 pub mod env;
@@ -13,13 +15,14 @@ pub mod findings;
 pub mod leak_rule;
 pub mod leaks;
 pub mod minimize;
+pub mod oom;
 pub mod ops;
 pub mod report;
 pub mod repro;
 
 /// Python code the ops call into (classes with evil comparisons, mutating callables); the
 /// harness runs it at start-up and reproducers embed it.
-pub const PRELUDE_PY: &str = include_str!("prelude.py");
+pub const PRELUDE_PY: &str = concat!(include_str!("prelude.py"), include_str!("py/api.py"));
 
 /// regrtest's cleanup between `-R` runs (cache clearing, then collection), run before every
 /// measurement of the two-stage leak verdict; defines `regrtest_cleanup()`.
@@ -30,8 +33,12 @@ pub mod check;
 #[cfg(feature = "cpython")]
 pub mod exec;
 #[cfg(feature = "cpython")]
+pub mod failalloc;
+#[cfg(feature = "cpython")]
 pub mod ffi;
 #[cfg(feature = "cpython")]
 pub mod interp;
+#[cfg(feature = "cpython")]
+pub mod rawmem;
 pub mod replay;
 pub mod replay_report;

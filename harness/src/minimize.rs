@@ -121,13 +121,24 @@ pub fn simplifications(op: &Op) -> Vec<Op> {
             nargs,
             args,
             dst,
-        } if nargs % 4 > 0 => {
+            kw,
+        } if nargs % 4 > 0 || *kw != 0 => {
             for k in 0..(nargs % 4) {
                 out.push(CallExt {
                     func: *func,
                     nargs: k,
                     args: *args,
                     dst: *dst,
+                    kw: *kw,
+                });
+            }
+            if *kw != 0 {
+                out.push(CallExt {
+                    func: *func,
+                    nargs: *nargs,
+                    args: *args,
+                    dst: *dst,
+                    kw: 0,
                 });
             }
         }

@@ -47,4 +47,10 @@ def ext_callables(modname, path, only):
         names = sorted(n for n in dir(m) if not n.startswith('__') and callable(getattr(m, n)))
     if only:
         names = [n for n in names if n in only]
-    return [(modname + '.' + n, getattr(m, n)) for n in names]
+    out = [(modname + '.' + n, getattr(m, n)) for n in names]
+    # Subclasses of the extension's own types whose hook methods misbehave (api.py), after
+    # the module's callables so their indices do not move.
+    subs = evil_subclasses(modname, out)
+    if only:
+        subs = [s for s in subs if s[0].rsplit('.', 1)[-1].split('~')[0] in only]
+    return out + subs

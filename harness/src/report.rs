@@ -130,8 +130,8 @@ pub fn render(dir: &Path, out: &Path) -> Result<()> {
                 table {
                     tr { th { "inputs run" } th { "coverage" } th { "corpus" } th { "last exec/s" } th { "buckets" } }
                     tr {
-                        td { (last.map_or(0, |p| p.execs)) }
-                        td { (last.map_or(0, |p| p.cov)) }
+                        td id="inputs-run" { (last.map_or(0, |p| p.execs)) }
+                        td id="coverage" { (last.map_or(0, |p| p.cov)) }
                         td { (last.map_or(0, |p| p.corpus)) }
                         td { (last.map_or(0, |p| p.exec_per_sec)) }
                         td id="bucket-count" { (buckets.len()) }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use capisan::bench::{self, atheris, median, Table};
+use capisan::bench::{self, atheris, median, trust, Table};
 use capisan_build::{extension, Cache, Manifest, Variant};
 use clap::Args;
 use serde_json::json;
@@ -23,6 +23,16 @@ pub struct BenchArgs {
     /// Also measure the bug zoo's time-to-detect per class (3 seeds each, no seed corpus; slow).
     #[arg(long)]
     pub zoo: bool,
+    /// Only the trust rows, written to bench/trust.md and .json: a 10-minute campaign on
+    /// unmodified CPython (1 minute with --quick) and exec/s of a campaign that hits a true
+    /// leak constantly vs. the same extension without it (alternated, 30-s campaigns).
+    #[arg(long)]
+    pub trust: bool,
+    /// Only the Python-API rows, written to bench/api.md and .json: time-to-detect of each
+    /// planted bug of tests/apiext without seeds (median of 3 seeds, 1 with --quick; 120-s
+    /// cap) and its clean twin (20 s, must find nothing).
+    #[arg(long)]
+    pub api: bool,
     /// Cache directory for sources and built variants; default ~/.cache/capisan.
     #[arg(long, env = "CAPISAN_CACHE")]
     pub cache: Option<PathBuf>,
@@ -39,6 +49,12 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let asan = bench::build_variant(&cache, Variant::Asan, None)?;
     let pydebug = bench::build_variant(&cache, Variant::Pydebug, None)?;
     let binary = build_target("capi_sequences", Variant::Asan, &asan)?;
+    if args.trust {
+        return trust_rows(&cache, &asan, &binary, &results, quick);
+    }
+    if args.api {
+        return api_rows(&cache, &asan, &binary, &results, quick);
+    }
 
     // 1. exec/s: checks on, atheris, checks off, GC collect per input, alternated
     //    A B C D A B C D; atheris is set up first (cached; ~4 min the first time).
@@ -168,7 +184,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         fs::create_dir_all(dir.join("artifacts"))?;
         let art = dir.join("artifacts").join(format!("crash-padded-{func}"));
         fs::write(&art, serde_json::to_vec(&bench::padded(&core))?)?;
-        let m = crate::repro::minimize_artifact(&art, Some(&dir))?;
+        let m = capisan::bundle::minimize_artifact(&art, Some(&dir), &mut |_, _| {})?;
         t.row(
             format!("minimize {func}: 200 ops ->"),
             format!("{} ops", m.ops.len()),
@@ -290,5 +306,124 @@ fn zoo_time_to_detect(
         t.data("zoo_time_to_detect", json!(rows.clone()));
         t.write(results, quick)?;
     }
+    Ok(())
+}
+
+/// The trust rows (`--trust`): bench/trust.md and .json.
+fn trust_rows(
+    cache: &Cache,
+    asan: &Manifest,
+    binary: &std::path::Path,
+    results: &std::path::Path,
+    quick: bool,
+) -> Result<()> {
+    let mut t = Table::default();
+    let ext = cache.root().join("bench").join("realistic");
+    let src = workspace_root().join("tests/realistic/realistic.c");
+    extension::build_extension(cache, asan, &src, Some(&ext))?;
+    let time = if quick { 15 } else { 30 };
+    let (mut leaky, mut clean) = (Vec::new(), Vec::new());
+    let mut hits = Vec::new();
+    for round in 1..=if quick { 1 } else { 3 } {
+        eprintln!("bench: leak cost, round {round} ({time} s campaigns)");
+        let a = trust::leak_cost_campaign(asan, binary, &ext, time, true)?;
+        let b = trust::leak_cost_campaign(asan, binary, &ext, time, false)?;
+        eprintln!("bench:   leaky {a:?}\nbench:   clean {b:?}");
+        hits.push(a.leak_stats.suspected + a.known_hits);
+        leaky.push(a.exec_per_sec as f64);
+        clean.push(b.exec_per_sec as f64);
+    }
+    let ratios: Vec<f64> = leaky
+        .iter()
+        .zip(&clean)
+        .map(|(a, b)| b / a.max(1.0))
+        .collect();
+    t.row(
+        "exec/s, true leak hit constantly vs the same extension without it",
+        format!(
+            "{:.0} vs {:.0} exec/s ({:.2}x slower)",
+            median(leaky.clone()),
+            median(clean.clone()),
+            median(ratios.clone())
+        ),
+        format!(
+            "tests/realistic, parse_pair vs parse_pair_clean, {time}-s campaigns alternated, one seed calling it, keep going; leak sightings per campaign {hits:?}; target within 2x"
+        ),
+    );
+    t.data(
+        "leak_cost",
+        json!({"leaky": leaky, "clean": clean, "ratios": ratios, "sightings": hits}),
+    );
+    t.write_as(results, "trust", quick)?;
+    let minutes = if quick { 1 } else { 10 };
+    eprintln!("bench: {minutes}-minute campaign on unmodified CPython");
+    let seeds = workspace_root().join("corpora/capi_sequences");
+    let (totals, sigs) = trust::clean_campaign(asan, binary, &seeds, minutes * 60)?;
+    t.row(
+        format!("{minutes}-minute capi_sequences campaign on unmodified CPython 3.13"),
+        format!("{} finding(s) in {} inputs", sigs.len(), totals.execs),
+        format!(
+            "seeds, keep going (fork mode); leak suspicions {} (stage 1), rejected by regrtest's procedure {}, confirmed {}; buckets: {}",
+            totals.leak_stats.suspected,
+            totals.leak_stats.rejected,
+            totals.leak_stats.confirmed,
+            if sigs.is_empty() { "none".to_string() } else { sigs.join(", ") }
+        ),
+    );
+    t.data("clean_campaign", json!({"totals": totals, "buckets": sigs}));
+    print!("{}", t.write_as(results, "trust", quick)?);
+    Ok(())
+}
+
+/// The Python-API rows (`--api`): bench/api.md and .json.
+fn api_rows(
+    cache: &Cache,
+    asan: &Manifest,
+    binary: &std::path::Path,
+    results: &std::path::Path,
+    quick: bool,
+) -> Result<()> {
+    let mut t = Table::default();
+    let ext = cache.root().join("bench").join("apiext");
+    let src = workspace_root().join("tests/apiext/apiext.c");
+    extension::build_extension(cache, asan, &src, Some(&ext))?;
+    let mut rows = Vec::new();
+    for (funcs, class, culprit, twin) in bench::api::API_BUGS {
+        let mut times = Vec::new();
+        let mut seen = Vec::new();
+        for seed in 1..=if quick { 1 } else { 3 } {
+            eprintln!("bench: apiext {funcs}, seed {seed}");
+            let d = bench::api::detect(asan, binary, &ext, funcs, seed, 120)?;
+            times.push(d.seconds.unwrap_or(f64::INFINITY));
+            seen.push(format!("{} ({})", d.signature, d.class));
+        }
+        let ok = seen
+            .iter()
+            .all(|s| s.contains(class) && s.split('|').nth(1).is_some_and(|c| c.contains(culprit)));
+        eprintln!("bench: apiext {twin} (clean twin)");
+        let clean = bench::api::detect(asan, binary, &ext, twin, 1, 20)?;
+        t.row(
+            format!(
+                "{funcs}: time-to-detect (no seeds, median of {})",
+                times.len()
+            ),
+            format!("{:.0} s", median(times.clone())),
+            format!(
+                "{}; runs {times:.0?}; classified {}; twin {twin}: {} in {} inputs",
+                seen.first().cloned().unwrap_or_default(),
+                if ok { "right" } else { "WRONG" },
+                if clean.seconds.is_some() {
+                    clean.signature.as_str()
+                } else {
+                    "nothing"
+                },
+                clean.inputs
+            ),
+        );
+        rows.push(json!({"funcs": funcs, "seconds": times, "found": seen, "classified": ok, "twin": twin, "twin_found": clean.signature, "twin_inputs": clean.inputs}));
+        t.data("api_time_to_detect", json!(rows.clone()));
+        t.write_as(results, "api", quick)?;
+    }
+    print!("{}", t.write_as(results, "api", quick)?);
     Ok(())
 }

@@ -63,6 +63,10 @@ pub struct FuzzArgs {
     /// collects every bucket.
     #[arg(long)]
     pub stop_at_first_finding: bool,
+    /// Allocation-failure injection: inputs arm failures of the Nth allocation (or N..) inside
+    /// extension calls often, so error paths run and every check applies there (see FailNext).
+    #[arg(long)]
+    pub fail_alloc: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
     /// Extra libFuzzer arguments, after `--`.
@@ -133,6 +137,10 @@ pub struct FuzzExtArgs {
     /// default: keep going across findings and crashes (libFuzzer fork mode).
     #[arg(long)]
     pub stop_at_first_finding: bool,
+    /// Allocation-failure injection: inputs arm failures of the Nth allocation (or N..) inside
+    /// extension calls often, so error paths run and every check applies there (see FailNext).
+    #[arg(long)]
+    pub fail_alloc: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -197,7 +205,7 @@ pub struct TriageArgs {
     pub known: Option<PathBuf>,
 }
 
-pub use capisan::campaign::{Bucket, Campaign};
+use capisan::campaign::Bucket;
 
 /// The checkout: the directory holding `fuzz/`, `corpora/` and `target/`.
 pub fn workspace_root() -> PathBuf {
@@ -242,6 +250,11 @@ pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
         checks: !args.no_checks,
         totals: !args.no_checks,
         collect: args.collect,
+        fail_alloc: if args.fail_alloc {
+            capisan::env::FailAlloc::On
+        } else {
+            capisan::env::FailAlloc::Off
+        },
         known: args
             .known
             .as_ref()
@@ -374,6 +387,7 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
         jobs: args.jobs,
         known: args.known,
         stop_at_first_finding: args.stop_at_first_finding,
+        fail_alloc: args.fail_alloc,
         cache: args.cache,
         libfuzzer: Vec::new(),
     })

@@ -1,13 +1,14 @@
 //! `cargo xtask`: capisan's user-facing commands. Each subcommand is a small function over the
 //! `capisan-build` and `capisan` crates; the logic lives there.
 
-mod atheris;
 mod bench;
 mod build;
 mod corpus;
 mod fuzz;
 mod help;
 mod leaks;
+mod oom;
+mod pkg;
 mod replay;
 mod report;
 mod repro;
@@ -16,18 +17,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-
-/// Add `env` to a command's environment (one place for what every runner of a variant's
-/// interpreter or fuzzer does).
-pub fn with_env<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
-    mut cmd: duct::Expression,
-    env: &[(K, V)],
-) -> duct::Expression {
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
-    cmd
-}
 
 /// Hunt memory bugs in CPython and its C extensions.
 ///
@@ -70,6 +59,15 @@ enum Command {
     FuzzExt(fuzz::FuzzExtArgs),
     /// Compile a C extension (file or directory of .c files) against a variant, with its sanitizers.
     ExtBuild(fuzz::ExtBuildArgs),
+    /// Re-run one input (or one call) with the failing allocation moved to 1, 2, … K (K = the
+    /// allocations the call makes) and print each distinct bucket.
+    OomSweep(oom::OomSweepArgs),
+    /// Build a Python package (pip requirement, sdist or source dir) in a venv of a variant's
+    /// installed python with its compiler and sanitizer flags; list its extension modules.
+    PkgBuild(pkg::PkgBuildArgs),
+    /// pkg-build, then fuzz each extension module of the package (imported as the package
+    /// imports it) with the capi_sequences campaign.
+    FuzzPkg(pkg::FuzzPkgArgs),
     /// Build a fuzz target into a self-contained directory (ClusterFuzzLite / OSS-Fuzz `$OUT`).
     FuzzBuild(fuzz::FuzzBuildArgs),
     /// Re-run a campaign's crash artifacts and print the buckets.
@@ -132,7 +130,10 @@ fn main() -> ExitCode {
         Command::Fuzz(a) => fuzz::fuzz(a).map(|_| ()),
         Command::FuzzExt(a) => fuzz::fuzz_ext(a),
         Command::FuzzBuild(a) => fuzz::fuzz_build(a),
+        Command::PkgBuild(a) => pkg::pkg_build(a),
+        Command::FuzzPkg(a) => pkg::fuzz_pkg(a),
         Command::ExtBuild(a) => fuzz::ext_build(a),
+        Command::OomSweep(a) => oom::oom_sweep(a),
         Command::Triage(a) => match fuzz::triage(a) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

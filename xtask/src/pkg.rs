@@ -64,6 +64,9 @@ pub struct FuzzPkgArgs {
     /// reported; default: none.
     #[arg(long)]
     pub known: Option<PathBuf>,
+    /// Allocation-failure injection inside the package's calls (see `fuzz --fail-alloc`).
+    #[arg(long)]
+    pub fail_alloc: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
 }
@@ -205,6 +208,7 @@ pub fn fuzz_pkg(args: FuzzPkgArgs) -> Result<()> {
             jobs: args.jobs,
             known: args.known.clone(),
             stop_at_first_finding: false,
+            fail_alloc: args.fail_alloc,
             cache: args.cache.clone(),
             libfuzzer: Vec::new(),
         })?;

@@ -5,7 +5,10 @@
 //! noisy, so everything compared is measured side by side in one run) and writes
 //! `bench/results.md` and `bench/results.json`.
 
+pub mod api;
 pub mod atheris;
+pub mod failalloc;
+pub mod trust;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -166,11 +169,16 @@ impl Table {
     /// Write `<dir>/results.md` and `<dir>/results.json` (also after each slow measurement, so
     /// a failure later keeps what was measured); returns the Markdown.
     pub fn write(&self, dir: &Path, quick: bool) -> Result<String> {
+        self.write_as(dir, "results", quick)
+    }
+
+    /// Write `<dir>/<name>.md` and `<dir>/<name>.json`; returns the Markdown.
+    pub fn write_as(&self, dir: &Path, name: &str, quick: bool) -> Result<String> {
         let md = self.markdown(quick);
         io(dir, fs::create_dir_all(dir))?;
-        let path = dir.join("results.md");
+        let path = dir.join(format!("{name}.md"));
         io(&path, fs::write(&path, &md))?;
-        let path = dir.join("results.json");
+        let path = dir.join(format!("{name}.json"));
         let json = serde_json::to_vec_pretty(&Value::Object(self.data.clone()))
             .expect("a JSON map serializes");
         io(&path, fs::write(&path, json))?;
@@ -318,6 +326,7 @@ pub fn minimize_cases() -> [(&'static str, Vec<Op>); 3] {
         nargs: 1,
         args: [Slot(0); 3],
         dst: Slot(dst),
+        kw: 0,
     };
     [
         (

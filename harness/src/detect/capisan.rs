@@ -98,7 +98,7 @@ pub(super) fn op_name(op: &str) -> String {
     static R: OnceLock<Regex> = OnceLock::new();
     let r = R.get_or_init(|| {
         Regex::new(
-            r"^(?:#\d+\s+)?(?:[A-Za-z_][A-Za-z0-9_]*\s*=\s*)?(CallExt\s+[^\s(]+|[A-Za-z_][A-Za-z0-9_]*)",
+            r"^(?:#\d+\s+)?(?:[A-Za-z_][A-Za-z0-9_]*\s*=\s*)?((?:CallExt|CallMethod|Protocol)\s+[^\s(]+|[A-Za-z_][A-Za-z0-9_]*)",
         )
         .expect("regex")
     });

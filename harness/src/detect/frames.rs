@@ -35,6 +35,8 @@ pub const MACHINERY_FUNCTIONS: &[&str] = &[
     r"^__libc_start",
     r"^capisan::",
     r"^<capisan::",
+    r"^capisan_replay::",
+    r"^capi_sequences::",
     r"^shim_",
     r"^fuzzer::",
     r"^(std|core|alloc)::",
@@ -55,6 +57,7 @@ pub const MACHINERY_FILES: &[&str] = &[
     r"(^|/)libfuzzer-sys-[^/]*/",
     r"(^|/)libfuzzer/Fuzzer[A-Za-z]*\.cpp$",
     r"(^|/)fuzz_targets/",
+    r"(^|/)fuzz/replay/",
 ];
 
 /// Modules that are machinery as a whole: libc (its unsymbolized signal-return trampoline heads

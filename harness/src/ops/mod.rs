@@ -28,6 +28,21 @@ impl Slot {
     pub fn index(self) -> usize {
         self.0 as usize % NSLOTS
     }
+
+    /// As an argument of `CallExt` / `CallMethod`, a byte of 0x80 or more is not a slot but a
+    /// fresh value of the Python vocabulary, `make_value(byte & 0x7f)`: an odd argument costs
+    /// one byte instead of a `NewValue` op and a slot.
+    pub fn value_code(self) -> Option<u8> {
+        (self.0 >= 0x80).then_some(self.0 & 0x7f)
+    }
+
+    /// An argument as op text: `s3`, or `v12` for a vocabulary value.
+    pub fn arg_text(self) -> String {
+        match self.value_code() {
+            Some(c) => format!("v{c}"),
+            None => self.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for Slot {
@@ -186,14 +201,132 @@ pub enum Op {
         nargs: u8,
         args: [Slot; 3],
         dst: Slot,
+        /// Keyword mask (see [`KwMask`]); 0 passes every argument by position.
+        #[serde(default)]
+        kw: u8,
+    },
+    /// `make_value(code)`: a value of the Python vocabulary (boundary numbers, odd strings,
+    /// 100-KiB and 1-MiB buffers, memoryviews, containers, subclass instances of builtins,
+    /// file-likes, iterators, objects whose dunders raise, return wrong types or mutate the
+    /// running call's receiver and arguments) — new.
+    NewValue { dst: Slot, code: u8 },
+    /// Method (or property) number `method % n` of the public ones of `recv`'s type, with the
+    /// first `nargs % 4` of `args` and keyword mask `kw` — new. Works on any object the
+    /// sequence holds: instances returned by the extension, subclass instances, builtins.
+    CallMethod {
+        recv: Slot,
+        method: u8,
+        nargs: u8,
+        args: [Slot; 3],
+        kw: u8,
+        dst: Slot,
+    },
+    /// A language-level operation on `obj` (len, iter, next, getitem, setitem, contains,
+    /// number conversions, arithmetic, buffer, with, str, format, reversed, bytes, call,
+    /// comparisons, hash, copy, pickle: `protocol(which, obj, arg)`), which runs the object's
+    /// hooks — new.
+    Protocol {
+        obj: Slot,
+        which: u8,
+        arg: Slot,
+        dst: Slot,
+    },
+    /// Arm allocation-failure injection for the next `CallExt` that passes its arguments by
+    /// position (it calls the extension's C code directly): allocations `nth` ..
+    /// `nth + count - 1` of that call (counted from 1 over the RAW, MEM and OBJ domains; `count`
+    /// 0 = every one from `nth` until the call returns) return NULL. Touches no slot. Raw fuzzer
+    /// bytes yield it only in a `--fail-alloc` campaign (see [`OpSeq::decode`]); JSON op lists
+    /// always honour it, so a finding on an error path replays as it was found.
+    FailNext {
+        #[arbitrary(with = arbitrary_nth)]
+        nth: u16,
+        #[arbitrary(with = arbitrary_count)]
+        count: u8,
     },
 }
 
+/// Which allocations of an armed call fail (see [`Op::FailNext`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailSpec {
+    /// The first failing allocation, from 1 (0 is read as 1).
+    pub nth: u16,
+    /// How many fail; 0 = every one from `nth` on.
+    pub count: u8,
+}
+
+impl FailSpec {
+    /// The failing allocations as `(first, last)`, inclusive, `last` 0 meaning unbounded.
+    pub fn range(self) -> (u64, u64) {
+        let first = u64::from(self.nth.max(1));
+        let last = match self.count {
+            0 => 0,
+            c => first + u64::from(c) - 1,
+        };
+        (first, last)
+    }
+}
+
+impl fmt::Display for FailSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.range() {
+            (a, 0) => write!(f, "allocations {a}.. fail"),
+            (a, b) if a == b => write!(f, "allocation {a} fails"),
+            (a, b) => write!(f, "allocations {a}..{b} fail"),
+        }
+    }
+}
+
+/// The fuzzer's encoding of `FailNext::nth`: one byte, three times in four one of the first 8
+/// allocations (an extension's own error paths are there: a small function makes a handful),
+/// else 9..72.
+fn arbitrary_nth(u: &mut arbitrary::Unstructured) -> arbitrary::Result<u16> {
+    Ok(nth_of(u8::arbitrary(u)?))
+}
+
+/// See [`arbitrary_nth`].
+fn nth_of(b: u8) -> u16 {
+    let b = u16::from(b);
+    if b < 192 {
+        1 + b % 8
+    } else {
+        9 + (b - 192)
+    }
+}
+
+/// The fuzzer's encoding of `FailNext::count`: one allocation three times in four (a single
+/// failure, the path a leak on error needs), otherwise every one from `nth` on.
+fn arbitrary_count(u: &mut arbitrary::Unstructured) -> arbitrary::Result<u8> {
+    Ok(if u8::arbitrary(u)? % 4 == 3 { 0 } else { 1 })
+}
+
+/// How a call's arguments become keywords: bit `i` (0..3) passes argument `i` by keyword,
+/// named by the callee's keyword parameter number `i + offset` (bits 4..6, so a fuzzer reaches
+/// `default=` far down a signature); all bits set (0xff, one in 256) adds an unknown keyword.
+pub struct KwMask;
+
+impl KwMask {
+    /// Whether argument `i` is passed by keyword.
+    pub fn by_keyword(kw: u8, i: usize) -> bool {
+        i < 4 && kw >> i & 1 == 1
+    }
+    /// The keyword parameter index argument `i` takes.
+    pub fn keyword_index(kw: u8, i: usize, nkw: usize) -> usize {
+        (i + usize::from(kw >> 4 & 7)) % nkw.max(1)
+    }
+    /// Whether an unknown keyword is added.
+    pub fn unknown(kw: u8) -> bool {
+        kw == 0xff
+    }
+}
+
 impl Op {
-    /// The argument slots a `CallExt` passes: the first `nargs % 4` of `args` (none for others).
+    /// The argument slots a `CallExt` or `CallMethod` passes: the first `nargs % 4` of `args`
+    /// (none for others).
     pub fn ext_args(&self) -> &[Slot] {
         match self {
-            Op::CallExt { nargs, args, .. } => &args[..*nargs as usize % 4],
+            Op::CallExt { nargs, args, .. } | Op::CallMethod { nargs, args, .. } => {
+                &args[..*nargs as usize % 4]
+            }
             _ => &[],
         }
     }
@@ -206,8 +339,12 @@ impl Op {
                 let name = ext
                     .get(*func as usize % ext.len().max(1))
                     .map_or("?", String::as_str);
-                let args: Vec<String> = self.ext_args().iter().map(Slot::to_string).collect();
-                format!("{dst} = CallExt {name}({})", args.join(", "))
+                let args: Vec<String> = self.ext_args().iter().map(|a| a.arg_text()).collect();
+                let kw = match self {
+                    Op::CallExt { kw, .. } if *kw != 0 => format!(" kw={kw:#04x}"),
+                    _ => String::new(),
+                };
+                format!("{dst} = CallExt {name}({}){kw}", args.join(", "))
             }
             other => other.to_string(),
         }
@@ -258,7 +395,11 @@ impl Op {
             ModuleAdd,
             ErrRoundTrip,
             GcCollect,
-            CallExt
+            NewValue,
+            CallMethod,
+            Protocol,
+            CallExt,
+            FailNext
         )
     }
 }
@@ -316,9 +457,45 @@ impl fmt::Display for Op {
             ModuleAdd { obj, name } => write!(f, "ModuleAdd({obj}, {:?})", name.as_str()),
             ErrRoundTrip { dst } => write!(f, "{dst} = ErrRoundTrip()"),
             GcCollect { generation } => write!(f, "GcCollect({})", generation % 3),
-            CallExt { func, dst, .. } => {
-                let args: Vec<String> = self.ext_args().iter().map(Slot::to_string).collect();
-                write!(f, "{dst} = CallExt #{func}({})", args.join(", "))
+            CallExt { func, dst, kw, .. } => {
+                let args: Vec<String> = self.ext_args().iter().map(|a| a.arg_text()).collect();
+                write!(f, "{dst} = CallExt #{func}({})", args.join(", "))?;
+                if *kw != 0 {
+                    write!(f, " kw={kw:#04x}")?;
+                }
+                Ok(())
+            }
+            NewValue { dst, code } => write!(f, "{dst} = NewValue({code})"),
+            CallMethod {
+                recv,
+                method,
+                dst,
+                kw,
+                ..
+            } => {
+                let args: Vec<String> = self.ext_args().iter().map(|a| a.arg_text()).collect();
+                write!(
+                    f,
+                    "{dst} = CallMethod {recv}.#{method}({})",
+                    args.join(", ")
+                )?;
+                if *kw != 0 {
+                    write!(f, " kw={kw:#04x}")?;
+                }
+                Ok(())
+            }
+            Protocol {
+                obj,
+                which,
+                arg,
+                dst,
+            } => write!(f, "{dst} = Protocol #{which}({obj}, {arg})"),
+            FailNext { nth, count } => {
+                let spec = FailSpec {
+                    nth: *nth,
+                    count: *count,
+                };
+                write!(f, "FailNext({spec} in the next CallExt)")
             }
         }
     }
@@ -371,13 +548,79 @@ impl<'a> Arbitrary<'a> for OpSeq {
     fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
         let mut ops = Vec::new();
         while ops.len() < MAX_OPS && !u.is_empty() {
-            match Op::arbitrary(u) {
+            match next_op(u) {
                 Ok(op) => ops.push(op),
                 Err(_) => break,
             }
         }
         Ok(OpSeq(ops))
     }
+}
+
+/// One op from fuzzer bytes. One op in four is an API op (a call of the code under test, a
+/// method of a held object, a vocabulary value, a protocol operation): uniformly over ~45
+/// variants they would be rare, and they are where an extension's bugs are.
+fn next_op(u: &mut arbitrary::Unstructured) -> arbitrary::Result<Op> {
+    match u8::arbitrary(u)? {
+        b if b < 64 => api_op(b, u),
+        _ => Op::arbitrary(u),
+    }
+}
+
+/// An API op from fuzzer bytes, compactly (libFuzzer grows inputs slowly, and a call that
+/// costs nine bytes is reached late): `head` (the byte that chose an API op, `< 64`) picks the
+/// kind — calls (`CallExt`, `CallMethod`) twice as often as values and protocol operations —
+/// and a count byte carries the argument count (bits 0-1) and whether a keyword byte follows
+/// (bit 2); only that many argument bytes are read.
+fn api_op(head: u8, u: &mut arbitrary::Unstructured) -> arbitrary::Result<Op> {
+    let call_args = |u: &mut arbitrary::Unstructured| -> arbitrary::Result<(u8, [Slot; 3], u8)> {
+        let count = u8::arbitrary(u)?;
+        let n = count & 3;
+        let mut args = [Slot(0); 3];
+        for a in args.iter_mut().take(n as usize) {
+            *a = Slot::arbitrary(u)?;
+        }
+        let kw = if count & 4 != 0 { u8::arbitrary(u)? } else { 0 };
+        Ok((n, args, kw))
+    };
+    Ok(match head % 6 {
+        0 | 1 => {
+            let func = u8::arbitrary(u)?;
+            let dst = Slot::arbitrary(u)?;
+            let (nargs, args, kw) = call_args(u)?;
+            Op::CallExt {
+                func,
+                nargs,
+                args,
+                dst,
+                kw,
+            }
+        }
+        2 | 3 => {
+            let recv = Slot::arbitrary(u)?;
+            let method = u8::arbitrary(u)?;
+            let dst = Slot::arbitrary(u)?;
+            let (nargs, args, kw) = call_args(u)?;
+            Op::CallMethod {
+                recv,
+                method,
+                nargs,
+                args,
+                kw,
+                dst,
+            }
+        }
+        4 => Op::NewValue {
+            dst: u.arbitrary()?,
+            code: u.arbitrary()?,
+        },
+        _ => Op::Protocol {
+            obj: u.arbitrary()?,
+            which: u.arbitrary()?,
+            arg: u.arbitrary()?,
+            dst: u.arbitrary()?,
+        },
+    })
 }
 
 /// What a corpus file holds.
@@ -407,16 +650,74 @@ pub fn classify_input(name: &std::path::Path, bytes: &[u8]) -> Result<InputKind,
 }
 
 impl OpSeq {
-    /// Decode fuzzer bytes the way the fuzz target does: a JSON array of ops (seeds,
-    /// minimized reproducers, regression cases) or else `arbitrary` bytes from libFuzzer.
+    /// Decode fuzzer bytes the way the fuzz target of a plain campaign does: a JSON array of ops
+    /// (seeds, minimized reproducers, regression cases) or else `arbitrary` bytes from
+    /// libFuzzer (see [`OpSeq::decode`]).
     pub fn from_bytes(data: &[u8]) -> OpSeq {
+        OpSeq::decode(data, false)
+    }
+
+    /// Decode fuzzer bytes the way the fuzz target does when allocation-failure injection is
+    /// `fail_alloc` (`--fail-alloc`, [`crate::env::HarnessEnv::fail_alloc`]). A JSON op list is
+    /// taken as it is, its [`Op::FailNext`] ops honoured either way. Raw bytes: without the
+    /// mode their `FailNext` ops are dropped (a plain campaign never injects failures); with it
+    /// they are kept, and every `CallExt` reads one more byte that, half the time, arms a
+    /// failure in it (a `FailNext` before it: mostly one of the first 8 allocations, now and
+    /// then every one from there; the call then passes its arguments by position), so error
+    /// paths are tried often at the cost of one byte; a call that ends the input is always
+    /// armed (see the code for where N comes from).
+    pub fn decode(data: &[u8], fail_alloc: bool) -> OpSeq {
         if data.first() == Some(&b'[') {
             if let Ok(ops) = serde_json::from_slice::<Vec<Op>>(data) {
                 return OpSeq(ops.into_iter().take(MAX_JSON_OPS).collect());
             }
         }
         let mut u = arbitrary::Unstructured::new(data);
-        OpSeq::arbitrary(&mut u).unwrap_or(OpSeq(Vec::new()))
+        let mut ops = Vec::new();
+        while ops.len() < MAX_OPS && !u.is_empty() {
+            let Ok(op) = next_op(&mut u) else { break };
+            match op {
+                Op::FailNext { .. } if !fail_alloc => {}
+                Op::CallExt { dst, .. } if fail_alloc => {
+                    let before = ops.len();
+                    if u.is_empty() {
+                        // The input ends with this call (libFuzzer's length limit keeps early
+                        // inputs that short): armed, allocation 1..8 from the high bits of
+                        // the destination byte (its low bits name the slot), one time in four
+                        // every allocation from there on.
+                        let v = u16::from(dst.0 >> 3);
+                        ops.push(Op::FailNext {
+                            nth: 1 + v % 8,
+                            count: if v / 8 == 3 { 0 } else { 1 },
+                        });
+                    } else {
+                        // Odd: armed. The other 7 bits: three times in four one of the first 8
+                        // allocations (one time in six of those, every allocation from there
+                        // on), else 9..40.
+                        let b = u8::arbitrary(&mut u).unwrap_or(0);
+                        if b & 1 == 1 {
+                            let v = u16::from(b >> 1);
+                            let (nth, count) = if v < 96 {
+                                (1 + v % 8, if (v / 8) % 6 == 5 { 0 } else { 1 })
+                            } else {
+                                (9 + (v - 96), 1)
+                            };
+                            ops.push(Op::FailNext { nth, count });
+                        }
+                    }
+                    let mut op = op;
+                    if let (true, Op::CallExt { kw, .. }) = (ops.len() > before, &mut op) {
+                        // An armed call passes its arguments by position: a keyword call goes
+                        // through a Python helper, which a FailNext does not arm.
+                        *kw = 0;
+                    }
+                    ops.push(op);
+                }
+                _ => ops.push(op),
+            }
+        }
+        ops.truncate(MAX_OPS);
+        OpSeq(ops)
     }
 }
 
@@ -479,5 +780,57 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
             assert!(OpSeq::from_bytes(&data).0.len() <= MAX_OPS);
         }
+    }
+
+    #[test]
+    fn failures_come_from_raw_bytes_only_in_fail_alloc_mode() {
+        let fails = |seq: &OpSeq| {
+            seq.0
+                .iter()
+                .filter(|o| matches!(o, Op::FailNext { .. }))
+                .count()
+        };
+        let (mut plain, mut armed) = (0, 0);
+        for seed in 0..400u32 {
+            let data: Vec<u8> = (0..300u32)
+                .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed * 97) >> 13) as u8)
+                .collect();
+            plain += fails(&OpSeq::decode(&data, false));
+            let seq = OpSeq::decode(&data, true);
+            assert!(seq.0.len() <= MAX_OPS);
+            armed += fails(&seq);
+        }
+        assert_eq!(plain, 0, "a plain campaign never injects failures");
+        assert!(armed > 100, "the mode arms failures often: {armed}");
+        // Every armed call is one a FailNext arms: positional.
+        for seed in 0..50u32 {
+            let data: Vec<u8> = (0..300u32).map(|i| (i * 131 + seed * 7) as u8).collect();
+            let ops = OpSeq::decode(&data, true).0;
+            for w in ops.windows(2) {
+                if let (Op::FailNext { .. }, Op::CallExt { kw, .. }) = (&w[0], &w[1]) {
+                    assert_eq!(*kw, 0);
+                }
+            }
+        }
+        // A JSON list keeps them whatever the mode.
+        let json = br#"[{"FailNext":{"nth":2,"count":1}},{"NewList":{"dst":0}}]"#;
+        assert_eq!(fails(&OpSeq::decode(json, false)), 1);
+    }
+
+    #[test]
+    fn fail_spec_ranges() {
+        let r = |nth, count| FailSpec { nth, count }.range();
+        assert_eq!(r(2, 1), (2, 2));
+        assert_eq!(r(0, 1), (1, 1));
+        assert_eq!(r(3, 4), (3, 6));
+        assert_eq!(r(5, 0), (5, 0));
+        assert_eq!(
+            FailSpec { nth: 2, count: 1 }.to_string(),
+            "allocation 2 fails"
+        );
+        assert_eq!(
+            FailSpec { nth: 2, count: 0 }.to_string(),
+            "allocations 2.. fail"
+        );
     }
 }

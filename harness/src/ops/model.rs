@@ -164,8 +164,24 @@ impl Model {
             }
             CallExt { nargs, args, .. } => {
                 for a in args.iter_mut().take(*nargs as usize % 4) {
-                    *a = rd(*a);
+                    if a.value_code().is_none() {
+                        *a = rd(*a);
+                    }
                 }
+            }
+            CallMethod {
+                recv, nargs, args, ..
+            } => {
+                *recv = rd(*recv);
+                for a in args.iter_mut().take(*nargs as usize % 4) {
+                    if a.value_code().is_none() {
+                        *a = rd(*a);
+                    }
+                }
+            }
+            Protocol { obj, arg, .. } => {
+                *obj = rd(*obj);
+                *arg = rd(*arg);
             }
             _ => {}
         }
@@ -189,6 +205,7 @@ impl Model {
             | NewDict { dst }
             | NewSet { dst }
             | NewInstance { dst, .. }
+            | NewValue { dst, .. }
             | ErrRoundTrip { dst } => (vec![(dst.index(), Write)], Some(ResultKind::New), false),
             NewCallable { dst, target, .. } => (
                 vec![r(target), (dst.index(), Write)],
@@ -259,17 +276,45 @@ impl Model {
             ModuleAddRef { obj, .. } => (vec![r(obj)], None, true),
             ModuleAdd { obj, .. } => (vec![(obj.index(), Steal)], None, true),
             GcCollect { .. } => (vec![], None, true),
+            // Arms the allocator wrappers for the next CallExt; no slot, no Python code.
+            FailNext { .. } => (vec![], None, false),
             CallExt {
                 nargs, args, dst, ..
             } => {
                 if ext_funcs == 0 {
                     return None;
                 }
-                let mut uses: Vec<(usize, Use)> =
-                    args.iter().take(*nargs as usize % 4).map(r).collect();
+                let mut uses: Vec<(usize, Use)> = args
+                    .iter()
+                    .take(*nargs as usize % 4)
+                    .filter(|a| a.value_code().is_none())
+                    .map(r)
+                    .collect();
                 uses.push((dst.index(), Write));
                 (uses, Some(ResultKind::New), true)
             }
+            CallMethod {
+                recv,
+                nargs,
+                args,
+                dst,
+                ..
+            } => {
+                let mut uses: Vec<(usize, Use)> = vec![r(recv)];
+                uses.extend(
+                    args.iter()
+                        .take(*nargs as usize % 4)
+                        .filter(|a| a.value_code().is_none())
+                        .map(r),
+                );
+                uses.push((dst.index(), Write));
+                (uses, Some(ResultKind::New), true)
+            }
+            Protocol { obj, arg, dst, .. } => (
+                vec![r(obj), r(arg), (dst.index(), Write)],
+                Some(ResultKind::New),
+                true,
+            ),
         };
         if result == Some(ResultKind::Borrowed)
             && uses.iter().any(|&(s, u)| u == Write && self.is_owned(s))

@@ -10,9 +10,22 @@ use crate::ops::{clip_bytes, clip_str, CallableKind, Op, PyClass, Resolved};
 /// audit, the leak measurement (regrtest's -R procedure). A real file, so tests can compile it.
 pub const RUNTIME_C: &str = include_str!("runtime.c");
 
+/// Allocation-failure injection, pasted before the runtime when the sequence has a `FailNext`:
+/// the harness's own allocator wrappers, then the glue that arms them around the next
+/// extension call's calls (real files, so tests can compile them).
+pub const FAILALLOC_C: &str = concat!(
+    include_str!("../../csrc/failalloc.c"),
+    include_str!("failalloc.c")
+);
+
 /// The C program for a resolved sequence.
 pub fn emit(r: &Resolved, expect: Expect) -> String {
-    let mut out = RUNTIME_C.to_string();
+    let fails = r.ops.iter().any(|o| matches!(o, Op::FailNext { .. }));
+    let mut out = if fails {
+        format!("{FAILALLOC_C}\n{RUNTIME_C}")
+    } else {
+        RUNTIME_C.to_string()
+    };
     out.push_str("\nstatic const char PRELUDE[] =\n");
     for line in crate::PRELUDE_PY.lines() {
         let _ = writeln!(out, "    {}", c_bytes(format!("{line}\n").as_bytes()));
@@ -45,6 +58,9 @@ pub fn emit(r: &Resolved, expect: Expect) -> String {
         }
         let _ = writeln!(out, "    /* {} */", super::describe(op, r));
         out.push_str(&op_c(op, r, expect));
+        if fails && matches!(op, Op::CallExt { .. }) {
+            out.push_str("    capisan_fail_done(); /* a FailNext arms one extension call */\n");
+        }
         let _ = writeln!(out, "    done({i});");
     }
     out.push_str(
@@ -57,6 +73,14 @@ pub fn emit(r: &Resolved, expect: Expect) -> String {
 fn op_c(op: &Op, r: &Resolved, expect: Expect) -> String {
     use Op::*;
     let s = |x: &crate::ops::Slot| format!("s[{}]", x.index());
+    // A call argument: its slot, or a fresh vocabulary value (a reference the reproducer
+    // does not release; it is made before any measurement).
+    let arg = |x: &crate::ops::Slot| match x.value_code() {
+        Some(c) => {
+            format!("PyObject_CallFunction(PyDict_GetItemString(g, \"make_value\"), \"i\", {c})")
+        }
+        None => s(x),
+    };
     let d = |x: &crate::ops::Slot| x.index();
     match op {
         NewInt { dst, value } => format!("    put({}, PyLong_FromLongLong({value}LL), 1); /* new */\n", d(dst)),
@@ -180,9 +204,60 @@ fn op_c(op: &Op, r: &Resolved, expect: Expect) -> String {
             "    {{ PyObject *gc = PyImport_ImportModule(\"gc\"); PyObject *r = PyObject_CallMethod(gc, \"collect\", \"i\", {}); Py_XDECREF(r); Py_DECREF(gc); }}\n",
             generation % 3
         ),
+        NewValue { dst, code } => format!(
+            "    put({}, PyObject_CallFunction(PyDict_GetItemString(g, \"make_value\"), \"i\", {code}), 1); PyErr_Clear(); /* new */\n",
+            d(dst)
+        ),
+        CallMethod {
+            recv,
+            method,
+            kw,
+            dst,
+            ..
+        } => {
+            let argv: Vec<String> = op.ext_args().iter().map(arg).collect();
+            format!(
+                "    {{ PyObject *a = PyTuple_Pack({}{}); /* new */\n      put({}, PyObject_CallFunction(PyDict_GetItemString(g, \"method_call\"), \"OiOi\", {}, {method}, a, {kw}), 1); PyErr_Clear(); /* new */\n      Py_DECREF(a); }}\n",
+                argv.len(),
+                argv.iter().map(|a| format!(", {a}")).collect::<String>(),
+                d(dst),
+                s(recv)
+            )
+        }
+        Protocol {
+            obj,
+            which,
+            arg,
+            dst,
+        } => format!(
+            "    put({}, PyObject_CallFunction(PyDict_GetItemString(g, \"protocol\"), \"iOO\", {which}, {}, {}), 1); PyErr_Clear(); /* new */\n",
+            d(dst),
+            s(obj),
+            s(arg)
+        ),
+        // Arms the allocator wrappers (pasted above main) for the next extension call.
+        FailNext { nth, count } => {
+            let (first, last) = crate::ops::FailSpec {
+                nth: *nth,
+                count: *count,
+            }
+            .range();
+            format!("    capisan_failalloc_install(); capisan_fail_next({first}, {last}); /* {op} */\n")
+        }
+        CallExt { func, dst, kw, .. } if *kw != 0 => {
+            let (m, f) = callee(r, *func);
+            let argv: Vec<String> = op.ext_args().iter().map(arg).collect();
+            format!(
+                "    {{ PyObject *f = PyObject_GetAttrString(ext_module, {}); /* new */\n      if (!f) {{ PyErr_Print(); return 2; }}\n      PyObject *a = PyTuple_Pack({}{}); /* new */\n      /* {m}.{f} with keyword mask {kw}: called three times, like capisan */\n      put({}, PyObject_CallFunction(PyDict_GetItemString(g, \"ext_call\"), \"OOi\", f, a, {kw}), 1); PyErr_Clear();\n      for (int k = 0; k < 2; k++) {{ PyObject *x = PyObject_CallFunction(PyDict_GetItemString(g, \"ext_call\"), \"OOi\", f, a, {kw}); Py_XDECREF(x); PyErr_Clear(); }}\n      Py_DECREF(a); Py_DECREF(f); }}\n",
+                c_bytes(f.as_bytes()),
+                argv.len(),
+                argv.iter().map(|a| format!(", {a}")).collect::<String>(),
+                d(dst),
+            )
+        }
         CallExt { func, dst, .. } => {
             let (m, f) = callee(r, *func);
-            let argv: Vec<String> = op.ext_args().iter().map(s).collect();
+            let argv: Vec<String> = op.ext_args().iter().map(arg).collect();
             let n = argv.len();
             let args: String = argv.iter().map(|a| format!("{a}, ")).collect();
             // The callable is looked up once, before any call: each lookup is a new reference,

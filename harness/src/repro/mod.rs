@@ -103,6 +103,7 @@ mod tests {
                     nargs: 2,
                     args: [Slot(0), Slot(2), Slot(0)],
                     dst: Slot(3),
+                    kw: 0,
                 },
             ],
         }
@@ -181,6 +182,7 @@ mod tests {
                 nargs: 1,
                 args: [Slot(0), Slot(0), Slot(0)],
                 dst: Slot(1),
+                kw: 0,
             },
         ];
         let src = c::emit(&r, Expect::Leak);

@@ -45,6 +45,14 @@ pub fn emit(r: &Resolved, expect: Expect) -> Result<String, String> {
     Ok(out)
 }
 
+/// A call argument in Python: its slot, or the vocabulary value it names.
+fn py_arg(a: crate::ops::Slot) -> String {
+    match a.value_code() {
+        Some(c) => format!("make_value({c})"),
+        None => a.to_string(),
+    }
+}
+
 fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
     use Op::*;
     Some(match op {
@@ -99,9 +107,38 @@ fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
         Call { callable, arg, dst } => format!("{dst} = {callable}({arg})"),
         GcCollect { generation } => format!("import gc; gc.collect({})", generation % 3),
         ErrRoundTrip { dst } => format!("{dst} = ValueError('capisan')"),
+        NewValue { dst, code } => format!("{dst} = make_value({code})"),
+        CallMethod {
+            recv,
+            method,
+            kw,
+            dst,
+            ..
+        } => {
+            let argv: Vec<String> = op.ext_args().iter().map(|a| format!("{}, ", py_arg(*a))).collect();
+            format!(
+                "{dst} = method_call({recv}, {method}, ({}), {kw})",
+                argv.concat()
+            )
+        }
+        Protocol {
+            obj,
+            which,
+            arg,
+            dst,
+        } => format!("{dst} = protocol({which}, {obj}, {arg})"),
+        CallExt { func, dst, kw, .. } if *kw != 0 => {
+            let (m, f) = callee(r, *func);
+            let argv: Vec<String> = op.ext_args().iter().map(|a| format!("{}, ", py_arg(*a))).collect();
+            format!(
+                "{dst} = ext_call({m}.{f}, ({}), {kw})\nfor _ in range(2):\n    ext_call({m}.{f}, ({}), {kw})",
+                argv.concat(),
+                argv.concat()
+            )
+        }
         CallExt { func, dst, .. } => {
             let (m, f) = callee(r, *func);
-            let argv: Vec<String> = op.ext_args().iter().map(|a| a.to_string()).collect();
+            let argv: Vec<String> = op.ext_args().iter().map(|a| py_arg(*a)).collect();
             let call = format!("{m}.{f}({})", argv.join(", "));
             match expect {
                 // Once, as capisan did, then regrtest's -R procedure on the same call.
@@ -122,6 +159,8 @@ fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
         | ListSetItem { .. }
         | TupleSetItem { .. }
         | ModuleAdd { .. }
-        | ModuleAddRef { .. } => return None,
+        | ModuleAddRef { .. }
+        // Allocation-failure injection needs the C allocator wrappers (repro.c has them).
+        | FailNext { .. } => return None,
     })
 }
