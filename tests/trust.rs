@@ -215,3 +215,27 @@ fn a_fuzzer_that_dies_at_start_is_an_error_not_zero_findings() {
         r.stderr
     );
 }
+
+#[test]
+fn a_memcheck_campaign_without_its_xml_is_an_error_not_zero_findings() {
+    // valgrind cannot write its XML where a directory stands in the way: before, the missing
+    // XML was ignored and the campaign reported zero findings.
+    let out = std::env::temp_dir().join("capisan-trust-no-xml");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("valgrind.xml")).unwrap();
+    let r = xtask(
+        &[
+            "fuzz",
+            "capi_sequences",
+            "--variant",
+            "valgrind",
+            "--time",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!r.ok, "{}", r.stdout);
+    assert!(r.stderr.contains("valgrind wrote no XML"), "{}", r.stderr);
+}

@@ -369,10 +369,24 @@ def ext_arities(callables):
     return [_arity(f) for _, f in callables]
 
 
+# (type, method name) -> (arity, keyword names): inspect.signature is slow, and a campaign
+# calls the same few methods millions of times.
+_method_info = {}
+
+
+def _method_info_of(recv, name, attr):
+    key = (type(recv), name)
+    info = _method_info.get(key)
+    if info is None:
+        info = (_arity(attr), _params(attr)[1]) if callable(attr) else ((0, 0), [])
+        _method_info[key] = info
+    return info
+
+
 def method_arity(recv, idx):
     name = method_name(recv, idx)
     attr = getattr(recv, name, None) if name else None
-    return _arity(attr) if callable(attr) else (0, 0)
+    return _method_info_of(recv, name, attr)[0]
 
 
 def ext_keywords(callables):
@@ -461,7 +475,7 @@ def method_call(recv, idx, args, kwmask):
     attr = getattr(recv, name)
     if not callable(attr):
         return attr
-    return _call(attr, recv, args, kwmask, _params(attr)[1])
+    return _call(attr, recv, args, kwmask, _method_info_of(recv, name, attr)[1])
 
 
 def _first(it, n=100):
