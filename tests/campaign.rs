@@ -104,6 +104,8 @@ fn kill_9_loses_no_corpus_entry_or_finding() {
             "--out",
             dir.to_str().unwrap(),
             "--no-seeds",
+            // One process: it prints how many corpus files it loaded.
+            "--stop-at-first-finding",
         ],
         &[],
     );

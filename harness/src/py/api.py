@@ -415,8 +415,11 @@ def evil_subclasses(modname, callables):
                         return 'capisan: wrong type from ' + _n
                     _act(2)
                     return getattr(_c, _n)(self, *a, **k)
+                # The extension's module: the subclass is the extension's type to the checks
+                # that concern its own types (methods called, tp_clear audited).
+                ns = {name: hook, '__module__': cls.__module__}
                 try:
-                    sub = type(cls.__name__ + '_' + name + '_' + style, (cls,), {name: hook})
+                    sub = type(cls.__name__ + '_' + name + '_' + style, (cls,), ns)
                 except TypeError:
                     continue
                 out.append((qual + '~' + name + '~' + style, sub))
