@@ -305,6 +305,19 @@ unsafe fn collect_generation(generation: std::os::raw::c_long) {
     }
 }
 
+/// regrtest's cleanup between `-R` runs (py/regrtest_cleanup.py), any error cleared.
+fn regrtest_cleanup() {
+    // SAFETY: GIL held; regrtest_cleanup() returns a new reference or NULL.
+    unsafe {
+        let r = raw::PyObject_CallNoArgs(interp::get().regrtest_cleanup);
+        if r.is_null() {
+            raw::PyErr_Clear();
+        } else {
+            shim_Py_DECREF(r);
+        }
+    }
+}
+
 /// regrtest `-R 3:3`: warm-up runs, then measured runs, in stage 2 of the leak verdict.
 const STAGE2_WARMUPS: usize = 3;
 const STAGE2_RUNS: usize = 3;
@@ -436,17 +449,7 @@ unsafe fn regrtest_repeat(
     mut f: impl FnMut() -> Result<(), Violation>,
     watched: &[*mut PyObject],
 ) -> Result<(Vec<i64>, Vec<Vec<i64>>), Violation> {
-    let cleanup = || {
-        // SAFETY: GIL held; regrtest_cleanup() returns a new reference or NULL.
-        unsafe {
-            let r = raw::PyObject_CallNoArgs(interp::get().regrtest_cleanup);
-            if r.is_null() {
-                raw::PyErr_Clear();
-            } else {
-                shim_Py_DECREF(r);
-            }
-        }
-    };
+    let cleanup = regrtest_cleanup;
     let read = || {
         let t = interp::total_refcount().unwrap_or(0) as i64;
         // SAFETY: watched objects are alive (caller's contract).
@@ -676,17 +679,7 @@ unsafe fn raw_leak_verdict(
         bump(|s| s.reused += 1);
         return Err(suspect);
     }
-    let cleanup = || {
-        // SAFETY: GIL held; regrtest_cleanup() returns a new reference or NULL.
-        unsafe {
-            let r = raw::PyObject_CallNoArgs(interp::get().regrtest_cleanup);
-            if r.is_null() {
-                raw::PyErr_Clear();
-            } else {
-                shim_Py_DECREF(r);
-            }
-        }
-    };
+    let cleanup = regrtest_cleanup;
     let mut measured = Vec::with_capacity(STAGE2_RUNS);
     cleanup();
     let mut before = crate::rawmem::allocated_bytes().unwrap_or(0);

@@ -56,6 +56,20 @@ def _act(k):
             raise
 
 
+def _misbehave(how, good, wrong, exc):
+    """What an evil hook returns, by the low bits of how: the right value, the right value
+    after mutating a victim, a value of the wrong type, or an exception."""
+    h = how & 3
+    if h == 0:
+        return good
+    if h == 1:
+        _act(how >> 2)
+        return good
+    if h == 2:
+        return wrong
+    raise exc
+
+
 class _Evil:
     """An object whose dunders return wrong types, raise, or mutate a victim."""
 
@@ -63,15 +77,7 @@ class _Evil:
         self.how = how
 
     def _go(self, good):
-        h = self.how & 3
-        if h == 0:
-            return good
-        if h == 1:
-            _act(self.how >> 2)
-            return good
-        if h == 2:
-            return 'not the right type'
-        raise ValueError('capisan: evil dunder')
+        return _misbehave(self.how, good, 'not the right type', ValueError('capisan: evil dunder'))
 
     def __index__(self):
         return self._go(2 ** 31)
@@ -131,15 +137,7 @@ class _EvilFile:
         self.data = bytearray(b'capisan file data\n' * 4)
 
     def _go(self, good):
-        h = self.how & 3
-        if h == 0:
-            return good
-        if h == 1:
-            _act(self.how >> 2)
-            return good
-        if h == 2:
-            return 'wrong type'
-        raise OSError('capisan: evil file')
+        return _misbehave(self.how, good, 'wrong type', OSError('capisan: evil file'))
 
     def read(self, n=-1):
         return self._go(bytes(self.data[: n if n is not None and n >= 0 else None]))
@@ -275,7 +273,9 @@ def _value_factories():
         lambda: object(), lambda: _HashNotInt(), lambda: Plain(),
     ]
     out += _subclass_values()
-    out += [(lambda h=h: _Evil(h)) for h in range(32)]
+    # 16 of each kind of evil object, so that the whole vocabulary fits the 7 bits a one-byte
+    # call argument names (Slot::value_code).
+    out += [(lambda h=h: _Evil(h)) for h in range(16)]
     out += [(lambda h=h: _EvilFile(h)) for h in range(16)]
     return out
 
