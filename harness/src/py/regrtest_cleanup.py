@@ -49,6 +49,12 @@ def regrtest_cleanup():
         _regrtest_clear_caches = clear_caches
     _regrtest_abc_caches_clear()
     _regrtest_clear_caches()
+    # capisan's addition: encodings' lookup cache keeps every distinct unknown encoding name
+    # (str.encode(name) with a fresh name each run, e.g. a repr with an address, grows it by
+    # one entry per run). regrtest never meets that; a fuzzer does.
+    encodings = _regrtest_sys.modules.get('encodings')
+    if encodings is not None and isinstance(getattr(encodings, '_cache', None), dict):
+        encodings._cache.clear()
     clear_internal = getattr(_regrtest_sys, '_clear_internal_caches', None)
     if clear_internal is None:  # 3.11, 3.12
         clear_internal = _regrtest_sys._clear_type_cache
