@@ -66,7 +66,7 @@ fn assert_instrumented(so: &Path) {
     );
 }
 
-/// `fuzz-pkg REQ --time 20` into a temporary directory; asserts each module ran >= 1,000
+/// `fuzz-pkg REQ --time 45` into a temporary directory; asserts each module ran >= 1,000
 /// inputs and the summary names it.
 fn fuzz_pkg(req: &str, modules: &[&str]) {
     let out = tempfile::tempdir().unwrap();
@@ -74,7 +74,7 @@ fn fuzz_pkg(req: &str, modules: &[&str]) {
         "fuzz-pkg",
         req,
         "--time",
-        "20",
+        "45",
         "--out",
         out.path().to_str().unwrap(),
     ];

@@ -41,6 +41,7 @@ pub const MACHINERY_FUNCTIONS: &[&str] = &[
     r"^fuzzer::",
     r"^(std|core|alloc)::",
     r"^<(std|core|alloc)::",
+    r"^<fn\(.*\) as (std|core|alloc)::",
     r"^LLVMFuzzer",
     r"^libfuzzer_sys::",
     r"::__libfuzzer_sys_run$",
