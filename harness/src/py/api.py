@@ -292,6 +292,17 @@ def value_count():
     return len(_VALUES)
 
 
+def _signature_line(f):
+    """The docstring's first line as a one-item list when it is a signature, `name(...)` as
+    CPython's own docstrings start; else []. Prose ("Uses lst[0] after calling f().") is not
+    read as one."""
+    doc = (getattr(f, '__doc__', None) or '').strip().splitlines()
+    name = getattr(f, '__name__', None)
+    if doc and name and doc[0].startswith(name + '(') and ')' in doc[0]:
+        return doc[:1]
+    return []
+
+
 def _params(f):
     """(positional names, keyword names) of a callable: inspect.signature (which reads
     __text_signature__ too), else the docstring's first line, else none known."""
@@ -308,8 +319,8 @@ def _params(f):
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 kw.append(p.name)
         return pos, kw
-    doc = (getattr(f, '__doc__', None) or '').strip().splitlines()
-    if doc and '(' in doc[0] and ')' in doc[0]:
+    doc = _signature_line(f)
+    if doc:
         inner = doc[0][doc[0].index('(') + 1: doc[0].rindex(')')]
         names = []
         for part in inner.replace('[', ',').replace(']', ',').split(','):
@@ -341,8 +352,8 @@ def _arity(f):
             elif p.kind == p.KEYWORD_ONLY:
                 hi += 1
         return min(lo, 3), min(max(hi, lo), 3)
-    doc = (getattr(f, '__doc__', None) or '').strip().splitlines()
-    if doc and '(' in doc[0] and ')' in doc[0]:
+    doc = _signature_line(f)
+    if doc:
         inner = doc[0][doc[0].index('(') + 1: doc[0].index(')')]
         lo = hi = 0
         kwonly = False

@@ -147,10 +147,14 @@ fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
                     format!("{m}.{f}"),
                     argv.iter().map(|a| format!("{a}, ")).collect::<String>()
                 ),
-                Expect::GcTraversal => format!(
-                    "{dst} = {call}\nimport gc\nif {a} is not None and not any(x is {a} for x in gc.get_referents({dst})):\n    sys.exit('GC TRAVERSAL BUG: tp_traverse of %s does not visit its argument' % type({dst}).__name__)",
-                    a = argv.first().cloned().unwrap_or("None".into())
+                // The arguments are evaluated once (a vocabulary value is a fresh object each
+                // time), so the object checked is the object passed; None counts too (a
+                // traverse must visit every reference it holds).
+                Expect::GcTraversal if !argv.is_empty() => format!(
+                    "__args = ({})\n{dst} = {m}.{f}(*__args)\nimport gc\nif not any(x is __args[0] for x in gc.get_referents({dst})):\n    sys.exit('GC TRAVERSAL BUG: tp_traverse of %s does not visit its argument' % type({dst}).__name__)",
+                    argv.iter().map(|a| format!("{a}, ")).collect::<String>()
                 ),
+                Expect::GcTraversal => format!("{dst} = {call}"),
                 Expect::Crash => format!("{dst} = {call}\nfor _ in range(2):\n    {call}"),
             }
         }
