@@ -450,7 +450,16 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
             "--exit-on-first-error=yes".into(),
             "--error-exitcode=99".into(),
             "--track-origins=yes".into(),
+            // The fuzzer never finalizes the interpreter: what is left at exit is not a leak
+            // (leaks are capisan's own two-stage checks, `lsan` and `valgrind` commands).
+            "--leak-check=no".into(),
         ];
+        // libFuzzer's compare hooks in the harness's own instrumented code (see the file).
+        let libfuzzer_supp = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../suppressions/valgrind-libfuzzer.supp");
+        if libfuzzer_supp.is_file() {
+            v.push(format!("--suppressions={}", libfuzzer_supp.display()));
+        }
         if let Some(supp) = &spec.manifest.valgrind_suppressions {
             v.push(format!("--suppressions={}", supp.display()));
         }

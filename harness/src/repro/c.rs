@@ -64,7 +64,9 @@ pub fn emit(r: &Resolved, expect: Expect) -> String {
         let _ = writeln!(out, "    done({i});");
     }
     out.push_str(
-        "\n    for (int i = 0; i < NSLOTS; i++) release_all(i);\n    Py_DECREF(scratch);\n",
+        // Newest slots first: an object made from others (a holder of a list made before it)
+        // dies while what it holds is still a slot, so the GC audit at its release sees it.
+        "\n    for (int i = NSLOTS - 1; i >= 0; i--) release_all(i);\n    Py_DECREF(scratch);\n",
     );
     out.push_str("    fprintf(stderr, \"capisan repro: finished without the expected failure\\n\");\n    return 0;\n}\n");
     out
