@@ -455,8 +455,8 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
             "--leak-check=no".into(),
         ];
         // libFuzzer's compare hooks in the harness's own instrumented code (see the file).
-        let libfuzzer_supp = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../suppressions/valgrind-libfuzzer.supp");
+        let libfuzzer_supp =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../suppressions/valgrind-libfuzzer.supp");
         if libfuzzer_supp.is_file() {
             v.push(format!("--suppressions={}", libfuzzer_supp.display()));
         }
