@@ -101,10 +101,7 @@ fn fuzz_pkg(req: &str, modules: &[&str]) {
         // On a quiet machine these campaigns run 2,000-3,500 inputs in 20 s; the bound is
         // lower so a loaded CI machine (fork-mode jobs restart the ASan interpreter) does not
         // fail a campaign that ran.
-        assert!(
-            execs >= 200,
-            "{m}: the campaign barely ran: {execs} inputs"
-        );
+        assert!(execs >= 200, "{m}: the campaign barely ran: {execs} inputs");
     }
 }
 
