@@ -299,6 +299,13 @@ impl Finding {
                     .flat_map(|s| s.iter())
                     .find(|f| !frames::is_machinery(f))
             })
+            // A standalone program's own `main` is its code, not a fuzzer's entry point.
+            .or_else(|| {
+                stacks
+                    .iter()
+                    .flat_map(|s| s.iter())
+                    .find(|f| f.function == "main")
+            })
     }
 }
 
