@@ -318,6 +318,39 @@ fn regrtest_cleanup() {
     }
 }
 
+/// What the objects `objs` reach hold (py/regrtest_cleanup.py `held_refs`): how many references,
+/// and how many of them point at each of `objs`. A call that stores its argument in its
+/// receiver grows both by one; the leak verdict subtracts them. All zero if the helper fails.
+fn held(objs: &[*mut PyObject]) -> (i64, Vec<i64>) {
+    let zero = (0, vec![0; objs.len()]);
+    if objs.is_empty() {
+        return zero;
+    }
+    // SAFETY: GIL held; `objs` are alive (the caller holds references); every object made
+    // here is released before returning.
+    unsafe {
+        let t = raw::PyTuple_New(objs.len() as isize);
+        for (k, &o) in objs.iter().enumerate() {
+            shim_Py_INCREF(o);
+            shim_PyTuple_SET_ITEM(t, k as isize, o);
+        }
+        let r = raw::PyObject_CallOneArg(interp::get().held_refs, t);
+        shim_Py_DECREF(t);
+        if r.is_null() {
+            raw::PyErr_Clear();
+            return zero;
+        }
+        let edges = raw::PyLong_AsLongLong(raw::PyTuple_GetItem(r, 0)) as i64;
+        let list = raw::PyTuple_GetItem(r, 1);
+        let counts = (0..objs.len())
+            .map(|k| raw::PyLong_AsLongLong(raw::PyList_GetItem(list, k as isize)) as i64)
+            .collect();
+        shim_Py_DECREF(r);
+        raw::PyErr_Clear();
+        (edges, counts)
+    }
+}
+
 /// regrtest `-R 3:3`: warm-up runs, then measured runs, in stage 2 of the leak verdict.
 const STAGE2_WARMUPS: usize = 3;
 const STAGE2_RUNS: usize = 3;
@@ -450,12 +483,15 @@ unsafe fn regrtest_repeat(
     watched: &[*mut PyObject],
 ) -> Result<(Vec<i64>, Vec<Vec<i64>>), Violation> {
     let cleanup = regrtest_cleanup;
+    // References the watched objects hold are not leaked (see [`held`]): subtracted.
     let read = || {
-        let t = interp::total_refcount().unwrap_or(0) as i64;
+        let (edges, counts) = held(watched);
+        let t = interp::total_refcount().unwrap_or(0) as i64 - edges;
         // SAFETY: watched objects are alive (caller's contract).
         let a: Vec<i64> = watched
             .iter()
-            .map(|&o| unsafe { shim_Py_REFCNT(o) } as i64)
+            .zip(counts)
+            .map(|(&o, c)| unsafe { shim_Py_REFCNT(o) } as i64 - c)
             .collect();
         (t, a)
     };
@@ -1875,21 +1911,28 @@ impl<'a> Executor<'a> {
                 collect_generation(0);
             }
         };
+        // What the receiver and arguments hold is subtracted (a call that stores its argument
+        // keeps it alive on purpose, see [`held`]).
         for _ in 0..2 {
             settle();
+            let (e0, c0) = held(&distinct);
             let t0 = interp::total_refcount();
             let a0: Vec<isize> = distinct.iter().map(|&a| shim_Py_REFCNT(a)).collect();
             let b0 = crate::rawmem::allocated_bytes();
             let _ = call_once();
             settle();
-            if let (Some(b0), Some(b1)) = (b0, crate::rawmem::allocated_bytes()) {
+            let b1 = crate::rawmem::allocated_bytes();
+            let t1 = interp::total_refcount();
+            let a1: Vec<isize> = distinct.iter().map(|&a| shim_Py_REFCNT(a)).collect();
+            let (e1, c1) = held(&distinct);
+            if let (Some(b0), Some(b1)) = (b0, b1) {
                 byte_deltas.push(b1 - b0);
             }
-            if let (Some(t0), Some(t1)) = (t0, interp::total_refcount()) {
-                total_deltas.push(t1 - t0);
+            if let (Some(t0), Some(t1)) = (t0, t1) {
+                total_deltas.push(t1 - t0 - (e1 - e0) as isize);
             }
-            for (k, &a) in distinct.iter().enumerate() {
-                arg_deltas[k].push(shim_Py_REFCNT(a) - a0[k]);
+            for k in 0..distinct.len() {
+                arg_deltas[k].push(a1[k] - a0[k] - (c1[k] - c0[k]) as isize);
             }
         }
         let name = &name;

@@ -25,6 +25,9 @@ pub struct Interp {
     pub gc_collect: *mut PyObject,
     /// `regrtest_cleanup()` ([`crate::REGRTEST_CLEANUP_PY`]).
     pub regrtest_cleanup: *mut PyObject,
+    /// `held_refs(objs)` ([`crate::REGRTEST_CLEANUP_PY`]): references held by what `objs`
+    /// reach, and how many point at each of them.
+    pub held_refs: *mut PyObject,
     /// The API vocabulary's helpers (py/api.py): `make_value(code)`, `api_call(f, args,
     /// kwmask, kwnames)`, `method_call(recv, idx, args, kwmask)`, `method_name(recv, idx)`,
     /// `protocol(which, obj, arg)`, `protocol_name(which)`.
@@ -230,6 +233,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         make_callable: get(c"make_callable")?,
         gc_collect: get(c"gc_collect")?,
         regrtest_cleanup: get(c"regrtest_cleanup")?,
+        held_refs: get(c"held_refs")?,
         make_value: get(c"make_value")?,
         api_call: get(c"api_call")?,
         method_call: get(c"method_call")?,
