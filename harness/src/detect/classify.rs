@@ -152,6 +152,11 @@ pub const PYDEBUG: &[Pattern] = &[
         "pydebug: a C function's return value disagrees with the error indicator",
     ),
     row(
+        r"_PyErr_Occurred\(tstate\)",
+        Some(ExceptionState),
+        "pydebug: the interpreter's error path found the error indicator in the wrong state; the C function it just called returned NULL without setting an exception (or a result with one set)",
+    ),
+    row(
         r"^(Segmentation fault|Aborted|Bus error|Floating[- ]point exception|Illegal instruction)$",
         Some(Crash),
         "faulthandler: fatal signal",

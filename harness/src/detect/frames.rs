@@ -29,6 +29,7 @@ pub const MACHINERY_FUNCTIONS: &[&str] = &[
     r"^_PyObject_AssertFailed$",
     r"^(fatal_error|fatal_error_exit|_Py_FatalErrorFunc|_Py_FatalErrorFormat|Py_FatalError|_Py_FatalRefcountErrorFunc)$",
     r"^(__GI_)?(abort|raise)$",
+    r"^__assert_fail",
     r"^(__)?pthread_kill",
     r"^__restore_rt$",
     r"^_start$",

@@ -585,6 +585,20 @@ mod tests {
         assert!(f.summary.ends_with("bad trailing pad byte"));
     }
 
+    /// A real package bug (markupsafe 3.0.4 `_escape_inner` returns NULL without an exception)
+    /// reached through a keyword call, i.e. from Python code: ceval's error path asserts. It is
+    /// the same bug, and the same bucket, as the harness's exception-state check on a direct
+    /// call: class exception-state, named after the callee, not after `__assert_fail_base`.
+    #[test]
+    fn ceval_error_path_assertion_is_the_callees_exception_state() {
+        let f = only(fixture!("libfuzzer_pydebug_null_without_exception.txt"));
+        assert_eq!(f.class, BugClass::ExceptionState, "{f:#?}");
+        assert_eq!(
+            f.signature().to_string(),
+            "exception-state|_escape_inner|CallExt markupsafe._speedups._escape_inner"
+        );
+    }
+
     #[test]
     fn ubsan_runtime_errors_with_stacks() {
         let findings = parse(fixture!("ubsan_patterns.txt"));
