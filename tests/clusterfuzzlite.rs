@@ -48,10 +48,12 @@ fn build_sh_produces_running_fuzzers() {
     assert!(fuzzer.exists() && moved.join("capi_sequences.python/Lib/os.py").exists());
     let corpus = tmp.path().join("corpus");
     std::fs::create_dir_all(&corpus).unwrap();
+    let artifacts = format!("-artifact_prefix={}/", tmp.path().display());
     let run = duct::cmd!(
         &fuzzer,
         "-runs=300",
         "-seed=5",
+        &artifacts,
         &corpus,
         moved.join("capi_sequences_seed_corpus")
     )
@@ -62,8 +64,16 @@ fn build_sh_produces_running_fuzzers() {
     .run()
     .unwrap();
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "the built fuzzer must run:\n{text}");
-    assert!(text.contains("Done 300 runs"), "{text}");
+    // It runs its inputs to the end, or stops at a real finding: CPython 3.13.5 itself has
+    // use-after-free bugs these ops reach within 300 runs now and then (bytearray searches
+    // whose argument's `__buffer__` resizes the bytearray), and a crash report with the input
+    // written out is the fuzzer working. What must not happen is a fuzzer that cannot start.
+    let found = text.contains("ERROR: AddressSanitizer") && text.contains("Test unit written to");
+    assert!(
+        (run.status.success() && text.contains("Done 300 runs")) || found,
+        "the built fuzzer must run:\n{text}"
+    );
+    assert!(text.contains("INFO: seed corpus: files: "), "{text}");
     assert!(
         std::fs::read_dir(&corpus).unwrap().count() > 0,
         "it should have found coverage"
