@@ -8,6 +8,7 @@
 pub mod api;
 pub mod atheris;
 pub mod failalloc;
+pub mod real;
 pub mod trust;
 
 use std::fs;

@@ -1,0 +1,711 @@
+//! The real-bug set of `cargo xtask bench --real` (issue #18): `bench/real-bugs.toml`, a list
+//! of historical memory bugs in CPython C extensions on PyPI and in CPython 3.13.x, each with a
+//! release that has it, the release that fixed it and the public evidence for both. The bench
+//! downloads and builds the releases itself; nothing is vendored.
+//!
+//! The file is read as the small subset of TOML it is written in (comments, `[[bug]]` tables,
+//! `key = value` with basic or literal strings, booleans, integers and arrays of those) into
+//! JSON values, then deserialized into [`RealBug`] with serde. The workspace has no TOML crate,
+//! and this subset is all the data file needs; anything outside it is an error with its line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// What kind of memory bug it is: the names the table uses, one per capisan finding class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+pub enum BugClass {
+    #[serde(rename = "reference-leak")]
+    ReferenceLeak,
+    #[serde(rename = "use-after-free")]
+    UseAfterFree,
+    #[serde(rename = "double-free")]
+    DoubleFree,
+    #[serde(rename = "buffer-overflow")]
+    BufferOverflow,
+    #[serde(rename = "uninitialized-read")]
+    UninitializedRead,
+    #[serde(rename = "allocator-mismatch")]
+    AllocatorMismatch,
+    #[serde(rename = "gc-traversal")]
+    GcTraversal,
+    #[serde(rename = "borrowed-ref-misuse")]
+    BorrowedRefMisuse,
+    #[serde(rename = "null-deref/crash")]
+    NullDerefCrash,
+}
+
+impl BugClass {
+    /// Every class, in the order the data file's header lists them.
+    pub const ALL: [BugClass; 9] = [
+        BugClass::ReferenceLeak,
+        BugClass::UseAfterFree,
+        BugClass::DoubleFree,
+        BugClass::BufferOverflow,
+        BugClass::UninitializedRead,
+        BugClass::AllocatorMismatch,
+        BugClass::GcTraversal,
+        BugClass::BorrowedRefMisuse,
+        BugClass::NullDerefCrash,
+    ];
+
+    /// The name the data file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            BugClass::ReferenceLeak => "reference-leak",
+            BugClass::UseAfterFree => "use-after-free",
+            BugClass::DoubleFree => "double-free",
+            BugClass::BufferOverflow => "buffer-overflow",
+            BugClass::UninitializedRead => "uninitialized-read",
+            BugClass::AllocatorMismatch => "allocator-mismatch",
+            BugClass::GcTraversal => "gc-traversal",
+            BugClass::BorrowedRefMisuse => "borrowed-ref-misuse",
+            BugClass::NullDerefCrash => "null-deref/crash",
+        }
+    }
+}
+
+/// What makes the bug visible, so the bench knows which check must be on to count a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signal {
+    /// An ASan/UBSan report or a crash.
+    Asan,
+    /// `sys.gettotalrefcount()` grows with every call (pydebug).
+    Refcount,
+    /// `sys.getallocatedblocks()` grows with every call: a leaked PyMem/PyObject block, which
+    /// the refcount total does not see.
+    Blocks,
+    /// Only after an injected allocation failure (`--fail-alloc`), then a crash.
+    FailAlloc,
+}
+
+/// How the buggy and fixed releases are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildKind {
+    /// A C extension built from its sdist by pip with the variant's compiler.
+    C,
+    /// A Cython extension: pip's build isolation fetches Cython.
+    Cython,
+    /// A CPython release: a variant built from that version's source.
+    Cpython,
+}
+
+/// One historical bug: where it is, how it shows, the releases with and without it, and the
+/// public evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealBug {
+    /// Stable name, unique in the file.
+    pub id: String,
+    /// PyPI name, or `cpython`.
+    pub package: String,
+    /// The dotted extension module the bug lives in.
+    pub module: String,
+    /// The function or method that has the bug.
+    pub function: String,
+    /// What kind of bug it is.
+    pub class: BugClass,
+    /// What shows it.
+    pub signal: Signal,
+    /// A release that has the bug.
+    pub buggy: String,
+    /// The first release without it.
+    pub fixed: String,
+    /// Issue, pull request and commit URLs.
+    pub evidence: Vec<String>,
+    /// The changelog or NEWS line of the fix, quoted.
+    pub changelog: String,
+    /// How to reach it from Python, for the reader of the table: the bench must not seed a
+    /// campaign with it.
+    pub trigger: String,
+    /// How the releases are built.
+    pub build: BuildKind,
+    /// Anything else a runner must know (yanked releases, caveats).
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// How a capisan run reproduced it on `buggy` and not on `fixed`, when one did.
+    #[serde(default)]
+    pub verified: Option<String>,
+}
+
+impl RealBug {
+    /// Whether the bug is in CPython itself rather than a PyPI package.
+    pub fn is_cpython(&self) -> bool {
+        self.package == "cpython"
+    }
+
+    /// The pip requirement of the buggy release (`name==version`), for `pkg-build`; `None`
+    /// for a CPython bug.
+    pub fn buggy_requirement(&self) -> Option<String> {
+        (!self.is_cpython()).then(|| format!("{}=={}", self.package, self.buggy))
+    }
+
+    /// The pip requirement of the fixed release; `None` for a CPython bug.
+    pub fn fixed_requirement(&self) -> Option<String> {
+        (!self.is_cpython()).then(|| format!("{}=={}", self.package, self.fixed))
+    }
+}
+
+/// Why the real-bug file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RealBugsError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A line is outside the TOML subset the file is written in.
+    #[error(
+        "{path}:{line}: {message} (the file is read as a TOML subset: comments, [[bug]] tables, \
+         key = string / bool / integer / array)"
+    )]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// An entry does not fit [`RealBug`] (a missing or unknown field, an unknown class).
+    #[error("{path}: bug #{index} ({id}): {source}")]
+    Schema {
+        path: PathBuf,
+        index: usize,
+        id: String,
+        source: serde_json::Error,
+    },
+    /// The entries parse but break a rule of the set (duplicate id, buggy == fixed, no URL).
+    #[error("{path}: {message}; fix the entry in the file")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Where the set lives in a checkout: `<root>/bench/real-bugs.toml`.
+pub fn default_path(root: &Path) -> PathBuf {
+    root.join("bench").join("real-bugs.toml")
+}
+
+/// Read, parse and check the real-bug file at `path`.
+pub fn load(path: &Path) -> Result<Vec<RealBug>, RealBugsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RealBugsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parse and check the text of a real-bug file; `origin` names it in errors.
+pub fn parse(text: &str, origin: &Path) -> Result<Vec<RealBug>, RealBugsError> {
+    let tables = subset::read(text).map_err(|(line, message)| RealBugsError::Syntax {
+        path: origin.to_path_buf(),
+        line,
+        message,
+    })?;
+    let mut bugs = Vec::with_capacity(tables.len());
+    for (i, table) in tables.into_iter().enumerate() {
+        let id = table
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("no id")
+            .to_string();
+        let bug = serde_json::from_value(Value::Object(table)).map_err(|source| {
+            RealBugsError::Schema {
+                path: origin.to_path_buf(),
+                index: i + 1,
+                id,
+                source,
+            }
+        })?;
+        bugs.push(bug);
+    }
+    check(&bugs).map_err(|message| RealBugsError::Invalid {
+        path: origin.to_path_buf(),
+        message,
+    })?;
+    Ok(bugs)
+}
+
+/// The rules every entry keeps: a unique id, two different releases, at least one evidence
+/// URL and only URLs as evidence, and a CPython entry built as CPython (and only it).
+pub fn check(bugs: &[RealBug]) -> Result<(), String> {
+    let mut ids = BTreeSet::new();
+    for b in bugs {
+        if !ids.insert(b.id.as_str()) {
+            return Err(format!("id {:?} appears twice", b.id));
+        }
+        if b.buggy == b.fixed {
+            return Err(format!("{}: buggy and fixed are both {}", b.id, b.buggy));
+        }
+        if b.evidence.is_empty() {
+            return Err(format!("{}: no evidence URL", b.id));
+        }
+        if let Some(u) = b.evidence.iter().find(|u| !u.starts_with("https://")) {
+            return Err(format!("{}: evidence {u:?} is not an https URL", b.id));
+        }
+        if b.is_cpython() != (b.build == BuildKind::Cpython) {
+            return Err(format!(
+                "{}: package {:?} with build {:?}",
+                b.id, b.package, b.build
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How many entries each package has, by name.
+pub fn by_package(bugs: &[RealBug]) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for b in bugs {
+        *counts.entry(b.package.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The TOML subset reader: `[[bug]]` tables of `key = value` lines into JSON objects.
+mod subset {
+    use super::{Map, Value};
+
+    /// A line number and what is wrong there.
+    pub(super) type SyntaxError = (usize, String);
+
+    /// Every `[[bug]]` table of `text`, in order.
+    pub(super) fn read(text: &str) -> Result<Vec<Map<String, Value>>, SyntaxError> {
+        let mut c = Cursor {
+            chars: text.chars().collect(),
+            pos: 0,
+            line: 1,
+        };
+        let mut tables: Vec<Map<String, Value>> = Vec::new();
+        loop {
+            c.skip_trivia();
+            let Some(ch) = c.peek() else { break };
+            if ch == '[' {
+                let header = c.header()?;
+                if header != "bug" {
+                    return Err(
+                        c.error(format!("table [[{header}]]: only [[bug]] tables are read"))
+                    );
+                }
+                tables.push(Map::new());
+            } else {
+                let line = c.line;
+                let key = c.key()?;
+                c.skip_spaces();
+                c.expect('=')?;
+                c.skip_spaces();
+                let value = c.value()?;
+                let Some(table) = tables.last_mut() else {
+                    return Err((line, format!("key {key:?} before the first [[bug]]")));
+                };
+                if table.insert(key.clone(), value).is_some() {
+                    return Err((line, format!("key {key:?} given twice in one [[bug]]")));
+                }
+            }
+            c.end_of_line()?;
+        }
+        Ok(tables)
+    }
+
+    struct Cursor {
+        chars: Vec<char>,
+        pos: usize,
+        line: usize,
+    }
+
+    impl Cursor {
+        fn peek(&self) -> Option<char> {
+            self.chars.get(self.pos).copied()
+        }
+
+        fn bump(&mut self) -> Option<char> {
+            let ch = self.peek()?;
+            self.pos += 1;
+            if ch == '\n' {
+                self.line += 1;
+            }
+            Some(ch)
+        }
+
+        fn error(&self, message: String) -> SyntaxError {
+            (self.line, message)
+        }
+
+        fn expect(&mut self, want: char) -> Result<(), SyntaxError> {
+            match self.bump() {
+                Some(ch) if ch == want => Ok(()),
+                Some(ch) => Err(self.error(format!("expected {want:?}, found {ch:?}"))),
+                None => Err(self.error(format!("expected {want:?}, found the end of the file"))),
+            }
+        }
+
+        /// Spaces and tabs.
+        fn skip_spaces(&mut self) {
+            while matches!(self.peek(), Some(' ' | '\t')) {
+                self.bump();
+            }
+        }
+
+        /// A `#` comment up to (not including) its newline.
+        fn skip_comment(&mut self) {
+            if self.peek() == Some('#') {
+                while !matches!(self.peek(), None | Some('\n')) {
+                    self.bump();
+                }
+            }
+        }
+
+        /// Whitespace, newlines and comments.
+        fn skip_trivia(&mut self) {
+            loop {
+                self.skip_spaces();
+                self.skip_comment();
+                match self.peek() {
+                    Some('\n') | Some('\r') => {
+                        self.bump();
+                    }
+                    _ => return,
+                }
+            }
+        }
+
+        /// After a statement: spaces, an optional comment, then a newline or the end.
+        fn end_of_line(&mut self) -> Result<(), SyntaxError> {
+            self.skip_spaces();
+            self.skip_comment();
+            if self.peek() == Some('\r') {
+                self.bump();
+            }
+            match self.peek() {
+                None => Ok(()),
+                Some('\n') => {
+                    self.bump();
+                    Ok(())
+                }
+                Some(ch) => Err(self.error(format!("unexpected {ch:?} after the value"))),
+            }
+        }
+
+        /// `[[name]]`, returning `name`.
+        fn header(&mut self) -> Result<String, SyntaxError> {
+            self.expect('[')?;
+            if self.peek() != Some('[') {
+                return Err(self.error("only [[bug]] array tables are read, not [tables]".into()));
+            }
+            self.bump();
+            let name = self.key()?;
+            self.expect(']')?;
+            self.expect(']')?;
+            Ok(name)
+        }
+
+        /// A bare key: ASCII letters, digits, `_` and `-`.
+        fn key(&mut self) -> Result<String, SyntaxError> {
+            let mut key = String::new();
+            while let Some(ch) = self.peek() {
+                if ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' {
+                    key.push(ch);
+                    self.bump();
+                } else {
+                    break;
+                }
+            }
+            if key.is_empty() {
+                let found = self
+                    .peek()
+                    .map_or("the end of the file".into(), |c| format!("{c:?}"));
+                return Err(self.error(format!("expected a bare key, found {found}")));
+            }
+            Ok(key)
+        }
+
+        fn value(&mut self) -> Result<Value, SyntaxError> {
+            match self.peek() {
+                Some('"') => self.basic_string().map(Value::String),
+                Some('\'') => self.literal_string().map(Value::String),
+                Some('[') => self.array(),
+                Some('t' | 'f') => self.boolean(),
+                Some(ch) if ch.is_ascii_digit() || ch == '-' || ch == '+' => self.integer(),
+                Some(ch) => Err(self.error(format!("a value cannot start with {ch:?}"))),
+                None => Err(self.error("expected a value, found the end of the file".into())),
+            }
+        }
+
+        fn reject_multiline(&self, quote: char) -> Result<(), SyntaxError> {
+            let three = self.chars.get(self.pos..self.pos + 3);
+            if three == Some(&[quote, quote, quote][..]) {
+                return Err(self.error("multi-line strings are not read; use one line".into()));
+            }
+            Ok(())
+        }
+
+        fn basic_string(&mut self) -> Result<String, SyntaxError> {
+            self.reject_multiline('"')?;
+            self.expect('"')?;
+            let mut s = String::new();
+            loop {
+                if matches!(self.peek(), None | Some('\n')) {
+                    return Err(self.error("unterminated string".into()));
+                }
+                match self.bump() {
+                    None => unreachable!("peeked above"),
+                    Some('"') => return Ok(s),
+                    Some('\\') => s.push(self.escape()?),
+                    Some(ch) => s.push(ch),
+                }
+            }
+        }
+
+        fn escape(&mut self) -> Result<char, SyntaxError> {
+            let ch = match self.bump() {
+                Some('"') => '"',
+                Some('\\') => '\\',
+                Some('n') => '\n',
+                Some('t') => '\t',
+                Some('r') => '\r',
+                Some('b') => '\u{8}',
+                Some('f') => '\u{c}',
+                Some('u') => return self.unicode_escape(4),
+                Some('U') => return self.unicode_escape(8),
+                Some(ch) => return Err(self.error(format!("unknown escape \\{ch}"))),
+                None => return Err(self.error("unterminated string".into())),
+            };
+            Ok(ch)
+        }
+
+        fn unicode_escape(&mut self, digits: usize) -> Result<char, SyntaxError> {
+            let mut code = 0u32;
+            for _ in 0..digits {
+                let d = self
+                    .bump()
+                    .and_then(|c| c.to_digit(16))
+                    .ok_or_else(|| self.error(format!("\\u escape needs {digits} hex digits")))?;
+                code = code * 16 + d;
+            }
+            char::from_u32(code).ok_or_else(|| self.error(format!("U+{code:X} is not a char")))
+        }
+
+        fn literal_string(&mut self) -> Result<String, SyntaxError> {
+            self.reject_multiline('\'')?;
+            self.expect('\'')?;
+            let mut s = String::new();
+            loop {
+                if matches!(self.peek(), None | Some('\n')) {
+                    return Err(self.error("unterminated string".into()));
+                }
+                match self.bump() {
+                    None => unreachable!("peeked above"),
+                    Some('\'') => return Ok(s),
+                    Some(ch) => s.push(ch),
+                }
+            }
+        }
+
+        /// `[v, v, ...]`, over several lines, with comments and a trailing comma allowed.
+        fn array(&mut self) -> Result<Value, SyntaxError> {
+            self.expect('[')?;
+            let mut items = Vec::new();
+            loop {
+                self.skip_trivia();
+                if self.peek() == Some(']') {
+                    self.bump();
+                    return Ok(Value::Array(items));
+                }
+                items.push(self.value()?);
+                self.skip_trivia();
+                match self.bump() {
+                    Some(',') => {}
+                    Some(']') => return Ok(Value::Array(items)),
+                    Some(ch) => {
+                        return Err(self.error(format!("expected ',' or ']', found {ch:?}")))
+                    }
+                    None => return Err(self.error("unterminated array".into())),
+                }
+            }
+        }
+
+        fn boolean(&mut self) -> Result<Value, SyntaxError> {
+            for (word, value) in [("true", true), ("false", false)] {
+                let end = self.pos + word.len();
+                if self
+                    .chars
+                    .get(self.pos..end)
+                    .is_some_and(|w| w.iter().copied().eq(word.chars()))
+                {
+                    for _ in 0..word.len() {
+                        self.bump();
+                    }
+                    return Ok(Value::Bool(value));
+                }
+            }
+            Err(self.error("expected true or false".into()))
+        }
+
+        fn integer(&mut self) -> Result<Value, SyntaxError> {
+            let mut digits = String::new();
+            if let Some(sign @ ('-' | '+')) = self.peek() {
+                digits.push(sign);
+                self.bump();
+            }
+            while let Some(ch) = self.peek() {
+                if ch.is_ascii_digit() {
+                    digits.push(ch);
+                } else if ch != '_' {
+                    break;
+                }
+                self.bump();
+            }
+            digits.parse::<i64>().map(Value::from).map_err(|_| {
+                self.error(format!(
+                    "{digits:?} is not an integer (floats and dates are not read)"
+                ))
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed() -> Vec<RealBug> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        load(&default_path(&root)).unwrap()
+    }
+
+    #[test]
+    fn the_committed_set_parses_and_keeps_the_issue_s_rules() {
+        let bugs = committed();
+        assert!(bugs.len() >= 15, "only {} bugs", bugs.len());
+        let packages = by_package(&bugs);
+        assert!(
+            packages.len() >= 8,
+            "only {} packages: {packages:?}",
+            packages.len()
+        );
+        for b in &bugs {
+            assert_ne!(b.buggy, b.fixed, "{}", b.id);
+            assert!(!b.evidence.is_empty(), "{}", b.id);
+            assert!(BugClass::ALL.contains(&b.class), "{}", b.id);
+            assert!(!b.trigger.is_empty() && !b.changelog.is_empty(), "{}", b.id);
+            if b.is_cpython() {
+                // CPython entries are 3.13.x bugs fixed in a later 3.13.y.
+                assert!(
+                    b.buggy.starts_with("3.13.") && b.fixed.starts_with("3.13."),
+                    "{}",
+                    b.id
+                );
+                assert!(b.buggy_requirement().is_none());
+            } else {
+                let req = b.buggy_requirement().unwrap();
+                assert_eq!(req, format!("{}=={}", b.package, b.buggy));
+                assert_ne!(b.build, BuildKind::Cpython, "{}", b.id);
+            }
+        }
+    }
+
+    #[test]
+    fn class_names_are_the_ones_the_file_uses() {
+        for class in BugClass::ALL {
+            let json = Value::String(class.name().into());
+            assert_eq!(serde_json::from_value::<BugClass>(json).unwrap(), class);
+        }
+        assert!(serde_json::from_value::<BugClass>(Value::String("memory-leak".into())).is_err());
+    }
+
+    const ONE: &str = r#"
+# a comment
+[[bug]]   # trailing comment
+id = "x-1"
+package = 'x'
+module = "x._x"
+function = "f"
+class = "use-after-free"
+signal = "fail-alloc"
+buggy = "1.0"
+fixed = "1.1"
+evidence = [
+    "https://example.org/1",  # why
+    "https://example.org/2",
+]
+changelog = "Fix a \"crash\" in f\u00e9\\"
+trigger = "x.f([])"
+build = "c"
+"#;
+
+    #[test]
+    fn the_subset_reader_reads_what_the_file_uses() {
+        let bugs = parse(ONE, Path::new("one.toml")).unwrap();
+        assert_eq!(bugs.len(), 1);
+        let b = &bugs[0];
+        assert_eq!(b.package, "x");
+        assert_eq!(b.class, BugClass::UseAfterFree);
+        assert_eq!(b.signal, Signal::FailAlloc);
+        assert_eq!(b.evidence.len(), 2);
+        assert_eq!(b.changelog, "Fix a \"crash\" in f\u{e9}\\");
+        assert_eq!(b.fixed_requirement().as_deref(), Some("x==1.1"));
+        assert!(b.notes.is_none() && b.verified.is_none());
+        let tables = subset::read("[[bug]]\nn = -1_000\nok = true\nl = []\n").unwrap();
+        assert_eq!(tables[0]["n"], Value::from(-1000));
+        assert_eq!(tables[0]["ok"], Value::Bool(true));
+        assert_eq!(tables[0]["l"], Value::Array(Vec::new()));
+    }
+
+    #[test]
+    fn syntax_outside_the_subset_is_an_error_with_its_line() {
+        let cases = [
+            ("[bug]\nid = \"a\"\n", 1, "array tables"),
+            ("[[other]]\n", 1, "only [[bug]]"),
+            ("id = \"a\"\n", 1, "before the first"),
+            ("[[bug]]\nid = \"a\"\nid = \"b\"\n", 3, "twice"),
+            ("[[bug]]\n\nid = \"a\n", 3, "unterminated"),
+            ("[[bug]]\nid = \"\"\"a\"\"\"\n", 2, "multi-line"),
+            ("[[bug]]\nx = 1.5\n", 2, "after the value"),
+            ("[[bug]]\nx = { a = 1 }\n", 2, "cannot start"),
+        ];
+        for (text, line, what) in cases {
+            match parse(text, Path::new("t.toml")) {
+                Err(RealBugsError::Syntax {
+                    line: l, message, ..
+                }) => {
+                    assert_eq!(l, line, "{text:?}: {message}");
+                    assert!(message.contains(what), "{text:?}: {message}");
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn entries_that_break_the_rules_are_refused() {
+        let unknown_class = ONE.replace("use-after-free", "memory-leak");
+        let unknown_field = ONE.replace("build = \"c\"", "build = \"c\"\nseverity = \"high\"");
+        for text in [unknown_class, unknown_field] {
+            let err = parse(&text, Path::new("t.toml")).unwrap_err();
+            assert!(
+                matches!(err, RealBugsError::Schema { ref id, .. } if id == "x-1"),
+                "{err}"
+            );
+        }
+        let same = ONE.replace("fixed = \"1.1\"", "fixed = \"1.0\"");
+        let no_url = ONE.replace(
+            "\"https://example.org/1\",  # why\n",
+            "\"see the issue\",\n",
+        );
+        let cpython = ONE.replace("build = \"c\"", "build = \"cpython\"");
+        let twice = format!("{ONE}{ONE}");
+        for (text, what) in [
+            (same, "both 1.0"),
+            (no_url, "not an https URL"),
+            (cpython, "with build"),
+            (twice, "twice"),
+        ] {
+            let err = parse(&text, Path::new("t.toml")).unwrap_err();
+            assert!(
+                matches!(err, RealBugsError::Invalid { .. }) && err.to_string().contains(what),
+                "{err}"
+            );
+        }
+    }
+}
