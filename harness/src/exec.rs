@@ -14,7 +14,7 @@ use crate::env::HarnessEnv;
 use crate::ffi::raw;
 use crate::ffi::shim::*;
 use crate::ffi::PyObject;
-use crate::findings::{read_known, FindingStore, LeakStats, Recorded};
+use crate::findings::{is_known, read_known, FindingStore, LeakStats, Recorded};
 use crate::interp::{self, Interp};
 use crate::leak_rule::check_rc_deltas;
 use crate::ops::model::{Hold, Model, Plan, Use};
@@ -180,7 +180,7 @@ fn record_fatal(log: &str) {
         .try_lock()
         .map(|i| i.clone())
         .unwrap_or_default();
-    if known().contains(&finding.signature().0) {
+    if known(&finding.signature().0) {
         let _ = store.record_known(&finding.signature());
     } else {
         let _ = store.record(&finding, &input, log);
@@ -399,15 +399,17 @@ fn store() -> Option<&'static FindingStore> {
         .as_ref()
 }
 
-fn known() -> &'static BTreeSet<String> {
-    static KNOWN: OnceLock<BTreeSet<String>> = OnceLock::new();
-    KNOWN.get_or_init(|| {
+/// Whether `sig` is a known bucket of this campaign (`CAPISAN_KNOWN`, see [`is_known`]).
+fn known(sig: &str) -> bool {
+    static KNOWN: OnceLock<Vec<BucketSignature>> = OnceLock::new();
+    let list = KNOWN.get_or_init(|| {
         HarnessEnv::from_env()
             .known
             .and_then(|p| std::fs::read_to_string(p).ok())
-            .map(|t| read_known(&t).into_iter().map(|s| s.0).collect())
+            .map(|t| read_known(&t))
             .unwrap_or_default()
-    })
+    });
+    is_known(list, sig)
 }
 
 /// The bucket signature a violation will be filed under (as `detect` parses the report).
@@ -423,7 +425,7 @@ fn settled(v: &Violation) -> bool {
     let Some(sig) = signature_of(v, &op_log_text()) else {
         return false;
     };
-    known().contains(&sig.0) || SETTLED.lock().is_ok_and(|s| s.contains(&sig.0))
+    known(&sig.0) || SETTLED.lock().is_ok_and(|s| s.contains(&sig.0))
 }
 
 /// What to do after `run` returned a violation for `input`.
@@ -449,7 +451,7 @@ pub fn handle_violation(v: &Violation, input: &[u8]) {
         return;
     };
     let sig = finding.signature();
-    if known().contains(&sig.0) {
+    if known(&sig.0) {
         let _ = store.record_known(&sig);
         return;
     }

@@ -242,10 +242,55 @@ pub fn read_known(text: &str) -> Vec<BucketSignature> {
         .collect()
 }
 
+/// Whether bucket `sig` is listed in `known`: equal to a line, or matched by it where the line
+/// has `*` (any text). One line can so name a known bug that several ops reach, e.g.
+/// `use-after-free|*|CallMethod bytearray.*` for a CPython bug shared by bytearray's search
+/// methods; a line without `*` names exactly one bucket.
+pub fn is_known(known: &[BucketSignature], sig: &str) -> bool {
+    known.iter().any(|k| glob_match(&k.0, sig))
+}
+
+/// `*`-only glob: `*` matches any run of characters (including `|`), everything else itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::detect::{BugClass, Tool};
+
+    #[test]
+    fn known_lines_match_exactly_or_by_glob() {
+        let k =
+            read_known("reference-leak|f|CallExt m.f\nuse-after-free|*|CallMethod bytearray.*\n");
+        assert!(is_known(&k, "reference-leak|f|CallExt m.f"));
+        assert!(!is_known(&k, "reference-leak|f|CallExt m.g"));
+        assert!(!is_known(&k, "reference-leak|f|CallExt m.f2"));
+        assert!(is_known(
+            &k,
+            "use-after-free|stringlib_default_find|CallMethod bytearray.split"
+        ));
+        assert!(!is_known(&k, "use-after-free|x|CallMethod bytes.split"));
+        assert!(!is_known(&k, "double-free|x|CallMethod bytearray.split"));
+        assert!(glob_match("a*b*c", "aXbYc") && !glob_match("a*b*c", "aXbY"));
+        assert!(glob_match("*", "") && glob_match("ab*", "ab") && !glob_match("a*a", "a"));
+    }
 
     fn finding(op: &str) -> Finding {
         let mut f = Finding::new(BugClass::ReferenceLeak, Tool::Capisan, "leak");
