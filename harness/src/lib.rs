@@ -19,6 +19,7 @@ pub mod oom;
 pub mod ops;
 pub mod report;
 pub mod repro;
+pub mod stdlib;
 
 /// Python code the ops call into (classes with evil comparisons, mutating callables); the
 /// harness runs it at start-up and reproducers embed it.

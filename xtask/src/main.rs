@@ -12,6 +12,7 @@ mod pkg;
 mod replay;
 mod report;
 mod repro;
+mod stdlib;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Command {
     /// pkg-build, then fuzz each extension module of the package (imported as the package
     /// imports it) with the capi_sequences campaign.
     FuzzPkg(pkg::FuzzPkgArgs),
+    /// Fuzz the C modules of the variant's standard library (shared and built-in, builtins
+    /// too), one campaign each; which ones is harness/src/stdlib_modules.json.
+    FuzzStdlib(stdlib::FuzzStdlibArgs),
     /// Build a fuzz target into a self-contained directory (ClusterFuzzLite / OSS-Fuzz `$OUT`).
     FuzzBuild(fuzz::FuzzBuildArgs),
     /// Re-run a campaign's crash artifacts and print the buckets.
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
         Command::FuzzBuild(a) => fuzz::fuzz_build(a),
         Command::PkgBuild(a) => pkg::pkg_build(a),
         Command::FuzzPkg(a) => pkg::fuzz_pkg(a),
+        Command::FuzzStdlib(a) => stdlib::fuzz_stdlib(a),
         Command::ExtBuild(a) => fuzz::ext_build(a),
         Command::OomSweep(a) => oom::oom_sweep(a),
         Command::Triage(a) => match fuzz::triage(a) {

@@ -1,0 +1,37 @@
+//! fuzz-stdlib: one campaign per C module of the variant's standard library (capisan::stdlib).
+
+use anyhow::Result;
+use capisan::stdlib::{self, StdlibOptions};
+use clap::Args;
+
+#[derive(Args, Clone)]
+pub struct FuzzStdlibArgs {
+    /// Fuzz only this module (_struct, itertools, builtins…); repeatable; default: every C
+    /// module harness/src/stdlib_modules.json includes.
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+    /// Campaign length per module, seconds (a whole run takes this times the module count).
+    #[arg(long, default_value_t = 60)]
+    pub time: u64,
+    /// Parallel fuzzing processes per campaign (libFuzzer fork mode).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Campaigns directory (a subdirectory per module, stdlib.json); default
+    /// target/capisan/stdlib-<version>-<variant>.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Variant to fuzz (its newest 3.13 build).
+    #[arg(long, default_value = "asan")]
+    pub variant: capisan_build::Variant,
+    #[command(flatten)]
+    pub cache: crate::CacheArgs,
+}
+
+pub fn fuzz_stdlib(a: FuzzStdlibArgs) -> Result<()> {
+    let cache = capisan_build::Cache::resolve(a.cache.cache);
+    let mut o = StdlibOptions::new(crate::fuzz::workspace_root(), cache, a.variant);
+    (o.modules, o.seconds, o.jobs, o.out) = (a.modules, a.time, a.jobs, a.out);
+    let outcome = stdlib::run(&o, &mut |line| eprintln!("{line}"))?;
+    print!("{}", stdlib::summary_text(&outcome));
+    Ok(())
+}
