@@ -20,6 +20,7 @@ pub mod ops;
 pub mod report;
 pub mod repro;
 pub mod stdlib;
+pub mod testpkg;
 
 /// Python code the ops call into (classes with evil comparisons, mutating callables); the
 /// harness runs it at start-up and reproducers embed it.

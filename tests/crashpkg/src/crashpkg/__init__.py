@@ -1,0 +1,1 @@
+from crashpkg._native import read_after_free, total
