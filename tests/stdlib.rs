@@ -92,3 +92,46 @@ fn an_excluded_module_is_refused_with_its_reason() {
         r.stderr
     );
 }
+
+/// The table matches the variant: every C module it has is listed, every included one loads
+/// by name with callables, and every skipped callable exists (a stale row is caught here).
+#[test]
+fn the_table_covers_the_variant_and_every_included_module_loads() {
+    use capisan::stdlib::{discover, Table, TABLE_VERSION};
+    use capisan_build::{Cache, Manifest, Variant};
+    let m = Manifest::find(&Cache::resolve(None), Variant::Asan, Some(TABLE_VERSION)).unwrap();
+    let table = Table::builtin().unwrap();
+    let listed = discover(&m, &[]).unwrap().modules();
+    // Included modules this build has (one built without an optional library lacks some).
+    let included: Vec<String> = table
+        .modules
+        .iter()
+        .filter(|r| r.exclude.is_none() && listed.iter().any(|(n, _)| *n == r.name))
+        .map(|r| r.name.clone())
+        .collect();
+    let found = discover(&m, &included).unwrap();
+    let unlisted: Vec<String> = found
+        .modules()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| table.row(n).is_none())
+        .collect();
+    assert!(unlisted.is_empty(), "not in the table: {unlisted:?}");
+    assert!(found.errors.is_empty(), "do not load: {:?}", found.errors);
+    for r in table.modules.iter().filter(|r| r.exclude.is_none()) {
+        let Some(callables) = found.callables.get(&r.name) else {
+            continue; // not in this build
+        };
+        assert!(!callables.is_empty(), "{} has no callables", r.name);
+        for s in r.skip.keys() {
+            let q = format!("{}.{s}", r.name);
+            assert!(
+                callables.contains(&q),
+                "{}: skips {s}, which it lacks",
+                r.name
+            );
+        }
+    }
+    assert!(found.builtin.contains(&"itertools".to_string()));
+    assert!(found.shared.contains_key("_struct"));
+}
