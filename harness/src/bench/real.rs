@@ -75,8 +75,9 @@ pub enum Signal {
     Asan,
     /// `sys.gettotalrefcount()` grows with every call (pydebug).
     Refcount,
-    /// `sys.getallocatedblocks()` grows with every call: a leaked PyMem/PyObject block, which
-    /// the refcount total does not see.
+    /// A leaked PyMem/PyObject block with every call, which the refcount total does not see: a
+    /// tracemalloc snapshot diff or LSan shows it (`sys.getallocatedblocks()` only on a
+    /// pymalloc build; the asan variant has none).
     Blocks,
     /// Only after an injected allocation failure (`--fail-alloc`), then a crash.
     FailAlloc,
