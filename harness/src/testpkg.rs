@@ -67,6 +67,23 @@ pub struct TestPkgRequest {
     pub out: PathBuf,
     /// Limit per pytest run.
     pub timeout: Option<Duration>,
+    /// regrtest's `-R WARMUPS:RUNS` per test (see [`PYTEST_REFLEAK_PY`]); `None`: no leak check.
+    pub refleak: Option<(u32, u32)>,
+}
+
+/// The pytest plugin of `-R` (py/pytest_refleak.py), run after py/regrtest_cleanup.py in one
+/// module named `capisan_refleak`.
+pub const PYTEST_REFLEAK_PY: &str = include_str!("py/pytest_refleak.py");
+
+/// A test whose repeated runs leak under regrtest's rule.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LeakedTest {
+    pub node_id: String,
+    /// Per measured run: `sys.gettotalrefcount()` and `sys.getallocatedblocks()` changes.
+    pub references: Vec<i64>,
+    pub memory_blocks: Vec<i64>,
+    /// Its bucket signature.
+    pub signature: String,
 }
 
 /// pytest's verdicts, from its final summary line.
@@ -103,6 +120,10 @@ pub struct TestPkgOutcome {
     /// Counts of the last run (crashed tests excluded: they are in `crashed`).
     pub counts: TestCounts,
     pub crashed: Vec<CrashedTest>,
+    /// Tests that leak under `-R` (empty without it).
+    pub leaked: Vec<LeakedTest>,
+    /// Tests measured under `-R`.
+    pub refleak_checked: usize,
     /// pytest runs made (one more than the crashes, unless [`MAX_CRASHES`] stopped it).
     pub runs: usize,
     /// The findings store (one directory per bucket).
@@ -140,9 +161,109 @@ impl TestPkgOutcome {
                 t.log.display()
             );
         }
+        for t in &self.leaked {
+            s += &format!(
+                "- {}: {} (references {:?}, memory blocks {:?})\n",
+                t.node_id, t.signature, t.references, t.memory_blocks
+            );
+        }
+        if self.refleak_checked > 0 {
+            s += &format!(
+                "-R: {} test(s) measured, {} leak\n",
+                self.refleak_checked,
+                self.leaked.len()
+            );
+        }
         s += &format!("findings: {}\n", self.findings.display());
         s
     }
+
+    /// JUnit XML: a failing testcase per crashed or leaking test (class = bug class, message =
+    /// bucket signature), written with [`crate::replay_report::junit`]. pytest's own verdicts
+    /// are in its `--junitxml` files beside it.
+    pub fn junit(&self) -> String {
+        use crate::replay::Status;
+        use crate::replay_report::CaseResult;
+        let case = |node: &str, sig: Option<&String>, finding: Option<crate::detect::Finding>| {
+            CaseResult {
+                corpus: format!("test-pkg.{}", self.package),
+                variant: self.variant.to_string(),
+                input: PathBuf::from(node),
+                status: Status::Crash,
+                seconds: 0.0,
+                detail: sig.cloned().unwrap_or_default(),
+                signature: sig.cloned(),
+                finding,
+            }
+        };
+        let mut cases: Vec<CaseResult> = self
+            .crashed
+            .iter()
+            .map(|c| case(&c.node_id, c.signature.as_ref(), None))
+            .collect();
+        cases.extend(
+            self.leaked
+                .iter()
+                .map(|l| case(&l.node_id, Some(&l.signature), Some(leak_finding(l)))),
+        );
+        crate::replay_report::junit(&cases)
+    }
+}
+
+/// The finding of a leaking test: class reference leak, named after the test function.
+fn leak_finding(l: &LeakedTest) -> crate::detect::Finding {
+    use crate::detect::{BugClass, Finding, Frame, Tool};
+    let mut f = Finding::new(
+        BugClass::ReferenceLeak,
+        Tool::Capisan,
+        format!(
+            "test {} leaks on every repeated run (regrtest -R with its cache clearing): references {:?}, memory blocks {:?}",
+            l.node_id, l.references, l.memory_blocks
+        ),
+    );
+    let func = l.node_id.rsplit("::").next().unwrap_or(&l.node_id);
+    let func = func.split('[').next().unwrap_or(func);
+    f.access_stack.push(Frame {
+        function: func.to_string(),
+        file: l.node_id.split("::").next().map(str::to_string),
+        line: None,
+        object: None,
+        offset: None,
+    });
+    f.current_op = Some(format!("Test {}", l.node_id));
+    f.reason = "capisan test-pkg -R: every measured run of the test left references or memory blocks behind".into();
+    f
+}
+
+/// The leaking tests of one `-R` output file (one JSON line per measured test), by
+/// [`crate::leak_rule`]; and how many tests it measured.
+pub fn judge_refleak(jsonl: &str) -> (Vec<LeakedTest>, usize) {
+    use crate::leak_rule::LeakCounter;
+    let mut leaked = Vec::new();
+    let mut measured = 0;
+    for line in jsonl.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        measured += 1;
+        let deltas = |k: &str| -> Vec<i64> {
+            v[k].as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_i64()).collect())
+                .unwrap_or_default()
+        };
+        let (refs, blocks) = (deltas("references"), deltas("memory-blocks"));
+        if LeakCounter::References.leaked(&refs) || LeakCounter::MemoryBlocks.leaked(&blocks) {
+            let mut l = LeakedTest {
+                node_id: v["nodeid"].as_str().unwrap_or("?").to_string(),
+                references: refs,
+                memory_blocks: blocks,
+                signature: String::new(),
+            };
+            l.signature = leak_finding(&l).signature().to_string();
+            leaked.push(l);
+        }
+    }
+    (leaked, measured)
 }
 
 /// The tests directory of an unpacked source tree: `tests/`, `test/` or `testing/` at the top
@@ -257,21 +378,20 @@ fn checked(
 }
 
 fn run_logged(
-    mut cmd: duct::Expression,
+    cmd: duct::Expression,
     env: &[(String, String)],
     log: &Path,
 ) -> Result<(std::process::ExitStatus, String), TestPkgError> {
-    for (k, v) in env {
-        cmd = cmd.env(k, v);
-    }
+    // The whole environment at once (duct's innermost setting wins, so a removal and a later
+    // setting of the same variable do not combine): ours minus PYTHONHOME/PYTHONPATH, plus `env`.
+    let mut full: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k != "PYTHONHOME" && k != "PYTHONPATH")
+        .collect();
+    full.extend(env.iter().cloned());
+    let cmd = cmd.full_env(full);
     let out = io(
         format!("running {}", log.display()),
-        cmd.env_remove("PYTHONHOME")
-            .env_remove("PYTHONPATH")
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked()
-            .run(),
+        cmd.stderr_to_stdout().stdout_capture().unchecked().run(),
     )?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     io(format!("writing {}", log.display()), fs::write(log, &text))?;
@@ -439,10 +559,26 @@ pub fn test_package(
         &out.join("pip-install.log"),
     )?;
 
+    let mut env = env;
+    if let Some((warmups, runs)) = req.refleak {
+        let plugin = out.join("plugin");
+        io("creating the plugin directory", fs::create_dir_all(&plugin))?;
+        io(
+            "writing the -R plugin",
+            fs::write(
+                plugin.join("capisan_refleak.py"),
+                format!("{}\n{}", crate::REGRTEST_CLEANUP_PY, PYTEST_REFLEAK_PY),
+            ),
+        )?;
+        env.push(("PYTHONPATH".into(), plugin.display().to_string()));
+        env.push(("CAPISAN_REFLEAK".into(), format!("{warmups}:{runs}")));
+    }
     let store = io(
         "opening the findings store",
         FindingStore::open(&out.join("findings")),
     )?;
+    let mut leaked: Vec<LeakedTest> = Vec::new();
+    let mut refleak_checked = 0;
     let mut crashed: Vec<CrashedTest> = Vec::new();
     let mut counts = TestCounts::default();
     let mut runs = 0;
@@ -470,6 +606,19 @@ pub fn test_package(
         for c in &crashed {
             args.push(format!("--deselect={}", c.node_id));
         }
+        args.push(format!(
+            "--junitxml={}",
+            out.join(format!("pytest-run-{runs}.xml")).display()
+        ));
+        let refleak_out = out.join(format!("refleak-run-{runs}.jsonl"));
+        let mut run_env = env.clone();
+        if req.refleak.is_some() {
+            args.extend(["-p".into(), "capisan_refleak".into()]);
+            run_env.push((
+                "CAPISAN_REFLEAK_OUT".into(),
+                refleak_out.display().to_string(),
+            ));
+        }
         args.extend(req.pytest_args.iter().cloned());
         let log = out.join(format!("run-{runs}.log"));
         let mut cmd = duct::cmd(&pkg.python, &args).dir(&work);
@@ -484,10 +633,48 @@ pub fn test_package(
             targs.extend(args.iter().cloned());
             cmd = duct::cmd("timeout", &targs).dir(&work);
         }
-        let (status, text) = run_logged(cmd, &env, &log)?;
+        let (status, text) = run_logged(cmd, &run_env, &log)?;
+        // Leak verdicts of this run (a run after a crash measures the earlier tests again).
+        let (found, measured) =
+            judge_refleak(&fs::read_to_string(&refleak_out).unwrap_or_default());
+        refleak_checked = refleak_checked.max(measured);
+        for l in found {
+            if leaked.iter().any(|k| k.node_id == l.node_id) {
+                continue;
+            }
+            let f = leak_finding(&l);
+            let log_text = format!("{}\n{}", f.summary, f.reason);
+            io(
+                "recording the finding",
+                store.record(&f, l.node_id.as_bytes(), &log_text),
+            )?;
+            leaked.push(l);
+        }
         // pytest's own exit codes are 0-5; anything else (a signal, ASan's exit) is a death.
         let died = status.code().is_none_or(|c| c > 5);
+        // 2: interrupted, 3: internal error, 4: usage error, 5: no tests collected.
+        if let Some(code @ 2..=5) = status.code() {
+            return Err(TestPkgError::Command {
+                command: format!("pytest (run {runs})"),
+                status: format!("{code}"),
+                log: log.clone(),
+                tail: tail(&text, 30),
+            });
+        }
         if !died {
+            // No final summary line: pytest stopped before running tests (e.g. a conftest or
+            // plugin that does not import exits 1 with a traceback).
+            if !text
+                .lines()
+                .any(|l| l.starts_with('=') && l.contains(" in "))
+            {
+                return Err(TestPkgError::Command {
+                    command: format!("pytest (run {runs})"),
+                    status: format!("{:?}", status.code()),
+                    log: log.clone(),
+                    tail: tail(&text, 30),
+                });
+            }
             counts = parse_counts(&text);
             break;
         }
@@ -550,6 +737,8 @@ pub fn test_package(
         tests,
         counts,
         crashed,
+        leaked,
+        refleak_checked,
         runs,
         findings: store.dir().to_path_buf(),
     };
@@ -557,6 +746,10 @@ pub fn test_package(
     io(
         "writing summary.json",
         fs::write(out.join("summary.json"), json),
+    )?;
+    io(
+        "writing junit.xml",
+        fs::write(out.join("junit.xml"), outcome.junit()),
     )?;
     Ok(outcome)
 }
@@ -580,6 +773,36 @@ tests/test_b.py::test_three Fatal Python error: Segmentation fault
             Some("tests/test_b.py::test_three")
         );
         assert_eq!(running_test("tests/t.py::a PASSED\n"), None);
+    }
+
+    #[test]
+    fn refleak_lines_are_judged_by_regrtests_rule() {
+        let jsonl = r#"{"nodeid": "tests/t.py::test_leaky[a]", "references": [2, 2, 3], "memory-blocks": [0, 0, 0]}
+{"nodeid": "tests/t.py::test_cache", "references": [5, 0, 0], "memory-blocks": [1, 0, 0]}
+not json
+"#;
+        let (leaked, measured) = judge_refleak(jsonl);
+        assert_eq!(measured, 2);
+        assert_eq!(leaked.len(), 1);
+        assert_eq!(leaked[0].node_id, "tests/t.py::test_leaky[a]");
+        assert_eq!(leaked[0].signature, "reference-leak|test_leaky|Test");
+    }
+
+    #[test]
+    fn the_refleak_plugin_compiles() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("capisan_refleak.py");
+        fs::write(
+            &p,
+            format!("{}\n{}", crate::REGRTEST_CLEANUP_PY, PYTEST_REFLEAK_PY),
+        )
+        .unwrap();
+        let out = duct::cmd!("python3", "-m", "py_compile", &p)
+            .stderr_to_stdout()
+            .unchecked()
+            .read()
+            .unwrap();
+        assert!(out.is_empty(), "{out}");
     }
 
     #[test]

@@ -12,6 +12,14 @@ def test_total_rejects_a_tuple():
         crashpkg.total((1, 2))
 
 
+def test_leaky_pair():
+    assert crashpkg.leaky_pair("x" * 100) == ("x" * 100,) * 2
+
+
+def test_pair():
+    assert crashpkg.pair("x" * 100) == ("x" * 100,) * 2
+
+
 def test_read_after_free():
     # Kills an ASan interpreter: the block is read after free().
     assert crashpkg.read_after_free(7) == 7

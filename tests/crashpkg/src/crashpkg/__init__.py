@@ -1,1 +1,1 @@
-from crashpkg._native import read_after_free, total
+from crashpkg._native import leaky_pair, pair, read_after_free, total

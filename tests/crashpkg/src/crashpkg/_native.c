@@ -39,7 +39,33 @@ total(PyObject *self, PyObject *arg)
     return PyLong_FromLong(sum);
 }
 
+/* (x, x), with one reference too many on the tuple's first item: leaks a reference to x on
+ * every call (the missing Py_DECREF of an error-path-free, ordinary path). */
+static PyObject *
+leaky_pair(PyObject *self, PyObject *arg)
+{
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        return NULL;
+    }
+    Py_INCREF(arg);
+    Py_INCREF(arg);
+    Py_INCREF(arg); /* one too many */
+    PyTuple_SET_ITEM(t, 0, arg);
+    PyTuple_SET_ITEM(t, 1, arg);
+    return t;
+}
+
+/* The clean twin of leaky_pair. */
+static PyObject *
+pair(PyObject *self, PyObject *arg)
+{
+    return PyTuple_Pack(2, arg, arg);
+}
+
 static PyMethodDef methods[] = {
+    {"leaky_pair", leaky_pair, METH_O, "(x, x), leaking a reference to x"},
+    {"pair", pair, METH_O, "(x, x)"},
     {"read_after_free", read_after_free, METH_O, "use-after-free"},
     {"total", total, METH_O, "sum of a list"},
     {NULL, NULL, 0, NULL},
