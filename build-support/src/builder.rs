@@ -37,6 +37,27 @@ pub struct BuildRequest {
     pub force: bool,
 }
 
+impl BuildRequest {
+    /// A build of `variant` from `source` with `compiler`, `make -j jobs` (default: every
+    /// core), reusing a good cached build unless `force`.
+    pub fn new(
+        variant: Variant,
+        source: &CpythonSource,
+        compiler: &Compiler,
+        jobs: Option<usize>,
+        force: bool,
+    ) -> BuildRequest {
+        let cores = || std::thread::available_parallelism().map_or(2, |n| n.get());
+        BuildRequest {
+            variant,
+            source: source.clone(),
+            compiler: compiler.clone(),
+            jobs: jobs.unwrap_or_else(cores),
+            force,
+        }
+    }
+}
+
 /// What a build call did.
 #[derive(Clone, Debug)]
 pub enum BuildOutcome {
@@ -52,6 +73,24 @@ impl BuildOutcome {
         match self {
             BuildOutcome::Cached(m) | BuildOutcome::Built(m) => m,
         }
+    }
+
+    /// What `cargo xtask build-<variant>` prints for it: cached or built, the interpreter, the
+    /// manifest.
+    pub fn text(&self) -> String {
+        let m = self.manifest();
+        let how = match self {
+            BuildOutcome::Cached(_) => "cached".to_string(),
+            BuildOutcome::Built(_) => format!("built in {:.0} s", m.build_seconds),
+        };
+        let manifest = m.dir().join(crate::manifest::FILE_NAME);
+        format!(
+            "{}: {how}, {}\n  python   {}\n  manifest {}\n",
+            m.variant,
+            m.dir().display(),
+            m.python.display(),
+            manifest.display()
+        )
     }
 }
 
@@ -467,4 +506,21 @@ fn describe(
         installed_python: None,
         install_seconds: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_says_where_its_python_and_manifest_are() {
+        let m = crate::manifest::fixture();
+        assert_eq!(
+            BuildOutcome::Built(m.clone()).text(),
+            "asan: built in 1 s, /c/v\n  python   /c/v/build/python\n  manifest /c/v/manifest.json\n"
+        );
+        assert!(BuildOutcome::Cached(m)
+            .text()
+            .starts_with("asan: cached, /c/v\n"));
+    }
 }

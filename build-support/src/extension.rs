@@ -27,6 +27,18 @@ pub struct BuiltExtension {
     pub so: PathBuf,
 }
 
+impl BuiltExtension {
+    /// What `cargo xtask ext-build` prints: the shared object, and how to fuzz it on `variant`.
+    pub fn text(&self, variant: Variant) -> String {
+        format!(
+            "built {}\nfuzz it with: cargo xtask fuzz-ext {} --ext-path {} --variant {variant}\n",
+            self.so.display(),
+            self.module,
+            self.dir.display()
+        )
+    }
+}
+
 /// The default output directory of a build: `<cache>/ext/<variant>/<module>`.
 pub fn default_dir(cache: &Cache, variant: Variant, module: &str) -> PathBuf {
     cache.root().join("ext").join(variant.name()).join(module)
@@ -133,6 +145,19 @@ pub fn ext_suffix(manifest: &Manifest) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_built_extension_says_how_to_fuzz_it() {
+        let b = BuiltExtension {
+            module: "zoo".into(),
+            dir: "/e/zoo".into(),
+            so: "/e/zoo/zoo.so".into(),
+        };
+        assert_eq!(
+            b.text(Variant::Asan),
+            "built /e/zoo/zoo.so\nfuzz it with: cargo xtask fuzz-ext zoo --ext-path /e/zoo --variant asan\n"
+        );
+    }
 
     #[test]
     fn a_directory_is_one_module_of_its_c_files() {

@@ -171,22 +171,66 @@ impl Manifest {
     }
 }
 
+/// The built variants as `cargo xtask variants` prints them: one row each (variant, version,
+/// key, build seconds, python), or how to build one when there are none in `cache_root`.
+pub fn table(all: &[Manifest], cache_root: &Path) -> String {
+    if all.is_empty() {
+        return format!(
+            "no variants built in {}; run `cargo xtask build-asan` (or build-all)\n",
+            cache_root.display()
+        );
+    }
+    let mut out = format!(
+        "{:<10} {:<9} {:<17} {:>8}  python\n",
+        "variant", "version", "key", "build s"
+    );
+    for m in all {
+        out += &format!(
+            "{:<10} {:<9} {:<17} {:>8.0}  {}\n",
+            m.variant,
+            m.version,
+            m.key,
+            m.build_seconds,
+            m.python.display()
+        );
+    }
+    out
+}
+
+/// A manifest of an asan build under `/c/v`, as written before variants were installed.
+#[cfg(test)]
+pub(crate) fn fixture() -> Manifest {
+    serde_json::from_str(FIXTURE).expect("the fixture parses")
+}
+
+#[cfg(test)]
+const FIXTURE: &str = r#"{"schema":1,"version":"3.13.5","variant":"asan","key":"k",
+    "source_dir":"/s","source_hash":"h","origin":{"kind":"path","path":"/s"},
+    "build_dir":"/c/v/build","python":"/c/v/build/python",
+    "libpython_static":"/c/v/build/libpython3.13d.a","libpython_shared":null,
+    "include_dirs":[],"stdlib":"/s/Lib","platstdlib":"/c/v/build/build/lib",
+    "configure_args":[],"cflags":[],"link_libs":[],
+    "compiler":{"cc":"clang-22","version":"clang version 22","clang_major":22},
+    "symbolizer":null,"runtime_env":{},"valgrind_suppressions":null,
+    "built_at":0,"build_seconds":1.0}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_table_has_a_row_per_variant_or_says_how_to_build_one() {
+        let t = table(&[fixture()], Path::new("/c"));
+        // (Variant's Display ignores width, so the first column is not padded.)
+        let row: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row, ["asan", "3.13.5", "k", "1", "/c/v/build/python"]);
+        assert!(table(&[], Path::new("/c")).starts_with("no variants built in /c;"));
+    }
+
     /// A manifest written before variants were installed still loads; the next build installs.
     #[test]
     fn manifest_without_install_fields_loads() {
-        let json = r#"{"schema":1,"version":"3.13.5","variant":"asan","key":"k",
-            "source_dir":"/s","source_hash":"h","origin":{"kind":"path","path":"/s"},
-            "build_dir":"/c/v/build","python":"/c/v/build/python",
-            "libpython_static":"/c/v/build/libpython3.13d.a","libpython_shared":null,
-            "include_dirs":[],"stdlib":"/s/Lib","platstdlib":"/c/v/build/build/lib",
-            "configure_args":[],"cflags":[],"link_libs":[],
-            "compiler":{"cc":"clang-22","version":"clang version 22","clang_major":22},
-            "symbolizer":null,"runtime_env":{},"valgrind_suppressions":null,
-            "built_at":0,"build_seconds":1.0}"#;
+        let json = FIXTURE;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         fs::write(&path, json).unwrap();

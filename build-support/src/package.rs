@@ -252,6 +252,23 @@ pub enum PackageError {
         #[source]
         source: serde_json::Error,
     },
+    /// A module asked for by name is not one the package installed.
+    #[error("{name} {version} has no extension module {module}; it has {known}")]
+    NoSuchModule {
+        name: String,
+        version: String,
+        module: String,
+        known: String,
+    },
+    /// None of the package's extension modules imports, so there is nothing to fuzz.
+    #[error(
+        "no extension module of {name} {version} imports on the {variant} variant (see above)"
+    )]
+    NothingImports {
+        name: String,
+        version: String,
+        variant: Variant,
+    },
     #[error(transparent)]
     Build(#[from] BuildError),
 }
@@ -313,6 +330,49 @@ impl PackageBuild {
     pub fn importable(&self) -> impl Iterator<Item = &ExtModule> {
         self.modules.iter().filter(|m| m.import_error.is_none())
     }
+
+    /// The modules to fuzz: `wanted` (each must be a module of the package), or every module
+    /// that imports when `wanted` is empty; never none.
+    pub fn modules_to_fuzz(&self, wanted: &[String]) -> Result<Vec<String>, PackageError> {
+        let (name, version) = (self.name.clone(), self.version.clone());
+        if let Some(module) = wanted
+            .iter()
+            .find(|w| !self.modules.iter().any(|m| &m.name == *w))
+        {
+            let known: Vec<&str> = self.modules.iter().map(|m| m.name.as_str()).collect();
+            let (module, known) = (module.clone(), known.join(", "));
+            return Err(PackageError::NoSuchModule {
+                name,
+                version,
+                module,
+                known,
+            });
+        }
+        let modules: Vec<String> = if wanted.is_empty() {
+            self.importable().map(|m| m.name.clone()).collect()
+        } else {
+            wanted.to_vec()
+        };
+        if modules.is_empty() {
+            let variant = self.variant;
+            return Err(PackageError::NothingImports {
+                name,
+                version,
+                variant,
+            });
+        }
+        Ok(modules)
+    }
+}
+
+/// Where `cargo xtask fuzz-pkg` puts the campaigns of requirement `req` by default:
+/// `<root>/target/capisan/pkg-<req, other than letters, digits and dots as ->-<variant>`.
+pub fn campaigns_dir(root: &Path, req: &str, variant: Variant) -> PathBuf {
+    let keep = |c: char| c.is_ascii_alphanumeric() || c == '.';
+    let label: String = req.chars().map(|c| if keep(c) { c } else { '-' }).collect();
+    root.join("target")
+        .join("capisan")
+        .join(format!("pkg-{label}-{variant}"))
 }
 
 /// What [`build_package`] did.
@@ -330,6 +390,32 @@ impl PackageOutcome {
         match self {
             PackageOutcome::Cached(p) | PackageOutcome::Built(p) => p,
         }
+    }
+
+    /// What `pkg-build` / `fuzz-pkg` print: cached or built, the interpreter, site-packages,
+    /// each module (and why it does not import), the record.
+    pub fn text(&self) -> String {
+        let p = self.package();
+        let how = match self {
+            PackageOutcome::Cached(_) => "cached".to_string(),
+            PackageOutcome::Built(_) => format!("built in {:.0} s", p.build_seconds),
+        };
+        let mut out = format!(
+            "{} {} ({}): {how}, {}\n",
+            p.name,
+            p.version,
+            p.variant,
+            p.dir.display()
+        );
+        out += &format!("  python         {}\n", p.python.display());
+        out += &format!("  site-packages  {}\n", p.site_packages.display());
+        for m in &p.modules {
+            match &m.import_error {
+                None => out += &format!("  module         {}\n", m.name),
+                Some(e) => out += &format!("  module         {} (does not import: {e})\n", m.name),
+            }
+        }
+        out + &format!("  record         {}\n", p.dir.join(FILE_NAME).display())
     }
 }
 
@@ -810,6 +896,55 @@ fn needed_by(requirement: &str, missing: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn built(modules: &[(&str, Option<&str>)]) -> PackageBuild {
+        PackageBuild {
+            schema: 1,
+            requirement: Requirement::Index("p==1.0".into()),
+            name: "p".into(),
+            version: "1.0".into(),
+            variant: Variant::Asan,
+            variant_key: "k".into(),
+            key: "k".into(),
+            dir: "/c/p".into(),
+            venv: "/c/p/venv".into(),
+            python: "/c/p/venv/bin/python".into(),
+            site_packages: "/c/p/site".into(),
+            modules: modules
+                .iter()
+                .map(|(n, e)| ExtModule {
+                    name: n.to_string(),
+                    path: format!("/c/p/{n}.so").into(),
+                    import_error: e.map(String::from),
+                })
+                .collect(),
+            compile_env: Vec::new(),
+            pip_log: "/c/p/pip.log".into(),
+            built_at: 0,
+            build_seconds: 12.4,
+        }
+    }
+
+    #[test]
+    fn the_modules_to_fuzz_are_named_ones_or_every_importable_one() {
+        let p = built(&[("p._a", None), ("p._b", Some("ImportError: x"))]);
+        assert_eq!(p.modules_to_fuzz(&[]).unwrap(), ["p._a"]);
+        assert_eq!(p.modules_to_fuzz(&["p._b".into()]).unwrap(), ["p._b"]);
+        let e = p.modules_to_fuzz(&["p._c".into()]).unwrap_err().to_string();
+        assert_eq!(e, "p 1.0 has no extension module p._c; it has p._a, p._b");
+        let none = built(&[("p._b", Some("ImportError: x"))]);
+        assert!(matches!(
+            none.modules_to_fuzz(&[]),
+            Err(PackageError::NothingImports { .. })
+        ));
+        let text = PackageOutcome::Built(p).text();
+        assert!(text.starts_with("p 1.0 (asan): built in 12 s, /c/p\n"));
+        assert!(text.contains("  module         p._b (does not import: ImportError: x)\n"));
+        assert_eq!(
+            campaigns_dir(Path::new("/r"), "markupsafe==3.0.2", Variant::Asan),
+            Path::new("/r/target/capisan/pkg-markupsafe--3.0.2-asan")
+        );
+    }
 
     #[test]
     fn parses_requirements() {

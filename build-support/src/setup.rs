@@ -98,6 +98,35 @@ pub enum SetupOutcome {
     },
 }
 
+impl SetupOutcome {
+    /// What `cargo xtask setup` prints after its step lines.
+    pub fn text(&self) -> String {
+        match self {
+            SetupOutcome::NotDebian { command } => format!(
+                "This is not a Debian/Ubuntu machine with apt-get. Install the equivalents of:\n  {command}\n"
+            ),
+            SetupOutcome::DryRun { command } => {
+                format!("setup --dry-run: would install what is missing of:\n  {command}\n")
+            }
+            SetupOutcome::Ready {
+                installed,
+                log,
+                compiler,
+                ..
+            } => {
+                let mut out = String::new();
+                if !installed.is_empty() {
+                    out += &format!("setup: installed {}\n", installed.join(" "));
+                }
+                if let Some(log) = log {
+                    out += &format!("setup: apt's output is in {}\n", log.display());
+                }
+                out + &format!("setup: compiler {} ({})\n", compiler.cc, compiler.version)
+            }
+        }
+    }
+}
+
 /// Install the missing [`packages`] with apt-get (as root), or with `dry_run` only say how.
 ///
 /// `step` is called once per step with one line saying what is about to happen (for the caller
@@ -222,6 +251,32 @@ pub fn run_to_log(cmd: duct::Expression, shown: &str, log: &Path) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ready_machine_says_only_what_changed() {
+        let compiler = Compiler {
+            cc: "clang-22".into(),
+            version: "clang version 22".into(),
+            clang_major: Some(22),
+        };
+        let ready = SetupOutcome::Ready {
+            packages: 3,
+            installed: Vec::new(),
+            log: None,
+            compiler,
+        };
+        assert_eq!(
+            ready.text(),
+            "setup: compiler clang-22 (clang version 22)\n"
+        );
+        let dry = SetupOutcome::DryRun {
+            command: "apt-get install x".into(),
+        };
+        assert_eq!(
+            dry.text(),
+            "setup --dry-run: would install what is missing of:\n  apt-get install x\n"
+        );
+    }
 
     #[test]
     fn a_failing_command_leaves_its_output_in_the_log_and_its_tail_in_the_error() {

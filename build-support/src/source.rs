@@ -46,6 +46,14 @@ pub enum Origin {
     },
 }
 
+/// What [`resolve`] does with the same arguments, for a progress line.
+pub fn resolving(src: Option<&Path>, version: &str) -> String {
+    match src {
+        Some(p) => format!("checking CPython source at {}", p.display()),
+        None => format!("fetching CPython {version} from Debian's source packages"),
+    }
+}
+
 /// Resolve the source to build: `src` if given, else Debian's package of `version`.
 pub fn resolve(cache: &Cache, src: Option<&Path>, version: &str) -> Result<CpythonSource> {
     match src {
@@ -578,6 +586,18 @@ pub fn which(program: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolving_says_which_source() {
+        assert_eq!(
+            resolving(None, "3.13"),
+            "fetching CPython 3.13 from Debian's source packages"
+        );
+        assert_eq!(
+            resolving(Some(Path::new("/src")), "3.13"),
+            "checking CPython source at /src"
+        );
+    }
 
     #[test]
     fn picks_matching_upstream() {

@@ -70,6 +70,27 @@ pub struct Minimized {
     pub min_path: PathBuf,
 }
 
+impl Minimized {
+    /// What `cargo xtask minimize` prints for `artifact`: the sizes, time and signature, the
+    /// ops (slots resolved, callees named), and where the minimized input is.
+    pub fn text(&self, artifact: &Path) -> String {
+        let mut out = format!(
+            "{}: {} ops -> {} ops in {:.1} s ({} candidates), signature {}\n",
+            artifact.display(),
+            self.original_ops,
+            self.ops.len(),
+            self.seconds,
+            self.tries,
+            self.finding.signature()
+        );
+        for (i, op) in self.resolved.ops.iter().enumerate() {
+            out += &format!("  #{i} {}\n", crate::repro::describe(op, &self.resolved));
+        }
+        let min = self.min_path.display();
+        out + &format!("minimized input: {min} (the original artifact is untouched)\n")
+    }
+}
+
 /// The campaign `input` belongs to: `explicit`, or the nearest directory above it with a
 /// `campaign.json` (an artifact sits in `<campaign>/artifacts/`, a non-fatal finding's input
 /// in `<campaign>/findings/<bucket>/`).
@@ -190,6 +211,23 @@ fn fill(template: &str, values: &[(&str, String)]) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Write the reproducer directory `out` for `m`, minimized from `artifact` of `campaign` (or
+/// the campaign above it, as [`campaign_of`]); returns the line `cargo xtask repro` prints.
+pub fn write_reproducer(
+    m: &Minimized,
+    artifact: &Path,
+    campaign: Option<&Path>,
+    out: &Path,
+) -> Result<String> {
+    let (_, c) = campaign_of(artifact, campaign)?;
+    write_bundle(m, &c, out)?;
+    let (signature, ops) = (m.finding.signature(), m.resolved.ops.len());
+    Ok(format!(
+        "reproducer for {signature} ({ops} ops) in {}\n",
+        out.display()
+    ))
 }
 
 /// Write the reproducer directory `out` for `m`, found by campaign `c`.

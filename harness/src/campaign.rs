@@ -18,6 +18,9 @@ use crate::detect::{self, BugClass, Finding, Tool};
 use crate::env::HarnessEnv;
 use crate::findings::{FindingStore, LeakStats};
 
+mod request;
+pub use request::{triage_recorded, CampaignRequest, Triage};
+
 /// Why a campaign could not run or be triaged. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum CampaignError {
@@ -58,7 +61,7 @@ pub enum CampaignError {
 
 type Result<T> = std::result::Result<T, CampaignError>;
 
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+pub(crate) fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|source| CampaignError::Io {
         path: path.to_path_buf(),
         source,

@@ -61,6 +61,34 @@ pub struct Confirmation {
     pub detail: String,
 }
 
+/// [`confirm_dir`], then its verdicts recorded as `confirm.json` in `dir`.
+pub fn confirm_recorded(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
+    let results = confirm_dir(dir, cache)?;
+    let path = dir.join("confirm.json");
+    let json = serde_json::to_vec_pretty(&results).expect("verdicts serialize");
+    io(&path, fs::write(&path, json))?;
+    Ok(results)
+}
+
+/// The verdicts as `cargo xtask confirm` prints them: a row per variant and allocator, and a
+/// hint when none reproduced.
+pub fn table_text(results: &[Confirmation]) -> String {
+    let mut out = format!(
+        "{:<10} {:<13} {:<11} what it saw\n",
+        "variant", "PYTHONMALLOC", "reproduced"
+    );
+    for r in results {
+        out += &format!(
+            "{:<10} {:<13} {:<11} {}\n",
+            r.variant, r.pythonmalloc, r.reproduced, r.detail
+        );
+    }
+    if !results.iter().any(|r| r.reproduced) {
+        out += "only reproduces inside the fuzzer: state carried over from earlier inputs, or a harness problem\n";
+    }
+    out
+}
+
 /// Re-run the reproducer in `dir` in fresh processes on every built variant of [`RUNS`]; each
 /// run's output goes to `confirm-<variant>[-<allocator>].log` in `dir`.
 pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
@@ -214,4 +242,27 @@ fn under_memcheck(
         .unwrap_or_default();
     found.extend(detect::parse(&text));
     Ok((text, found))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_has_a_row_per_run_and_a_hint_when_nothing_reproduced() {
+        let row = |reproduced| Confirmation {
+            variant: "asan".into(),
+            pythonmalloc: "malloc".into(),
+            reproduced,
+            class: None,
+            detail: "heap-use-after-free".into(),
+        };
+        let t = table_text(&[row(true)]);
+        assert_eq!(
+            t.lines().nth(1),
+            Some("asan       malloc        true        heap-use-after-free")
+        );
+        assert_eq!(t.lines().count(), 2);
+        assert!(table_text(&[row(false)]).ends_with("or a harness problem\n"));
+    }
 }

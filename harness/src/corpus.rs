@@ -125,6 +125,19 @@ pub struct Resized {
     pub kept: usize,
 }
 
+impl Resized {
+    /// What `cargo xtask corpus merge` (or `min`, when `minimized`) prints for corpus `name`.
+    pub fn text(&self, name: &str, minimized: bool) -> String {
+        let (before, after, kept) = (self.before, self.after, self.kept);
+        let kept = if minimized {
+            format!(" ({kept} kept as regression cases)")
+        } else {
+            String::new()
+        };
+        format!("corpora/{name}: {before} -> {after} files{kept}\n")
+    }
+}
+
 /// Run libFuzzer's `-merge=1` of `from` into `into` with the fuzz target of corpus `name`,
 /// built against `manifest` (the asan variant).
 fn merge_into(
@@ -210,6 +223,14 @@ pub struct Added {
     pub what: String,
 }
 
+impl Added {
+    /// What `cargo xtask corpus add` prints (the path relative to the checkout `root`).
+    pub fn text(&self, root: &Path) -> String {
+        let shown = self.path.strip_prefix(root).unwrap_or(&self.path);
+        format!("added {} ({})\n", shown.display(), self.what)
+    }
+}
+
 /// Copy `input` (libFuzzer bytes or a JSON op list) into corpus `name`, named by its content
 /// hash; a `.json` file that is not an op list is refused.
 pub fn add(root: &Path, name: &str, input: &Path) -> Result<Added> {
@@ -235,6 +256,28 @@ pub fn add(root: &Path, name: &str, input: &Path) -> Result<Added> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resizes_and_additions_say_what_changed() {
+        let r = Resized {
+            before: 10,
+            after: 4,
+            kept: 2,
+        };
+        assert_eq!(r.text("c", false), "corpora/c: 10 -> 4 files\n");
+        assert_eq!(
+            r.text("c", true),
+            "corpora/c: 10 -> 4 files (2 kept as regression cases)\n"
+        );
+        let a = Added {
+            path: "/r/corpora/c/ab12".into(),
+            what: "JSON op list, 2 ops".into(),
+        };
+        assert_eq!(
+            a.text(Path::new("/r")),
+            "added corpora/c/ab12 (JSON op list, 2 ops)\n"
+        );
+    }
 
     #[test]
     fn names_match_libfuzzer() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::campaign::{Campaign, CampaignError};
+use crate::campaign::{io, Campaign, CampaignError};
 use crate::detect::{self, Finding};
 use crate::env::{FailAlloc, HarnessEnv, ReplayEnv};
 use crate::ops::{Op, OpSeq, Slot};
@@ -24,13 +24,7 @@ use crate::replay::{Outcome, Status};
 /// Why a sweep could not run. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
-    /// A file of the sweep could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// Running the harness failed.
+    /// A file of the sweep could not be read or written, or running the harness failed.
     #[error(transparent)]
     Campaign(#[from] CampaignError),
     /// The input has no extension call to sweep.
@@ -39,19 +33,15 @@ pub enum SweepError {
     /// The counting run did not report the call's allocations.
     #[error("the counting run (no allocation failing) did not finish the call at op #{index}, so its allocations are unknown; what it printed ends with:\n{tail}")]
     NotCounted { index: usize, tail: String },
+    /// `--call` is not `MODULE.FUNC` and a JSON array of arguments.
+    #[error("{0}")]
+    BadCall(String),
     /// A `--call` argument that the op vocabulary cannot build.
     #[error("argument {0} of --call: only numbers, strings (up to 16 characters) and null are supported")]
     BadArgument(String),
 }
 
 type Result<T> = std::result::Result<T, SweepError>;
-
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
-    r.map_err(|source| SweepError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
 
 /// How to sweep.
 #[derive(Clone, Debug)]
@@ -316,7 +306,7 @@ fn run_points(
     let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let (_, printed) = c.run_once(&list, &extra)?;
     let results = io(&req.out, fs::read_to_string(&req.out)).map_err(|e| match e {
-        SweepError::Io { path, source } => SweepError::Io {
+        CampaignError::Io { path, source } => CampaignError::Io {
             path,
             source: std::io::Error::other(format!(
                 "{source}; the harness printed:\n{}",
@@ -354,6 +344,71 @@ pub fn call_campaign(
         binary: binary.to_path_buf(),
         env,
     }
+}
+
+/// A `--call MODULE.FUNC ARGS-JSON` sweep: the call's module, function and ops.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallSpec {
+    pub module: String,
+    pub func: String,
+    pub ops: Vec<Op>,
+}
+
+impl CallSpec {
+    /// `target` is `MODULE.FUNC` (the module may be dotted), `args` a JSON array of numbers,
+    /// strings and nulls.
+    pub fn parse(target: &str, args: &str) -> Result<CallSpec> {
+        let Some((module, func)) = target.rsplit_once('.') else {
+            return Err(SweepError::BadCall(format!(
+                "--call wants MODULE.FUNC, got {target}"
+            )));
+        };
+        let values: Vec<serde_json::Value> = serde_json::from_str(args).map_err(|e| {
+            SweepError::BadCall(format!(
+                "--call arguments {args:?} are not a JSON array: {e}"
+            ))
+        })?;
+        let (module, func) = (module.to_string(), func.to_string());
+        Ok(CallSpec {
+            module,
+            func,
+            ops: call_ops(&values)?,
+        })
+    }
+
+    /// Sweep the call on `manifest`'s variant with the fuzz `binary` built against it, the
+    /// module importable from `ext_path` (default: the variant's own sys.path); as
+    /// [`sweep_ops`].
+    pub fn sweep(
+        &self,
+        manifest: &capisan_build::Manifest,
+        binary: &Path,
+        ext_path: Option<&Path>,
+        dir: &Path,
+        opts: &SweepOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<SweepReport> {
+        let ext_path = ext_path.map(|p| fs::canonicalize(p).unwrap_or(p.to_path_buf()));
+        let c = call_campaign(
+            manifest,
+            binary,
+            &self.module,
+            ext_path.as_deref(),
+            &self.func,
+        );
+        sweep_ops(&c, &self.ops, dir, opts, progress)
+    }
+}
+
+/// The default directory of a sweep of `input`: `<input>.oom-sweep/` beside it.
+pub fn input_dir(input: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.oom-sweep", input.display()))
+}
+
+/// The default directory of a `--call MODULE.FUNC` sweep in the checkout `root`.
+pub fn call_dir(root: &Path, target: &str) -> PathBuf {
+    root.join("target/capisan")
+        .join(format!("oom-sweep-{target}"))
 }
 
 /// The ops of one call `func(args...)` of the campaign's only callable: each argument (a JSON
@@ -468,6 +523,25 @@ fn ranges(ns: &[u64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_is_module_dot_func_and_a_json_array() {
+        let c = CallSpec::parse("pkg.mod.parse", r#"["a,b", 3]"#).unwrap();
+        assert_eq!((c.module.as_str(), c.func.as_str()), ("pkg.mod", "parse"));
+        assert_eq!(c.ops.len(), 3);
+        assert!(matches!(
+            CallSpec::parse("parse", "[]"),
+            Err(SweepError::BadCall(_))
+        ));
+        assert!(matches!(
+            CallSpec::parse("m.f", "{}"),
+            Err(SweepError::BadCall(_))
+        ));
+        assert_eq!(
+            call_dir(Path::new("/r"), "m.f"),
+            Path::new("/r/target/capisan/oom-sweep-m.f")
+        );
+    }
 
     fn call(func: u8) -> Op {
         serde_json::from_value(serde_json::json!({

@@ -54,6 +54,16 @@ pub struct Limits {
     pub rss_mb: u64,
 }
 
+impl Limits {
+    /// `timeout_s` seconds (non-negative) and `rss_mb` MB per input.
+    pub fn new(timeout_s: f64, rss_mb: u64) -> Result<Limits, String> {
+        let timeout = Duration::try_from_secs_f64(timeout_s).map_err(|_| {
+            format!("--timeout must be a non-negative number of seconds, not {timeout_s}")
+        })?;
+        Ok(Limits { timeout, rss_mb })
+    }
+}
+
 /// If the environment names a replay ([`crate::env::ReplayEnv`]), replay the inputs its list
 /// names (one path a line) and exit, writing one JSON [`Outcome`] a line to its output file.
 /// Called from the fuzz target's init hook, before libFuzzer runs anything.

@@ -92,12 +92,59 @@ impl CaseResult {
     }
 }
 
+/// How a replay report is written: `text`, `json`, `junit` or `sarif` (2.1.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Junit,
+    Sarif,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Format, String> {
+        Ok(match s {
+            "text" => Format::Text,
+            "json" => Format::Json,
+            "junit" => Format::Junit,
+            "sarif" => Format::Sarif,
+            other => {
+                return Err(format!(
+                    "unknown report format {other}: text, json, junit or sarif"
+                ))
+            }
+        })
+    }
+}
+
+/// The report of `cases` in `format` (SARIF names files relative to `workspace_root`).
+pub fn render(cases: &[CaseResult], format: Format, workspace_root: &Path) -> String {
+    match format {
+        Format::Text => text(cases),
+        Format::Junit => junit(cases),
+        Format::Json => serde_json::to_string_pretty(cases).expect("results serialize"),
+        Format::Sarif => {
+            serde_json::to_string_pretty(&sarif(cases, workspace_root)).expect("SARIF serializes")
+        }
+    }
+}
+
 /// Counts over a replay, for the one-line summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
     pub passed: usize,
     pub failed: usize,
     pub corrupt: usize,
+}
+
+impl Tally {
+    /// The one-line summary of a replay of `inputs` inputs.
+    pub fn line(&self, inputs: usize) -> String {
+        let (failed, corrupt) = (self.failed, self.corrupt);
+        format!("replayed {inputs} input(s): {failed} regressed, {corrupt} corrupt")
+    }
 }
 
 /// Count passes, failures and skipped (corrupt) inputs.
@@ -383,6 +430,22 @@ pub fn sarif(cases: &[CaseResult], workspace_root: &Path) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_parse_by_their_flag_names() {
+        for (name, f) in [
+            ("text", Format::Text),
+            ("json", Format::Json),
+            ("junit", Format::Junit),
+            ("sarif", Format::Sarif),
+        ] {
+            assert_eq!(name.parse::<Format>(), Ok(f));
+            assert!(render(&[], f, Path::new("/r")).len() < 2000);
+        }
+        assert!("xml".parse::<Format>().is_err());
+        assert!(Limits::new(-1.0, 2048).is_err());
+        assert_eq!(Limits::new(2.5, 9).unwrap().timeout.as_millis(), 2500);
+    }
 
     fn case(input: &str, status: Status) -> CaseResult {
         CaseResult {

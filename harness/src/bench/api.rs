@@ -7,9 +7,58 @@ use std::path::Path;
 use std::time::Instant;
 
 use capisan_build::Manifest;
+use serde_json::json;
 
-use super::{campaign_spec, run_campaign, Result};
+use super::{campaign_spec, median, run_campaign, Bench, Result, Table};
 use crate::env::HarnessEnv;
+
+/// The Python-API rows (`cargo xtask bench --api`): each planted bug's time-to-detect without
+/// seeds (median of 3 seeds, 1 with `quick`; 120-s cap), whether it was classified right, and
+/// its clean twin (20 s, must find nothing). Writes `bench/api.md` and `.json` after each bug;
+/// returns the Markdown.
+pub fn rows(bench: &Bench, log: &mut dyn FnMut(&str)) -> Result<String> {
+    let (asan, binary) = (&bench.asan, &bench.binary);
+    let mut t = Table::default();
+    let ext = bench.test_extension("apiext")?;
+    let mut rows = Vec::new();
+    for (funcs, class, culprit, twin) in API_BUGS {
+        let mut times = Vec::new();
+        let mut seen = Vec::new();
+        for seed in 1..=if bench.quick { 1 } else { 3 } {
+            log(&format!("apiext {funcs}, seed {seed}"));
+            let d = detect(asan, binary, &ext, funcs, seed, 120)?;
+            times.push(d.seconds.unwrap_or(f64::INFINITY));
+            seen.push(format!("{} ({})", d.signature, d.class));
+        }
+        let ok = seen
+            .iter()
+            .all(|s| s.contains(class) && s.split('|').nth(1).is_some_and(|c| c.contains(culprit)));
+        log(&format!("apiext {twin} (clean twin)"));
+        let clean = detect(asan, binary, &ext, twin, 1, 20)?;
+        t.row(
+            format!(
+                "{funcs}: time-to-detect (no seeds, median of {})",
+                times.len()
+            ),
+            format!("{:.0} s", median(times.clone())),
+            format!(
+                "{}; runs {times:.0?}; classified {}; twin {twin}: {} in {} inputs",
+                seen.first().cloned().unwrap_or_default(),
+                if ok { "right" } else { "WRONG" },
+                if clean.seconds.is_some() {
+                    clean.signature.as_str()
+                } else {
+                    "nothing"
+                },
+                clean.inputs
+            ),
+        );
+        rows.push(json!({"funcs": funcs, "seconds": times, "found": seen, "classified": ok, "twin": twin, "twin_found": clean.signature, "twin_inputs": clean.inputs}));
+        t.data("api_time_to_detect", json!(rows.clone()));
+        bench.write(&t, "api")?;
+    }
+    bench.write(&t, "api")
+}
 
 /// The planted bugs: the `--funcs` that reach one, the class it must have, a part of its
 /// culprit, and the clean twin's `--funcs`.

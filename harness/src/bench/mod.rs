@@ -3,12 +3,14 @@
 //! against regrtest, and time-to-detect on the bug zoo. Each function measures one thing and
 //! returns numbers; [`Table`] collects them as rows (medians and ratios: these machines are
 //! noisy, so everything compared is measured side by side in one run) and writes
-//! `bench/results.md` and `bench/results.json`.
+//! `bench/results.md` and `bench/results.json`. [`run`] orders a whole [`Suite`] and words its
+//! rows ([`rows`] the full run, [`trust`], [`api`] and [`failalloc`] their own files).
 
 pub mod api;
 pub mod atheris;
 pub mod failalloc;
 pub mod real;
+pub mod rows;
 pub mod trust;
 
 use std::fs;
@@ -20,6 +22,7 @@ use capisan_build::source::tail_lines;
 use capisan_build::{source, toolchain, BuildError, Cache, Manifest, Variant};
 use serde_json::Value;
 
+use crate::bundle::BundleError;
 use crate::campaign::{self, CampaignError, CampaignSpec, Outcome};
 use crate::env::HarnessEnv;
 use crate::leaks::{self, LeakError, RefleakOptions};
@@ -48,6 +51,9 @@ pub enum BenchError {
     /// refleak gave no verdict.
     #[error(transparent)]
     Leak(#[from] LeakError),
+    /// A planted crash could not be minimized.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     /// A libFuzzer run ended without its final stats.
     #[error("libFuzzer printed no final stats (log {log}):\n{tail}")]
     NoStats { log: PathBuf, tail: String },
@@ -66,7 +72,7 @@ pub enum BenchError {
 /// Result alias for the bench.
 pub type Result<T> = std::result::Result<T, BenchError>;
 
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+pub(crate) fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|source| BenchError::Io {
         context: path.display().to_string(),
         source,
@@ -92,6 +98,19 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// How much slower `slow` runs than `fast` (exec/s of campaigns run in alternated pairs): the
+/// per-pair ratios `fast / slow`, and the table cell `<slow> vs <fast> exec/s (<ratio>x slower)`
+/// of the medians.
+pub fn slowdown(slow: &[f64], fast: &[f64]) -> (Vec<f64>, String) {
+    let ratios: Vec<f64> = fast.iter().zip(slow).map(|(f, s)| f / s.max(1.0)).collect();
+    let (s, f, r) = (
+        median(slow.to_vec()),
+        median(fast.to_vec()),
+        median(ratios.clone()),
+    );
+    (ratios, format!("{s:.0} vs {f:.0} exec/s ({r:.2}x slower)"))
 }
 
 /// libFuzzer's verdict on a campaign: average exec/s (final stats) and the edge coverage of
@@ -161,8 +180,11 @@ impl Table {
         );
         md.push_str(if quick { " --quick" } else { "" });
         md.push_str(" (2 cores; ratios and medians, not single absolute times).\n\n| measure | value | notes |\n|---|---|---|\n");
+        // A `|` inside a cell (a bucket signature) would end it.
+        let cell = |s: &str| s.replace('|', "\\|");
         for r in &self.rows {
-            md.push_str(&format!("| {} | {} | {} |\n", r.measure, r.value, r.notes));
+            let (m, v, n) = (cell(&r.measure), cell(&r.value), cell(&r.notes));
+            md.push_str(&format!("| {m} | {v} | {n} |\n"));
         }
         md
     }
@@ -187,18 +209,110 @@ impl Table {
     }
 }
 
+/// Which rows one `cargo xtask bench` run measures, and so which files it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suite {
+    /// exec/s, builds, minimization, replay, refleak (and the zoo's time-to-detect with
+    /// `zoo`): `bench/results.md` and `.json`.
+    Full { zoo: bool },
+    /// [`trust::rows`]: `bench/trust.md` and `.json`.
+    Trust,
+    /// [`api::rows`]: `bench/api.md` and `.json`.
+    Api,
+    /// [`failalloc::rows`]: `bench/failalloc.md` and `.json`.
+    Failalloc,
+}
+
+impl Suite {
+    /// The suite of `cargo xtask bench`'s flags: `--trust`, `--api` and `--failalloc` each
+    /// measure only their rows (the first given wins); without them, the full run (with the
+    /// zoo's time-to-detect when `zoo`).
+    pub fn from_flags(trust: bool, api: bool, failalloc: bool, zoo: bool) -> Suite {
+        match (trust, api, failalloc) {
+            (true, _, _) => Suite::Trust,
+            (_, true, _) => Suite::Api,
+            (_, _, true) => Suite::Failalloc,
+            _ => Suite::Full { zoo },
+        }
+    }
+}
+
+/// What every suite measures against: the checkout, the cache, the asan and pydebug variants
+/// (built on first use) and the `capi_sequences` fuzz binary of the asan variant.
+#[derive(Debug, Clone)]
+pub struct Bench {
+    /// The checkout (holds `fuzz/`, `corpora/`, `tests/` and `bench/`).
+    pub root: PathBuf,
+    pub cache: Cache,
+    /// Shorter runs (the `--quick` flag); each suite says what it shortens.
+    pub quick: bool,
+    pub asan: Manifest,
+    pub pydebug: Manifest,
+    /// `capi_sequences` built against `asan`.
+    pub binary: PathBuf,
+}
+
+impl Bench {
+    /// Build (or find cached) the variants and the fuzz binary before timing anything.
+    pub fn prepare(
+        root: &Path,
+        cache: Cache,
+        quick: bool,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<Bench> {
+        log("the asan and pydebug variants (built on first use)");
+        let asan = build_variant(&cache, Variant::Asan, None)?;
+        let pydebug = build_variant(&cache, Variant::Pydebug, None)?;
+        let binary = capisan_build::fuzzbin::build_fuzz_binary(root, "capi_sequences", &asan)?;
+        Ok(Bench {
+            root: root.to_path_buf(),
+            cache,
+            quick,
+            asan,
+            pydebug,
+            binary,
+        })
+    }
+
+    /// Write `bench/<name>.md` and `.json` of the checkout; returns the Markdown.
+    pub fn write(&self, t: &Table, name: &str) -> Result<String> {
+        t.write_as(&self.root.join("bench"), name, self.quick)
+    }
+
+    /// The test extension `tests/<name>/<name>.c` built against the asan variant in
+    /// `<cache>/bench/<name>`; returns that directory (the campaigns' `ext_path`).
+    pub fn test_extension(&self, name: &str) -> Result<PathBuf> {
+        let ext = self.cache.root().join("bench").join(name);
+        let src = self.root.join("tests").join(name).join(format!("{name}.c"));
+        capisan_build::extension::build_extension(&self.cache, &self.asan, &src, Some(&ext))?;
+        Ok(ext)
+    }
+}
+
+/// Measure `suite` in the checkout `root` (progress lines go to `log`) and write its files;
+/// returns the Markdown table written last.
+pub fn run(
+    root: &Path,
+    cache: Cache,
+    quick: bool,
+    suite: Suite,
+    log: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let bench = Bench::prepare(root, cache, quick, log)?;
+    match suite {
+        Suite::Full { zoo } => rows::full(&bench, zoo, log),
+        Suite::Trust => trust::rows(&bench, log),
+        Suite::Api => api::rows(&bench, log),
+        Suite::Failalloc => failalloc::rows(&bench, log),
+    }
+}
+
 /// Build `variant` (or find it cached) as `cargo xtask build-<variant>` does with no options:
 /// Debian's source of the default version (or `src`), the default compiler, all cores.
 pub fn build_variant(cache: &Cache, variant: Variant, src: Option<&Path>) -> Result<Manifest> {
     let compiler = toolchain::probe(&toolchain::default_cc())?;
     let source = source::resolve(cache, src, capisan_build::DEFAULT_VERSION)?;
-    let req = BuildRequest {
-        variant,
-        source,
-        compiler,
-        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        force: false,
-    };
+    let req = BuildRequest::new(variant, &source, &compiler, None, false);
     let outcome = builder::build(cache, &req, &indicatif::ProgressBar::hidden())?;
     Ok(outcome.manifest().clone())
 }
@@ -247,15 +361,20 @@ pub fn exec_per_sec(
     collect: bool,
 ) -> Result<Stats> {
     let dir = std::env::temp_dir().join(format!("capisan-bench-{no_checks}-{collect}"));
-    let mut spec = campaign_spec(manifest, binary, dir.clone(), time, 11);
+    let mut spec = campaign_spec(manifest, binary, dir, time, 11);
     spec.harness = HarnessEnv {
         checks: !no_checks,
         totals: !no_checks,
         collect,
         ..HarnessEnv::default()
     };
-    run_campaign(&spec)?;
-    let log_path = dir.join("fuzz.log");
+    campaign_stats(&spec)
+}
+
+/// Run a campaign from a fresh directory and read libFuzzer's [`Stats`] from its `fuzz.log`.
+pub fn campaign_stats(spec: &CampaignSpec) -> Result<Stats> {
+    run_campaign(spec)?;
+    let log_path = spec.dir.join("fuzz.log");
     let log = io(&log_path, fs::read_to_string(&log_path))?;
     final_stats(&log).ok_or_else(|| BenchError::NoStats {
         log: log_path,
@@ -509,6 +628,23 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0]), 2.5);
         assert_eq!(median(Vec::new()), 0.0);
+        let (ratios, cell) = slowdown(&[50.0, 40.0, 0.0], &[100.0, 60.0, 2.0]);
+        assert_eq!(ratios, [2.0, 1.5, 2.0]);
+        assert_eq!(cell, "40 vs 60 exec/s (2.00x slower)");
+    }
+
+    #[test]
+    fn the_first_suite_flag_wins() {
+        assert_eq!(Suite::from_flags(true, true, true, false), Suite::Trust);
+        assert_eq!(Suite::from_flags(false, true, true, false), Suite::Api);
+        assert_eq!(
+            Suite::from_flags(false, false, true, true),
+            Suite::Failalloc
+        );
+        assert_eq!(
+            Suite::from_flags(false, false, false, true),
+            Suite::Full { zoo: true }
+        );
     }
 
     #[test]
@@ -516,10 +652,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut t = Table::default();
         t.row("exec/s", "600", "runs [600.0]");
+        t.row("bucket", "1", "use-after-free|f");
         t.data("exec_per_sec", serde_json::json!([600.0]));
         let md = t.write(tmp.path(), true).unwrap();
         assert!(md.contains("`cargo xtask bench` --quick"));
-        assert!(md.ends_with("| exec/s | 600 | runs [600.0] |\n"));
+        assert!(md.contains("| exec/s | 600 | runs [600.0] |\n"));
+        assert!(md.ends_with("| bucket | 1 | use-after-free\\|f |\n"));
         let json: Value =
             serde_json::from_slice(&fs::read(tmp.path().join("results.json")).unwrap()).unwrap();
         assert_eq!(json["exec_per_sec"][0], 600.0);

@@ -7,10 +7,63 @@
 use std::path::{Path, PathBuf};
 
 use capisan_build::Manifest;
+use serde_json::json;
 
-use super::{campaign_spec, run_campaign, Result};
+use super::{campaign_spec, run_campaign, Bench, Result, Table};
 use crate::campaign::Totals;
 use crate::env::HarnessEnv;
+
+/// The trust rows (`cargo xtask bench --trust`): the leak-cost pair (3 rounds of 30-s
+/// campaigns; 1 of 15 s with `quick`), then a 10-minute campaign on unmodified CPython (1
+/// minute with `quick`). Writes `bench/trust.md` and `.json`; returns the Markdown.
+pub fn rows(bench: &Bench, log: &mut dyn FnMut(&str)) -> Result<String> {
+    let (asan, binary, quick) = (&bench.asan, &bench.binary, bench.quick);
+    let mut t = Table::default();
+    let ext = bench.test_extension("realistic")?;
+    let time = if quick { 15 } else { 30 };
+    let (mut leaky, mut clean) = (Vec::new(), Vec::new());
+    let mut hits = Vec::new();
+    for round in 1..=if quick { 1 } else { 3 } {
+        log(&format!("leak cost, round {round} ({time} s campaigns)"));
+        let a = leak_cost_campaign(asan, binary, &ext, time, true)?;
+        let b = leak_cost_campaign(asan, binary, &ext, time, false)?;
+        log(&format!("  leaky {a:?}"));
+        log(&format!("  clean {b:?}"));
+        hits.push(a.leak_stats.suspected + a.known_hits);
+        leaky.push(a.exec_per_sec as f64);
+        clean.push(b.exec_per_sec as f64);
+    }
+    let (ratios, cell) = super::slowdown(&leaky, &clean);
+    t.row(
+        "exec/s, true leak hit constantly vs the same extension without it",
+        cell,
+        format!(
+            "tests/realistic, parse_pair vs parse_pair_clean, {time}-s campaigns alternated, one seed calling it, keep going; leak sightings per campaign {hits:?}; target within 2x"
+        ),
+    );
+    t.data(
+        "leak_cost",
+        json!({"leaky": leaky, "clean": clean, "ratios": ratios, "sightings": hits}),
+    );
+    bench.write(&t, "trust")?;
+    let minutes = if quick { 1 } else { 10 };
+    log(&format!("{minutes}-minute campaign on unmodified CPython"));
+    let seeds = bench.root.join("corpora/capi_sequences");
+    let (totals, sigs) = clean_campaign(asan, binary, &seeds, minutes * 60)?;
+    t.row(
+        format!("{minutes}-minute capi_sequences campaign on unmodified CPython 3.13"),
+        format!("{} finding(s) in {} inputs", sigs.len(), totals.execs),
+        format!(
+            "seeds, keep going (fork mode); leak suspicions {} (stage 1), rejected by regrtest's procedure {}, confirmed {}; buckets: {}",
+            totals.leak_stats.suspected,
+            totals.leak_stats.rejected,
+            totals.leak_stats.confirmed,
+            if sigs.is_empty() { "none".to_string() } else { sigs.join(", ") }
+        ),
+    );
+    t.data("clean_campaign", json!({"totals": totals, "buckets": sigs}));
+    bench.write(&t, "trust")
+}
 
 /// A campaign as users run it (seed corpus, keep going, libFuzzer fork mode) on the C API of
 /// unmodified CPython.

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::detect::{DetectError, Finding};
 
+mod command;
 mod lsan;
 mod refleak;
 pub mod suppressions;

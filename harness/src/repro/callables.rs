@@ -168,6 +168,33 @@ impl CampaignTarget {
     }
 }
 
+/// The callable names for an input of campaign `campaign` (or of the campaign above `input`):
+/// empty when the input belongs to no campaign or its campaign fuzzed no extension.
+pub fn names_of_input(
+    input: &Path,
+    campaign: Option<&Path>,
+    cache: &Cache,
+) -> Result<Vec<String>, CallablesError> {
+    let found = match campaign {
+        Some(dir) => Some(CampaignTarget::load(dir)),
+        None => CampaignTarget::of_input(input),
+    };
+    found.map_or(Ok(Vec::new()), |c| c?.callable_names(cache))
+}
+
+/// `ops` one a line (`#<index> <op>`), naming extension callees from `names` when known.
+pub fn listing(ops: &[crate::ops::Op], names: &[String]) -> String {
+    let mut out = String::new();
+    for (i, op) in ops.iter().enumerate() {
+        if names.is_empty() {
+            out += &format!("#{i} {op}\n");
+        } else {
+            out += &format!("#{i} {}\n", op.describe(names));
+        }
+    }
+    out
+}
+
 /// The qualified names of `ext`'s callables as the harness lists them, found by `python` (the
 /// campaign's variant) running the prelude's `ext_callables` with `env`.
 pub fn callable_names(
@@ -222,6 +249,26 @@ pub fn callable_names(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_names_callees_only_when_names_are_known() {
+        use crate::ops::{Op, Slot};
+        let ops = [
+            Op::NewList { dst: Slot(0) },
+            Op::CallExt {
+                func: 1,
+                nargs: 1,
+                args: [Slot(0); 3],
+                dst: Slot(1),
+                kw: 0,
+            },
+        ];
+        let names = ["m.a".to_string(), "m.b".to_string()];
+        let named = listing(&ops, &names);
+        assert_eq!(named.lines().nth(1), Some("#1 s1 = CallExt m.b(s0)"));
+        assert!(named.starts_with("#0 s0 = NewList"));
+        assert_eq!(listing(&ops, &[]).lines().count(), 2);
+    }
 
     #[test]
     fn ext_target_from_the_campaign_environment() {
