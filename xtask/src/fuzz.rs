@@ -1,20 +1,17 @@
-//! fuzz, fuzz-ext, ext build, triage: build a fuzz target against a variant, run a campaign,
-//! and turn its crash artifacts into named, bucketed findings.
+//! fuzz, fuzz-ext, ext build, triage, report: build a fuzz target against a variant, run a
+//! campaign (`capisan::campaign`), turn its crash artifacts into named, bucketed findings, and
+//! write its static HTML page (`capisan::report`).
 
-use std::fs;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use capisan::campaign::{self, CampaignSpec};
-use capisan::env::HarnessEnv;
-use capisan::findings::read_known;
-use capisan_build::{extension, fuzzbin, Cache, Manifest, Variant};
+use anyhow::Result;
+use capisan::campaign::{self, Bucket, CampaignRequest};
+use capisan_build::{extension, fuzzbin, Manifest, Variant};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
+use indicatif::ProgressBar;
 
+use crate::ui::{self, emit, spinning};
 use crate::CacheArgs;
 
 #[derive(Args, Clone)]
@@ -75,7 +72,7 @@ pub struct FuzzArgs {
 }
 
 /// The extension under test.
-#[derive(Args, Clone, Default, Serialize, Deserialize)]
+#[derive(Args, Clone, Default)]
 pub struct ExtArgs {
     /// Importable name of the C extension to fuzz (its public callables become CallExt ops);
     /// default: none, the C API alone is fuzzed.
@@ -177,12 +174,10 @@ pub struct FuzzBuildArgs {
 
 /// Build a fuzz target and make it self-contained in `out`.
 pub fn fuzz_build(args: FuzzBuildArgs) -> Result<()> {
-    let cache = Cache::resolve(args.cache.cache.clone());
-    let m = Manifest::find(&cache, args.variant, None)?;
-    let spinner = spinner(&args.target, args.variant);
-    let bundle = fuzzbin::bundle(&workspace_root(), &args.target, &m, &args.out);
-    spinner.finish_and_clear();
-    let bundle = bundle?;
+    let (_, m) = args.cache.manifest(args.variant)?;
+    let bundle = spinning(building(&args.target, args.variant), || {
+        fuzzbin::bundle(&workspace_root(), &args.target, &m, &args.out)
+    })?;
     println!(
         "built {} (+ {})",
         bundle.fuzzer.display(),
@@ -205,8 +200,6 @@ pub struct TriageArgs {
     pub known: Option<PathBuf>,
 }
 
-use capisan::campaign::Bucket;
-
 /// The checkout: the directory holding `fuzz/`, `corpora/` and `target/`.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -215,103 +208,54 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Build a fuzz target against a variant (a spinner while cargo runs); returns the binary.
-pub fn build_target(target: &str, variant: Variant, manifest: &Manifest) -> Result<PathBuf> {
-    let spinner = spinner(target, variant);
-    let bin = fuzzbin::build_fuzz_binary(&workspace_root(), target, manifest);
-    spinner.finish_and_clear();
-    Ok(bin?)
+/// What the spinner says while cargo builds a fuzz binary.
+fn building(target: &str, variant: Variant) -> String {
+    format!("building fuzz target {target} against the {variant} variant")
 }
 
-/// A spinner for the cargo build of a fuzz binary (hidden when stderr is not a terminal).
-fn spinner(target: &str, variant: Variant) -> ProgressBar {
-    let spinner = ProgressBar::new_spinner().with_message(format!(
-        "building fuzz target {target} against the {variant} variant"
-    ));
-    spinner.enable_steady_tick(Duration::from_millis(150));
-    spinner
+/// Build a fuzz target against a variant (a spinner while cargo runs); returns the binary.
+pub fn build_target(target: &str, variant: Variant, manifest: &Manifest) -> Result<PathBuf> {
+    Ok(spinning(building(target, variant), || {
+        fuzzbin::build_fuzz_binary(&workspace_root(), target, manifest)
+    })?)
+}
+
+impl FuzzArgs {
+    fn request(&self) -> CampaignRequest {
+        let mut r = CampaignRequest::new(&self.target, self.variant, self.time);
+        (r.ext, r.ext_path) = (self.ext.ext.clone(), self.ext.ext_path.clone());
+        (r.funcs, r.pythonmalloc) = (self.ext.funcs.clone(), self.ext.pythonmalloc.clone());
+        (r.out, r.seed, r.checks, r.collect) =
+            (self.out.clone(), self.seed, !self.no_checks, self.collect);
+        (r.seed_corpus, r.jobs, r.known) = (!self.no_seeds, self.jobs, self.known.clone());
+        (r.stop_at_first_finding, r.fail_alloc) = (self.stop_at_first_finding, self.fail_alloc);
+        r.libfuzzer = self.libfuzzer.clone();
+        r
+    }
 }
 
 /// Run a campaign (build the target, check the extension imports, fuzz, triage) and print its
 /// findings summary. Returns the buckets.
 pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
-    let cache = Cache::resolve(args.cache.cache.clone());
-    let manifest = Manifest::find(&cache, args.variant, None)?;
-    let binary = build_target(&args.target, args.variant, &manifest)?;
-    let ext_path = args
-        .ext
-        .ext_path
-        .as_ref()
-        .map(|p| fs::canonicalize(p).unwrap_or(p.clone()));
-    let harness = HarnessEnv {
-        ext: args.ext.ext.clone(),
-        ext_path,
-        ext_funcs: args.ext.funcs.clone(),
-        checks: !args.no_checks,
-        totals: !args.no_checks,
-        collect: args.collect,
-        fail_alloc: if args.fail_alloc {
-            capisan::env::FailAlloc::On
-        } else {
-            capisan::env::FailAlloc::Off
-        },
-        known: args
-            .known
-            .as_ref()
-            .map(|p| fs::canonicalize(p).unwrap_or(p.clone())),
-        ..HarnessEnv::default()
-    };
-    let dir = args.out.clone().unwrap_or_else(|| {
-        campaign::default_dir(
-            &workspace_root(),
-            &args.target,
-            args.ext.ext.as_deref(),
-            args.variant,
-        )
-    });
-    let seeds = workspace_root().join("corpora").join(&args.target);
-    let spec = CampaignSpec {
-        target: args.target.clone(),
-        manifest,
-        binary,
-        dir,
-        harness,
-        pythonmalloc: args.ext.pythonmalloc.clone(),
-        seconds: args.time,
-        seed: args.seed,
-        jobs: args.jobs,
-        stop_at_first_finding: args.stop_at_first_finding,
-        seeds: if args.no_seeds { vec![] } else { vec![seeds] },
-        libfuzzer: args.libfuzzer.clone(),
-    };
-    let bar = status_bar(&args.target, args.time);
-    let outcome = campaign::run(&spec, |st| {
-        let line = format!(
-            "{:>4}s  inputs {}  exec/s {}  cov {}  corpus {}  buckets {}",
-            st.elapsed.as_secs(),
-            st.execs,
-            st.exec_per_sec,
-            st.cov,
-            st.corpus,
-            st.buckets
-        );
-        match &bar {
-            Some(b) => {
-                b.set_position(st.elapsed.as_secs().min(args.time));
-                b.set_message(line);
-            }
-            None => eprintln!("fuzz {}: {line}", args.target),
+    run(&args.request(), args.json, &args.cache)
+}
+
+/// Run the campaign `req` with a progress bar (status lines when stderr is not a terminal).
+pub fn run(req: &CampaignRequest, json: bool, cache: &CacheArgs) -> Result<Vec<Bucket>> {
+    let (_, manifest) = cache.manifest(req.variant)?;
+    let binary = build_target(&req.target, req.variant, &manifest)?;
+    let spec = req.spec(&workspace_root(), manifest, binary);
+    let bar = status_bar(&req.target, req.seconds);
+    let outcome = campaign::run(&spec, |st| match &bar {
+        Some(b) => {
+            b.set_position(st.elapsed.as_secs().min(req.seconds));
+            b.set_message(st.line());
         }
+        None => eprintln!("fuzz {}: {}", req.target, st.line()),
     });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    bar.iter().for_each(ProgressBar::finish_and_clear);
     let outcome = outcome?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome.buckets)?);
-    } else {
-        print!("{}", campaign::summary_text(&outcome));
-    }
+    emit(json, &outcome.buckets, || campaign::summary_text(&outcome))?;
     Ok(outcome.buckets)
 }
 
@@ -320,91 +264,50 @@ fn status_bar(target: &str, seconds: u64) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = ProgressBar::new(seconds).with_style(
-        ProgressStyle::with_template(
-            "fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}",
-        )
-        .expect("valid template"),
-    );
+    let template = "fuzz {prefix} [{elapsed_precise}] {bar:30.green/white} {wide_msg}";
+    let bar = ui::bar(seconds, ui::style(template), 500);
     bar.set_prefix(target.to_string());
-    bar.enable_steady_tick(Duration::from_millis(500));
     Some(bar)
 }
 
 /// Triage; `Ok(false)` when a bucket is not in `--known` (or any bucket, without it).
 pub fn triage(args: TriageArgs) -> Result<bool> {
-    let buckets = campaign::triage_dir(&args.dir)?;
-    fs::write(
-        args.dir.join("buckets.json"),
-        serde_json::to_vec_pretty(&buckets)?,
-    )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&buckets)?);
-    } else {
-        println!(
-            "== capisan findings: {} bucket(s) in {} ==",
-            buckets.len(),
-            args.dir.display()
-        );
-        print!("{}", campaign::buckets_text(&buckets));
+    let t = campaign::triage_recorded(&args.dir, args.known.as_deref())?;
+    emit(args.json, &t.buckets, || t.text())?;
+    for s in t.new.iter().flatten() {
+        eprintln!("NEW bucket: {s}");
     }
-    let known = match &args.known {
-        Some(k) => {
-            read_known(&fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?)
-        }
-        None => Vec::new(),
-    };
-    let new: Vec<&Bucket> = buckets
-        .iter()
-        .filter(|b| !known.iter().any(|k| k.0 == b.signature))
-        .collect();
-    if args.known.is_none() {
-        return Ok(true);
-    }
-    for b in &new {
-        eprintln!("NEW bucket: {}", b.signature);
-    }
-    Ok(new.is_empty())
+    Ok(t.passed())
 }
 
 pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
-    fuzz(FuzzArgs {
-        target: "capi_sequences".into(),
-        time: args.time,
-        variant: args.variant,
-        ext: ExtArgs {
-            ext: Some(args.module.clone()),
-            ext_path: Some(args.ext_path),
-            funcs: args.funcs,
-            pythonmalloc: args.pythonmalloc,
-        },
-        out: args.out,
-        seed: args.seed,
-        no_checks: false,
-        collect: false,
-        json: args.json,
-        no_seeds: args.no_seeds,
-        jobs: args.jobs,
-        known: args.known,
-        stop_at_first_finding: args.stop_at_first_finding,
-        fail_alloc: args.fail_alloc,
-        cache: args.cache,
-        libfuzzer: Vec::new(),
-    })
-    .map(|_| ())
+    let mut r = CampaignRequest::new("capi_sequences", args.variant, args.time);
+    (r.ext, r.ext_path, r.funcs) = (Some(args.module), Some(args.ext_path), args.funcs);
+    (r.out, r.seed, r.pythonmalloc) = (args.out, args.seed, args.pythonmalloc);
+    (r.seed_corpus, r.jobs, r.known) = (!args.no_seeds, args.jobs, args.known);
+    (r.stop_at_first_finding, r.fail_alloc) = (args.stop_at_first_finding, args.fail_alloc);
+    run(&r, args.json, &args.cache).map(|_| ())
 }
 
 /// Compile a C extension against a variant with the variant's flags (ASan + coverage for asan).
 pub fn ext_build(args: ExtBuildArgs) -> Result<()> {
-    let cache = Cache::resolve(args.cache.cache.clone());
-    let m = Manifest::find(&cache, args.variant, None)?;
+    let (cache, m) = args.cache.manifest(args.variant)?;
     let built = extension::build_extension(&cache, &m, &args.path, args.out.as_deref())?;
-    println!("built {}", built.so.display());
-    println!(
-        "fuzz it with: cargo xtask fuzz-ext {} --ext-path {} --variant {}",
-        built.module,
-        built.dir.display(),
-        args.variant
-    );
+    print!("{}", built.text(args.variant));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Campaign directory written by `cargo xtask fuzz` / `fuzz-ext`.
+    pub campaign: PathBuf,
+    /// Output HTML file.
+    #[arg(short, long, default_value = "report.html")]
+    pub out: PathBuf,
+}
+
+pub fn report_cmd(args: ReportArgs) -> Result<()> {
+    capisan::report::render(&args.campaign, &args.out)?;
+    println!("wrote {}", args.out.display());
     Ok(())
 }

@@ -5,32 +5,25 @@
 mod tests {
     use clap::CommandFactory;
 
-    /// `path: --flag` for every argument of `cmd` and its subcommands that has no help text.
+    /// `path: --flag` for every argument of `cmd` and its subcommands that has no help text
+    /// (clap's own `--help` / `--version` aside), and `path sub: (no about text)`.
     fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
         for arg in cmd.get_arguments() {
             let id = arg.get_id().as_str();
-            // clap's own `--help` / `--version`.
-            if matches!(id, "help" | "version") {
+            let help = arg.get_help().or(arg.get_long_help());
+            if matches!(id, "help" | "version")
+                || help.is_some_and(|h| !h.to_string().trim().is_empty())
+            {
                 continue;
             }
-            let text = arg
-                .get_help()
-                .or(arg.get_long_help())
-                .map(|h| h.to_string())
-                .unwrap_or_default();
-            if text.trim().is_empty() {
-                let name = match (arg.get_long(), arg.get_short()) {
-                    (Some(long), _) => format!("--{long}"),
-                    (None, Some(short)) => format!("-{short}"),
-                    (None, None) => format!("<{id}>"),
-                };
-                out.push(format!("{path}: {name}"));
-            }
+            let name = match (arg.get_long(), arg.get_short()) {
+                (Some(long), _) => format!("--{long}"),
+                (None, Some(short)) => format!("-{short}"),
+                (None, None) => format!("<{id}>"),
+            };
+            out.push(format!("{path}: {name}"));
         }
-        for sub in cmd.get_subcommands() {
-            if sub.get_name() == "help" {
-                continue;
-            }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
             if sub.get_about().is_none() && sub.get_long_about().is_none() {
                 out.push(format!("{path} {}: (no about text)", sub.get_name()));
             }

@@ -1,17 +1,15 @@
 //! refleak, tracemalloc-diff, lsan, valgrind, valgrind-supp: the commands over
-//! [`capisan::leaks`], where the engines and rules live. Each is `args -> one library call ->
-//! print -> exit status` (`Ok(false)` when the target leaked).
+//! [`capisan::leaks`], where the engines, rules and report texts live. Each is `args -> one
+//! library call -> print -> exit status` (`Ok(false)` when the target leaked).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use capisan::detect::Finding;
-use capisan::leaks::{self, suppressions, Target, ToolReport};
-use capisan_build::{Cache, Manifest, Variant};
+use anyhow::Result;
+use capisan::leaks::{self, suppressions, Target, ValgrindOptions};
+use capisan_build::Variant;
 use clap::{Args, Subcommand};
-use indicatif::ProgressBar;
 
+use crate::ui::{emit, spinning};
 use crate::CacheArgs;
 
 /// What to run, shared by every leak command.
@@ -34,33 +32,10 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// The parsed target and its canonical extension directories.
     fn resolve(&self) -> Result<(Target, Vec<PathBuf>)> {
-        let target = match (&self.target, &self.code) {
-            (_, Some(code)) => Target::Code(code.clone()),
-            (Some(t), None) => Target::parse(t)?,
-            (None, None) => anyhow::bail!("give a TARGET or -c CODE"),
-        };
-        Ok((target, leaks::ext_dirs(&self.ext_path)?))
+        let (t, c) = (self.target.as_deref(), self.code.as_deref());
+        Ok(Target::with_ext(t, c, &self.ext_path)?)
     }
 }
-
-/// The newest build of `variant` in the cache.
-fn manifest(cache: &CacheArgs, variant: Variant) -> Result<(Cache, Manifest)> {
-    let cache = Cache::resolve(cache.cache.clone());
-    let manifest = Manifest::find(&cache, variant, None)?;
-    Ok((cache, manifest))
-}
-
-/// Run `f` under a spinner saying `message`.
-fn spinning<T>(message: String, f: impl FnOnce() -> T) -> T {
-    let s = ProgressBar::new_spinner().with_message(message);
-    s.enable_steady_tick(Duration::from_millis(150));
-    let out = f();
-    s.finish_and_clear();
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// refleak
 
 #[derive(Args, Clone, Debug)]
 pub struct RefleakArgs {
@@ -86,69 +61,18 @@ pub struct RefleakArgs {
 /// `cargo xtask refleak`: returns `Ok(false)` when the target leaked or failed.
 pub fn refleak(args: RefleakArgs) -> Result<bool> {
     let (target, ext) = args.target.resolve()?;
-    let (warmups, runs) = leaks::parse_huntrleaks(&args.huntrleaks)?;
-    let (_, manifest) = manifest(&args.cache, args.variant)?;
-    let opts = leaks::RefleakOptions {
-        warmups,
-        runs,
-        use_resources: args.use_resources,
-    };
-    let report = spinning(
-        format!(
-            "refleak {}: {warmups} warmups + {runs} runs on {} {}",
-            target.label(),
-            manifest.variant,
-            manifest.version
-        ),
-        || leaks::refleak(&manifest, &target, &ext, &opts),
-    )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_refleak(&report);
-    }
+    let opts = leaks::RefleakOptions::from_args(&args.huntrleaks, args.use_resources)?;
+    let (_, m) = args.cache.manifest(args.variant)?;
+    let (w, r, on) = (
+        opts.warmups,
+        opts.runs,
+        format!("{} {}", m.variant, m.version),
+    );
+    let what = format!("refleak {}: {w} warmups + {r} runs on {on}", target.label());
+    let report = spinning(what, || leaks::refleak(&m, &target, &ext, &opts))?;
+    emit(args.json, &report, || report.text())?;
     Ok(report.passed())
 }
-
-fn print_refleak(r: &leaks::RefleakReport) {
-    for c in &r.counters {
-        if c.leaked || c.deltas.iter().any(|&d| d != 0) {
-            // regrtest's own wording, so the two can be compared line by line.
-            let fine = if c.leaked { "" } else { " (this is fine)" };
-            println!(
-                "{} leaked {:?} {}, sum={}{fine}",
-                r.target, c.deltas, c.item, c.sum
-            );
-        }
-    }
-    if let Some(e) = &r.first_error {
-        println!(
-            "{} failed in {} of {} runs; first failure:\n{}",
-            r.target,
-            r.failed_runs,
-            r.warmups + r.runs,
-            e.trim_end()
-        );
-    }
-    let leaked: Vec<&str> = r
-        .counters
-        .iter()
-        .filter(|c| c.leaked)
-        .map(|c| c.item)
-        .collect();
-    let how = format!(
-        "-R {}:{} on {} {}, {:.1} s",
-        r.warmups, r.runs, r.variant, r.version, r.seconds
-    );
-    if leaked.is_empty() {
-        println!("refleak: {}: no leaks ({how})", r.target);
-    } else {
-        println!("refleak: {} LEAKED {} ({how})", r.target, leaked.join(", "));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// tracemalloc-diff
 
 #[derive(Args, Clone, Debug)]
 pub struct TracemallocArgs {
@@ -177,60 +101,21 @@ pub struct TracemallocArgs {
 /// block per iteration.
 pub fn tracemalloc_diff(args: TracemallocArgs) -> Result<bool> {
     let (target, ext) = args.target.resolve()?;
-    let (_, manifest) = manifest(&args.cache, args.variant)?;
+    let (_, m) = args.cache.manifest(args.variant)?;
+    let (frames, top, iterations) = (args.frames, args.top, args.iterations);
     let opts = leaks::TracemallocOptions {
-        frames: args.frames,
-        top: args.top,
-        iterations: args.iterations,
+        frames,
+        top,
+        iterations,
     };
-    let report = spinning(
-        format!(
-            "tracemalloc-diff {}: 1 warmup + {} iterations",
-            target.label(),
-            args.iterations
-        ),
-        || leaks::tracemalloc_diff(&manifest, &target, &ext, &opts),
-    )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(report.linear == 0);
-    }
-    println!(
-        "tracemalloc-diff {}: 1 warmup + {} iterations, {} frames, {:.1} s",
-        report.target, report.iterations, report.frames, report.seconds
+    let what = format!(
+        "tracemalloc-diff {}: 1 warmup + {iterations} iterations",
+        target.label()
     );
-    let n = f64::from(report.iterations);
-    for (i, e) in report.entries.iter().enumerate() {
-        println!(
-            "#{} {:+} B in {:+} blocks ({:+.1} B, {:+.2} blocks per iteration; now {} B in {} blocks)",
-            i + 1,
-            e.size_diff,
-            e.count_diff,
-            e.size_diff as f64 / n,
-            e.count_diff as f64 / n,
-            e.size,
-            e.count
-        );
-        for f in &e.traceback {
-            println!("    {}:{}", f.file, f.line);
-        }
-    }
-    if report.linear == 0 {
-        println!(
-            "tracemalloc-diff: no traceback grows by a block per iteration ({} growing at all)",
-            report.entries.len()
-        );
-    } else {
-        println!(
-            "tracemalloc-diff: {} traceback(s) grow by at least one block per iteration",
-            report.linear
-        );
-    }
-    Ok(report.linear == 0)
+    let report = spinning(what, || leaks::tracemalloc_diff(&m, &target, &ext, &opts))?;
+    emit(args.json, &report, || report.text())?;
+    Ok(report.passed())
 }
-
-// ---------------------------------------------------------------------------------------------
-// lsan, valgrind
 
 #[derive(Args, Clone, Debug)]
 pub struct LsanArgs {
@@ -247,58 +132,15 @@ pub struct LsanArgs {
     pub cache: CacheArgs,
 }
 
-fn print_findings(tool: &str, r: &ToolReport) {
-    for f in &r.findings {
-        let top = f
-            .top_frame()
-            .map(|fr| match (&fr.file, fr.line) {
-                (Some(file), Some(line)) => format!("{} ({file}:{line})", fr.function),
-                _ => fr.function.clone(),
-            })
-            .unwrap_or_else(|| "?".into());
-        println!("{}: {} in {top}: {}", f.class, tool_name(f), f.summary);
-    }
-    println!(
-        "{tool}: {} finding(s) for {} on {} {} ({:.1} s)",
-        r.findings.len(),
-        r.target,
-        r.variant,
-        r.version,
-        r.seconds
-    );
-}
-
-/// The tool as its serde name ("lsan", "valgrind").
-fn tool_name(f: &Finding) -> String {
-    serde_json::to_value(f.tool)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn print_tool_report(tool: &str, json: bool, report: &ToolReport) -> Result<bool> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-    } else {
-        print_findings(tool, report);
-    }
-    Ok(report.findings.is_empty())
-}
-
 /// `cargo xtask lsan`: returns `Ok(false)` when the target leaks.
 pub fn lsan(args: LsanArgs) -> Result<bool> {
     let (target, ext) = args.target.resolve()?;
-    let (cache, manifest) = manifest(&args.cache, Variant::Asan)?;
-    let committed = leaks::lsan_suppressions(&manifest.version);
-    let opts = leaks::LsanOptions {
-        committed: vec![committed.clone()],
-        update_committed: args.update_suppressions.then_some(committed),
-    };
-    let report = spinning(
-        format!("lsan: {} on asan {}", target.label(), manifest.version),
-        || leaks::lsan(&cache, &manifest, &target, &ext, &opts),
-    )?;
-    print_tool_report("lsan", args.json, &report)
+    let (cache, m) = args.cache.manifest(Variant::Asan)?;
+    let opts = leaks::LsanOptions::committed(&m.version, args.update_suppressions);
+    let what = format!("lsan: {} on asan {}", target.label(), m.version);
+    let report = spinning(what, || leaks::lsan(&cache, &m, &target, &ext, &opts))?;
+    emit(args.json, &report, || report.text("lsan"))?;
+    Ok(report.passed())
 }
 
 #[derive(Args, Clone, Debug)]
@@ -324,35 +166,18 @@ pub struct ValgrindArgs {
 /// `cargo xtask valgrind`: returns `Ok(false)` when memcheck reports something.
 pub fn valgrind(args: ValgrindArgs) -> Result<bool> {
     let (target, ext) = args.target.resolve()?;
-    let (_, manifest) = manifest(&args.cache, Variant::Valgrind)?;
-    let own = leaks::valgrind_suppressions(&manifest.version);
-    let mut supps: Vec<PathBuf> = Vec::new();
-    if own.exists() && !args.no_capisan_supp {
-        supps.push(own);
-    }
-    for s in &args.supp {
-        supps.push(
-            std::fs::canonicalize(s)
-                .with_context(|| format!("--supp {} does not exist", s.display()))?,
-        );
-    }
-    let opts = leaks::ValgrindOptions {
-        supps,
-        track_origins: args.track_origins,
-    };
-    let report = spinning(
-        format!(
-            "valgrind: {} under memcheck on valgrind {} (slow)",
-            target.label(),
-            manifest.version
-        ),
-        || leaks::valgrind(&manifest, &target, &ext, &opts),
-    )?;
-    print_tool_report("valgrind", args.json, &report)
+    let (_, m) = args.cache.manifest(Variant::Valgrind)?;
+    let own = !args.no_capisan_supp;
+    let opts = ValgrindOptions::with_supps(&m.version, own, &args.supp, args.track_origins)?;
+    let what = format!(
+        "valgrind: {} under memcheck on valgrind {} (slow)",
+        target.label(),
+        m.version
+    );
+    let report = spinning(what, || leaks::valgrind(&m, &target, &ext, &opts))?;
+    emit(args.json, &report, || report.text("valgrind"))?;
+    Ok(report.passed())
 }
-
-// ---------------------------------------------------------------------------------------------
-// valgrind-supp
 
 #[derive(Args, Clone, Debug)]
 pub struct ValgrindSuppArgs {
@@ -414,78 +239,30 @@ pub struct SuppMinimizeArgs {
 
 /// `cargo xtask valgrind-supp`.
 pub fn valgrind_supp(args: ValgrindSuppArgs) -> Result<()> {
-    match args.action {
-        SuppAction::Gen(a) => supp_gen(a),
-        SuppAction::Merge(a) => supp_merge(a),
-        SuppAction::Minimize(a) => supp_minimize(a),
-    }
-}
-
-fn supp_gen(args: SuppGenArgs) -> Result<()> {
-    let (target, ext) = args.target.resolve()?;
-    let (_, manifest) = manifest(&args.cache, Variant::Valgrind)?;
-    let g = spinning(
-        format!("memcheck: baseline {} (slow)", target.label()),
-        || suppressions::generate(&manifest, &target, &ext, &args.out),
-    )?;
-    println!(
-        "valgrind-supp gen: {} error(s) -> {} suppression(s) in {}",
-        g.baseline_errors,
-        g.entries.len(),
-        args.out.display()
-    );
-    if g.own_errors > 0 {
-        println!(
-            "valgrind-supp gen: {} error(s) in the target's own code left unsuppressed (they are bugs to fix)",
-            g.own_errors
-        );
-    }
-    Ok(())
-}
-
-fn supp_merge(args: SuppMergeArgs) -> Result<()> {
-    let m = suppressions::merge(&args.files, &args.out)?;
-    println!(
-        "valgrind-supp merge: {} suppression(s) -> {} ({} duplicate(s) dropped) in {}",
-        m.read,
-        m.entries.len(),
-        m.read - m.entries.len(),
-        args.out.display()
-    );
-    Ok(())
-}
-
-fn supp_minimize(args: SuppMinimizeArgs) -> Result<()> {
-    let (target, ext) = args.target.resolve()?;
-    let protect: Vec<Target> = args
-        .protect
-        .iter()
-        .map(|p| Target::parse(p))
-        .collect::<Result<_, _>>()?;
-    let (_, manifest) = manifest(&args.cache, Variant::Valgrind)?;
-    let m = spinning(
-        format!(
-            "memcheck: minimizing {} against {} (several runs, slow)",
-            args.file.display(),
-            target.label()
-        ),
-        || suppressions::minimize(&manifest, &args.file, &target, &protect, &ext, &args.out),
-    )?;
-    for w in &m.warnings {
-        eprintln!("valgrind-supp minimize: warning: {w}");
-    }
-    println!(
-        "valgrind-supp minimize: {} -> {} suppression(s) ({} unused by the baseline), \
-         {} -> {} frame line(s); verified by re-running: the {} baseline \
-         error(s) FILE suppressed stay suppressed, {} protected error(s) stay reported; wrote {}",
-        m.before,
-        m.entries.len(),
-        m.unused,
-        m.frames_before,
-        m.frames_after,
-        m.covered,
-        m.protected,
-        args.out.display()
-    );
+    let text = match args.action {
+        SuppAction::Gen(a) => {
+            let (target, ext) = a.target.resolve()?;
+            let (_, m) = a.cache.manifest(Variant::Valgrind)?;
+            let what = format!("memcheck: baseline {} (slow)", target.label());
+            let g = spinning(what, || suppressions::generate(&m, &target, &ext, &a.out))?;
+            g.text(&a.out)
+        }
+        SuppAction::Merge(a) => suppressions::merge(&a.files, &a.out)?.text(&a.out),
+        SuppAction::Minimize(a) => {
+            let (target, ext) = a.target.resolve()?;
+            let protect = Target::parse_all(&a.protect)?;
+            let (_, m) = a.cache.manifest(Variant::Valgrind)?;
+            let what = format!("{} against {}", a.file.display(), target.label());
+            let min = spinning(
+                format!("memcheck: minimizing {what} (several runs, slow)"),
+                || suppressions::minimize(&m, &a.file, &target, &protect, &ext, &a.out),
+            )?;
+            for w in &min.warnings {
+                eprintln!("valgrind-supp minimize: warning: {w}");
+            }
+            min.text(&a.out)
+        }
+    };
+    print!("{text}");
     Ok(())
 }

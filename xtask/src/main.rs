@@ -3,20 +3,21 @@
 
 mod bench;
 mod build;
-mod corpus;
+mod corpora;
 mod fuzz;
 mod help;
 mod leaks;
 mod oom;
 mod pkg;
-mod replay;
-mod report;
 mod repro;
 mod stdlib;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Result;
+use capisan_build::{Cache, Manifest, Variant};
 use clap::{Args, Parser, Subcommand};
 
 /// Hunt memory bugs in CPython and its C extensions.
@@ -101,15 +102,15 @@ enum Command {
     ValgrindSupp(leaks::ValgrindSuppArgs),
     // leaks (issue 6): end
     /// Corpus hygiene: merge new inputs, minimize, add regression cases (content-hash names).
-    Corpus(corpus::CorpusArgs),
+    Corpus(corpora::CorpusArgs),
     /// Write a static HTML report of a campaign (plots, buckets, stacks, op logs, links).
-    Report(report::ReportArgs),
+    Report(fuzz::ReportArgs),
     /// Benchmarks side by side: exec/s vs atheris (built from PyPI against the ASan variant on
     /// first use) and with/without checks, cold and cached builds, minimization, replay,
     /// refleak vs regrtest; writes bench/results.md and bench/results.json.
     Bench(bench::BenchArgs),
     /// Replay every corpus input with fork isolation; non-zero exit if anything regressed.
-    Replay(replay::ReplayArgs),
+    Replay(corpora::ReplayArgs),
 }
 
 /// Options every command that touches the cache shares.
@@ -120,71 +121,64 @@ pub struct CacheArgs {
     pub cache: Option<PathBuf>,
 }
 
+impl CacheArgs {
+    /// The cache these options name.
+    pub fn resolve(&self) -> Cache {
+        Cache::resolve(self.cache.clone())
+    }
+
+    /// The cache and the newest build of `variant` in it.
+    pub fn manifest(&self, variant: Variant) -> Result<(Cache, Manifest)> {
+        let cache = self.resolve();
+        let manifest = Manifest::find(&cache, variant, None)?;
+        Ok((cache, manifest))
+    }
+}
+
+/// A command without a verdict of its own passes when it does not fail.
+fn ran(r: Result<()>) -> Result<bool> {
+    r.map(|()| true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Setup(a) => build::setup(a),
-        Command::FetchCpython(a) => build::fetch(a),
-        Command::BuildPydebug(a) => build::build(a, &[capisan_build::Variant::Pydebug]),
-        Command::BuildAsan(a) => build::build(a, &[capisan_build::Variant::Asan]),
-        Command::BuildValgrind(a) => build::build(a, &[capisan_build::Variant::Valgrind]),
-        Command::BuildRelease(a) => build::build(a, &[capisan_build::Variant::Release]),
-        Command::BuildAll(a) => build::build(a, &capisan_build::Variant::ALL),
-        Command::Variants(a) => build::variants(a),
-        Command::Fuzz(a) => fuzz::fuzz(a).map(|_| ()),
-        Command::FuzzExt(a) => fuzz::fuzz_ext(a),
-        Command::FuzzBuild(a) => fuzz::fuzz_build(a),
-        Command::PkgBuild(a) => pkg::pkg_build(a),
-        Command::FuzzPkg(a) => pkg::fuzz_pkg(a),
-        Command::FuzzStdlib(a) => stdlib::fuzz_stdlib(a),
-        Command::ExtBuild(a) => fuzz::ext_build(a),
-        Command::OomSweep(a) => oom::oom_sweep(a),
-        Command::Triage(a) => match fuzz::triage(a) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
-            Err(e) => Err(e),
-        },
-        Command::Minimize(a) => repro::minimize_cmd(a),
-        Command::Repro(a) => repro::repro_cmd(a),
-        Command::Confirm(a) => repro::confirm_cmd(a),
-        Command::Show(a) => repro::show_cmd(a),
-        Command::Bench(a) => bench::bench(a),
-        Command::Report(a) => report::report_cmd(a),
-        Command::Corpus(a) => corpus::corpus_cmd(a),
+        Command::Setup(a) => ran(build::setup(a)),
+        Command::FetchCpython(a) => ran(build::fetch(a)),
+        Command::BuildPydebug(a) => ran(build::build(a, &[Variant::Pydebug])),
+        Command::BuildAsan(a) => ran(build::build(a, &[Variant::Asan])),
+        Command::BuildValgrind(a) => ran(build::build(a, &[Variant::Valgrind])),
+        Command::BuildRelease(a) => ran(build::build(a, &[Variant::Release])),
+        Command::BuildAll(a) => ran(build::build(a, &Variant::ALL)),
+        Command::Variants(a) => ran(build::variants(a)),
+        Command::Fuzz(a) => fuzz::fuzz(a).map(|_| true),
+        Command::FuzzExt(a) => ran(fuzz::fuzz_ext(a)),
+        Command::FuzzBuild(a) => ran(fuzz::fuzz_build(a)),
+        Command::PkgBuild(a) => ran(pkg::pkg_build(a)),
+        Command::FuzzPkg(a) => ran(pkg::fuzz_pkg(a)),
+        Command::FuzzStdlib(a) => ran(stdlib::fuzz_stdlib(a)),
+        Command::ExtBuild(a) => ran(fuzz::ext_build(a)),
+        Command::OomSweep(a) => ran(oom::oom_sweep(a)),
+        Command::Triage(a) => fuzz::triage(a),
+        Command::Minimize(a) => ran(repro::minimize_cmd(a)),
+        Command::Repro(a) => ran(repro::repro_cmd(a)),
+        Command::Confirm(a) => ran(repro::confirm_cmd(a)),
+        Command::Show(a) => ran(repro::show_cmd(a)),
+        Command::Bench(a) => ran(bench::bench(a)),
+        Command::Report(a) => ran(fuzz::report_cmd(a)),
+        Command::Corpus(a) => ran(corpora::corpus_cmd(a)),
         // leaks (issue 6) arms: begin
-        Command::Refleak(a) => match leaks::refleak(a) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
-            Err(e) => Err(e),
-        },
-        Command::TracemallocDiff(a) => match leaks::tracemalloc_diff(a) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
-            Err(e) => Err(e),
-        },
-        Command::Lsan(a) => match leaks::lsan(a) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
-            Err(e) => Err(e),
-        },
-        Command::Valgrind(a) => match leaks::valgrind(a) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::from(1),
-            Err(e) => Err(e),
-        },
-        Command::ValgrindSupp(a) => leaks::valgrind_supp(a),
+        Command::Refleak(a) => leaks::refleak(a),
+        Command::TracemallocDiff(a) => leaks::tracemalloc_diff(a),
+        Command::Lsan(a) => leaks::lsan(a),
+        Command::Valgrind(a) => leaks::valgrind(a),
+        Command::ValgrindSupp(a) => ran(leaks::valgrind_supp(a)),
         // leaks (issue 6) arms: end
-        Command::Replay(a) => match replay::replay_cmd(a) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                eprintln!("replay: regressions found");
-                return ExitCode::from(1);
-            }
-            Err(e) => Err(e),
-        },
+        Command::Replay(a) => corpora::replay_cmd(a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -1,18 +1,17 @@
 //! oom-sweep: re-run one input or one call with the failing allocation moved to 1, 2, … K
 //! (`capisan::oom`), and print each distinct bucket.
 
-use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use capisan::oom::{self, SweepOptions};
-use capisan_build::{Cache, Manifest, Variant};
+use anyhow::Result;
+use capisan::oom::{self, CallSpec, SweepOptions};
+use capisan_build::Variant;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
-use crate::fuzz::build_target;
-use crate::CacheArgs;
+use crate::fuzz::{build_target, workspace_root};
+use crate::{ui, CacheArgs};
 
 #[derive(Args)]
 pub struct OomSweepArgs {
@@ -65,49 +64,29 @@ pub fn oom_sweep(args: OomSweepArgs) -> Result<()> {
         call_index: args.call_index,
         timeout: Duration::from_secs(args.timeout),
     };
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("oom-sweep [{elapsed_precise}] {pos}/{len} {wide_msg}")
-            .expect("valid template"),
-    );
+    let template = "oom-sweep [{elapsed_precise}] {pos}/{len} {wide_msg}";
+    let bar = ProgressBar::new(0).with_style(ui::style(template));
     let mut progress = |done: u64, total: u64| {
         bar.set_length(total);
         bar.set_position(done);
     };
     let report = if let [target, json] = args.call.as_slice() {
-        let Some((module, func)) = target.rsplit_once('.') else {
-            bail!("--call wants MODULE.FUNC, got {target}");
-        };
-        let values: Vec<serde_json::Value> = serde_json::from_str(json)
-            .with_context(|| format!("--call arguments {json:?} are not a JSON array"))?;
-        let cache = Cache::resolve(args.cache.cache.clone());
-        let manifest = Manifest::find(&cache, args.variant, None)?;
+        let call = CallSpec::parse(target, json)?;
+        let (_, manifest) = args.cache.manifest(args.variant)?;
         let binary = build_target("capi_sequences", args.variant, &manifest)?;
-        let ext_path = args
-            .ext_path
-            .as_ref()
-            .map(|p| fs::canonicalize(p).unwrap_or(p.clone()));
-        let c = oom::call_campaign(&manifest, &binary, module, ext_path.as_deref(), func);
-        let dir = args.out.clone().unwrap_or_else(|| {
-            crate::fuzz::workspace_root()
-                .join("target/capisan")
-                .join(format!("oom-sweep-{target}"))
-        });
-        oom::sweep_ops(&c, &oom::call_ops(&values)?, &dir, &opts, &mut progress)
-    } else {
-        let input = args.artifact.clone().expect("clap requires it");
-        let (_, c) = capisan::bundle::campaign_of(&input, args.campaign.as_deref())?;
         let dir = args
             .out
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("{}.oom-sweep", input.display())));
+            .unwrap_or_else(|| oom::call_dir(&workspace_root(), target));
+        let ext_path = args.ext_path.as_deref();
+        call.sweep(&manifest, &binary, ext_path, &dir, &opts, &mut progress)
+    } else {
+        let input = args.artifact.clone().expect("clap requires it");
+        let (_, c) = capisan::bundle::campaign_of(&input, args.campaign.as_deref())?;
+        let dir = args.out.clone().unwrap_or_else(|| oom::input_dir(&input));
         oom::sweep_input(&c, &input, &dir, &opts, &mut progress)
     };
     bar.finish_and_clear();
     let report = report?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", oom::report_text(&report));
-    }
-    Ok(())
+    ui::emit(args.json, &report, || oom::report_text(&report))
 }

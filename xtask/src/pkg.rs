@@ -2,16 +2,15 @@
 //! fuzz its extension modules with the capi_sequences campaign, one module at a time.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{bail, Result};
-use capisan_build::package::{self, PackageBuild, PackageOutcome, Requirement};
-use capisan_build::{Cache, Manifest, Variant};
+use anyhow::Result;
+use capisan::campaign::CampaignRequest;
+use capisan_build::package::{self, PackageOutcome, Requirement};
+use capisan_build::Variant;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::fuzz::{self, ExtArgs, FuzzArgs};
-use crate::CacheArgs;
+use crate::fuzz::{self, workspace_root};
+use crate::{ui, CacheArgs};
 
 /// What REQ may be, for both commands' help.
 const REQ_HELP: &str = "What to build: a pip requirement resolved on PyPI (`markupsafe==3.0.2`; \
@@ -72,147 +71,44 @@ pub struct FuzzPkgArgs {
 }
 
 /// Build (or find cached) `req` against `variant`, with a progress line per step.
-fn build(req: &str, variant: Variant, cache: &CacheArgs) -> Result<(PackageBuild, bool)> {
-    let cache = Cache::resolve(cache.cache.clone());
-    let m = Manifest::find(&cache, variant, None)?;
+fn build(req: &str, variant: Variant, cache: &CacheArgs) -> Result<PackageOutcome> {
+    let (cache, m) = cache.manifest(variant)?;
     let req = Requirement::parse(req)?;
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
-            .expect("valid template"),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let style = ui::style("{spinner} [{elapsed_precise}] {wide_msg}");
+    let bar = ui::bar(0, style, 200);
     let outcome = package::build_package(&cache, &m, &req, &mut |line| {
         bar.suspend(|| eprintln!("{line}"));
         bar.set_message(line.to_string());
     });
     bar.finish_and_clear();
-    Ok(match outcome? {
-        PackageOutcome::Cached(p) => (p, true),
-        PackageOutcome::Built(p) => (p, false),
-    })
-}
-
-fn print_build(p: &PackageBuild, cached: bool) {
-    if cached {
-        println!(
-            "{} {} ({}): cached, {}",
-            p.name,
-            p.version,
-            p.variant,
-            p.dir.display()
-        );
-    } else {
-        println!(
-            "{} {} ({}): built in {:.0} s, {}",
-            p.name,
-            p.version,
-            p.variant,
-            p.build_seconds,
-            p.dir.display()
-        );
-    }
-    println!("  python         {}", p.python.display());
-    println!("  site-packages  {}", p.site_packages.display());
-    for m in &p.modules {
-        match &m.import_error {
-            None => println!("  module         {}", m.name),
-            Some(e) => println!("  module         {} (does not import: {e})", m.name),
-        }
-    }
-    println!(
-        "  record         {}",
-        p.dir.join(package::FILE_NAME).display()
-    );
+    Ok(outcome?)
 }
 
 pub fn pkg_build(args: PkgBuildArgs) -> Result<()> {
-    let (p, cached) = build(&args.req, args.variant, &args.cache)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
-        return Ok(());
-    }
-    print_build(&p, cached);
-    println!(
-        "fuzz it with: cargo xtask fuzz-pkg {} --variant {}",
-        args.req, args.variant
-    );
-    Ok(())
+    let outcome = build(&args.req, args.variant, &args.cache)?;
+    let (req, variant) = (&args.req, args.variant);
+    let next = format!("fuzz it with: cargo xtask fuzz-pkg {req} --variant {variant}\n");
+    ui::emit(args.json, outcome.package(), || outcome.text() + &next)
 }
 
 pub fn fuzz_pkg(args: FuzzPkgArgs) -> Result<()> {
-    let (p, cached) = build(&args.req, args.variant, &args.cache)?;
-    print_build(&p, cached);
-    let modules: Vec<String> = if args.modules.is_empty() {
-        p.importable().map(|m| m.name.clone()).collect()
-    } else {
-        for name in &args.modules {
-            if !p.modules.iter().any(|m| &m.name == name) {
-                let known: Vec<&str> = p.modules.iter().map(|m| m.name.as_str()).collect();
-                bail!(
-                    "{} {} has no extension module {name}; it has {}",
-                    p.name,
-                    p.version,
-                    known.join(", ")
-                );
-            }
-        }
-        args.modules.clone()
-    };
-    if modules.is_empty() {
-        bail!(
-            "no extension module of {} {} imports on the {} variant (see above)",
-            p.name,
-            p.version,
-            p.variant
-        );
-    }
-    let out = args.out.clone().unwrap_or_else(|| {
-        let label: String = args
-            .req
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask sits in the workspace")
-            .join("target")
-            .join("capisan")
-            .join(format!("pkg-{label}-{}", args.variant))
-    });
+    let outcome = build(&args.req, args.variant, &args.cache)?;
+    print!("{}", outcome.text());
+    let p = outcome.package();
+    let modules = p.modules_to_fuzz(&args.modules)?;
+    let out = args.out.clone();
+    let out =
+        out.unwrap_or_else(|| package::campaigns_dir(&workspace_root(), &args.req, args.variant));
+    let mut r = CampaignRequest::new("capi_sequences", args.variant, args.time);
+    (r.ext_path, r.pythonmalloc) = (Some(p.site_packages.clone()), args.pythonmalloc);
+    (r.seed_corpus, r.jobs, r.known, r.fail_alloc) =
+        (!args.no_seeds, args.jobs, args.known, args.fail_alloc);
     let mut summary = Vec::new();
     for module in &modules {
         println!("== fuzzing {module} for {} s ==", args.time);
-        let dir = out.join(module);
-        let buckets = fuzz::fuzz(FuzzArgs {
-            target: "capi_sequences".into(),
-            time: args.time,
-            variant: args.variant,
-            ext: ExtArgs {
-                ext: Some(module.clone()),
-                ext_path: Some(p.site_packages.clone()),
-                funcs: Vec::new(),
-                pythonmalloc: args.pythonmalloc.clone(),
-            },
-            out: Some(dir.clone()),
-            seed: None,
-            no_checks: false,
-            collect: false,
-            json: false,
-            no_seeds: args.no_seeds,
-            jobs: args.jobs,
-            known: args.known.clone(),
-            stop_at_first_finding: false,
-            fail_alloc: args.fail_alloc,
-            cache: args.cache.clone(),
-            libfuzzer: Vec::new(),
-        })?;
-        summary.push((module, buckets.len(), dir));
+        (r.ext, r.out) = (Some(module.clone()), Some(out.join(module)));
+        let buckets = fuzz::run(&r, false, &args.cache)?;
+        summary.push((module, buckets.len(), out.join(module)));
     }
     println!("== {} {} on {}: ==", p.name, p.version, p.variant);
     for (module, n, dir) in summary {

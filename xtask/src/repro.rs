@@ -4,17 +4,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use capisan::bundle::{self, Minimized};
 use capisan::confirm;
 use capisan::ops::OpSeq;
-use capisan::repro;
-use capisan::repro::callables::CampaignTarget;
-use capisan_build::Cache;
+use capisan::repro::callables;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ui;
 
 #[derive(Args)]
 pub struct MinimizeArgs {
@@ -50,9 +48,8 @@ pub struct ShowArgs {
     /// the nearest directory above the input with a campaign.json (none: callables by index).
     #[arg(long)]
     pub campaign: Option<PathBuf>,
-    /// Cache directory for sources and built variants; default ~/.cache/capisan.
-    #[arg(long, env = "CAPISAN_CACHE")]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: crate::CacheArgs,
 }
 
 /// Decode an input the way the fuzz target does and print its ops, naming extension callables
@@ -61,48 +58,28 @@ pub fn show_cmd(args: ShowArgs) -> Result<()> {
     let bytes =
         fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let seq = OpSeq::from_bytes(&bytes);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&seq.0)?);
-        return Ok(());
-    }
-    let campaign = match &args.campaign {
-        Some(dir) => Some(CampaignTarget::load(dir)),
-        None => CampaignTarget::of_input(&args.input),
-    };
-    let names = match campaign {
-        None => Vec::new(),
-        Some(c) => match c.and_then(|c| c.callable_names(&Cache::resolve(args.cache.clone()))) {
-            Ok(names) => names,
-            Err(e) => {
+    let cache = args.cache.resolve();
+    ui::emit(args.json, &seq.0, || {
+        let names = callables::names_of_input(&args.input, args.campaign.as_deref(), &cache)
+            .unwrap_or_else(|e| {
                 eprintln!("show: callables by index, their names are unknown: {e}");
                 Vec::new()
-            }
-        },
-    };
-    for (i, op) in seq.0.iter().enumerate() {
-        if names.is_empty() {
-            println!("#{i} {op}");
-        } else {
-            println!("#{i} {}", op.describe(&names));
-        }
-    }
-    Ok(())
+            });
+        callables::listing(&seq.0, &names)
+    })
 }
 
 #[derive(Args)]
 pub struct ConfirmArgs {
     /// A reproducer directory written by `cargo xtask repro`.
     pub dir: PathBuf,
-    /// Cache directory for sources and built variants; default ~/.cache/capisan.
-    #[arg(long, env = "CAPISAN_CACHE")]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: crate::CacheArgs,
 }
 
 /// ddmin the artifact's op sequence (a spinner counts the candidates).
 fn minimize_artifact(artifact: &Path, campaign: Option<&Path>) -> Result<Minimized> {
-    let bar = ProgressBar::new_spinner()
-        .with_style(ProgressStyle::with_template("minimize [{elapsed_precise}] {msg}").unwrap());
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = ui::bar(0, ui::style("minimize [{elapsed_precise}] {msg}"), 200);
     let m = bundle::minimize_artifact(artifact, campaign, &mut |n, len| {
         bar.set_message(format!("{n} candidates tried, {len} ops"))
     });
@@ -112,57 +89,22 @@ fn minimize_artifact(artifact: &Path, campaign: Option<&Path>) -> Result<Minimiz
 
 pub fn minimize_cmd(args: MinimizeArgs) -> Result<()> {
     let m = minimize_artifact(&args.artifact, args.campaign.as_deref())?;
-    println!(
-        "{}: {} ops -> {} ops in {:.1} s ({} candidates), signature {}",
-        args.artifact.display(),
-        m.original_ops,
-        m.ops.len(),
-        m.seconds,
-        m.tries,
-        m.finding.signature()
-    );
-    for (i, op) in m.resolved.ops.iter().enumerate() {
-        println!("  #{i} {}", repro::describe(op, &m.resolved));
-    }
-    println!(
-        "minimized input: {} (the original artifact is untouched)",
-        m.min_path.display()
-    );
+    print!("{}", m.text(&args.artifact));
     Ok(())
 }
 
 pub fn repro_cmd(args: ReproArgs) -> Result<()> {
-    let m = minimize_artifact(&args.artifact, args.campaign.as_deref())?;
-    let (_, c) = bundle::campaign_of(&args.artifact, args.campaign.as_deref())?;
-    bundle::write_bundle(&m, &c, &args.out)?;
-    println!(
-        "reproducer for {} ({} ops) in {}",
-        m.finding.signature(),
-        m.resolved.ops.len(),
-        args.out.display()
+    let (artifact, campaign) = (&args.artifact, args.campaign.as_deref());
+    let m = minimize_artifact(artifact, campaign)?;
+    print!(
+        "{}",
+        bundle::write_reproducer(&m, artifact, campaign, &args.out)?
     );
     Ok(())
 }
 
 pub fn confirm_cmd(args: ConfirmArgs) -> Result<()> {
-    let cache = Cache::resolve(args.cache);
-    let results = confirm::confirm_dir(&args.dir, &cache)?;
-    println!(
-        "{:<10} {:<13} {:<11} what it saw",
-        "variant", "PYTHONMALLOC", "reproduced"
-    );
-    for r in &results {
-        println!(
-            "{:<10} {:<13} {:<11} {}",
-            r.variant, r.pythonmalloc, r.reproduced, r.detail
-        );
-    }
-    if !results.iter().any(|r| r.reproduced) {
-        println!("only reproduces inside the fuzzer: state carried over from earlier inputs, or a harness problem");
-    }
-    fs::write(
-        args.dir.join("confirm.json"),
-        serde_json::to_vec_pretty(&results)?,
-    )?;
+    let results = confirm::confirm_recorded(&args.dir, &args.cache.resolve())?;
+    print!("{}", confirm::table_text(&results));
     Ok(())
 }
