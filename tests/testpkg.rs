@@ -67,15 +67,17 @@ fn a_test_that_kills_the_interpreter_is_a_finding_and_the_suite_goes_on() {
     assert!(buckets[0].path().join("repro.sh").is_file());
 }
 
-/// A real package's own suite, from its sdist on PyPI: it runs to the end on the ASan build and
-/// nothing kills the interpreter.
+/// A real package's own suite, from its sdist on PyPI, with `-R 3:3`: it runs to the end on the
+/// ASan build, nothing kills the interpreter, and no test leaks (every passing test measured).
 #[test]
 fn markupsafe_suite_runs_clean_on_asan() {
     let pkg = pkg_build("markupsafe==3.0.2");
-    let (o, _dir) = run(&pkg, None);
+    let (o, _dir) = run(&pkg, Some((3, 3)));
     assert!(o.counts.passed >= 50, "{}", o.text());
     assert_eq!(o.counts.failed, 0, "{}", o.text());
     assert!(o.crashed.is_empty(), "{}", o.text());
+    assert!(o.refleak_checked as u64 >= o.counts.passed / 2, "{}", o.text());
+    assert!(o.leaked.is_empty(), "{}", o.text());
 }
 
 /// `-R 3:3`: the test of the leaking function is reported with its test id (the refcount grows
