@@ -71,6 +71,16 @@ pub struct TestPkgRequest {
     pub refleak: Option<(u32, u32)>,
 }
 
+impl TestPkgRequest {
+    /// A request writing into `out`, everything else default.
+    pub fn new(out: PathBuf) -> TestPkgRequest {
+        TestPkgRequest {
+            out,
+            ..Default::default()
+        }
+    }
+}
+
 /// The pytest plugin of `-R` (py/pytest_refleak.py), run after py/regrtest_cleanup.py in one
 /// module named `capisan_refleak`.
 pub const PYTEST_REFLEAK_PY: &str = include_str!("py/pytest_refleak.py");
@@ -264,6 +274,22 @@ pub fn judge_refleak(jsonl: &str) -> (Vec<LeakedTest>, usize) {
         }
     }
     (leaked, measured)
+}
+
+/// `-R`'s argument, regrtest's `WARMUPS:RUNS` (e.g. `3:3`); at least one measured run.
+pub fn parse_refleak(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("-R takes WARMUPS:RUNS, e.g. 3:3 (got {text:?})");
+    let (w, r) = text.split_once(':').ok_or_else(bad)?;
+    let (w, r) = (w.parse().map_err(|_| bad())?, r.parse().map_err(|_| bad())?);
+    if r == 0 {
+        return Err(bad());
+    }
+    Ok((w, r))
+}
+
+/// Where `test-pkg REQ` writes by default: `test-pkg/` inside the package's campaigns directory.
+pub fn default_dir(root: &Path, req: &str, variant: Variant) -> PathBuf {
+    capisan_build::package::campaigns_dir(root, req, variant).join("test-pkg")
 }
 
 /// The tests directory of an unpacked source tree: `tests/`, `test/` or `testing/` at the top
@@ -773,6 +799,15 @@ tests/test_b.py::test_three Fatal Python error: Segmentation fault
             Some("tests/test_b.py::test_three")
         );
         assert_eq!(running_test("tests/t.py::a PASSED\n"), None);
+    }
+
+    #[test]
+    fn r_takes_warmups_and_runs() {
+        assert_eq!(parse_refleak("3:3"), Ok((3, 3)));
+        assert_eq!(parse_refleak("0:5"), Ok((0, 5)));
+        for bad in ["3", "3:0", "a:3", "3:3:3", ""] {
+            assert!(parse_refleak(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

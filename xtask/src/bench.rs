@@ -32,19 +32,14 @@ pub struct BenchArgs {
     /// (median of 3 seeds, 1 with --quick; 90-s cap).
     #[arg(long)]
     pub failalloc: bool,
-    #[command(flatten)]
-    pub cache: crate::CacheArgs,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     let suite = Suite::from_flags(args.trust, args.api, args.failalloc, args.zoo);
-    let md = bench::run(
-        &workspace_root(),
-        args.cache.resolve(),
-        args.quick,
-        suite,
-        &mut |step| eprintln!("bench: {step}"),
-    )?;
+    let (root, cache) = (workspace_root(), crate::cache().resolve());
+    let md = bench::run(&root, cache, args.quick, suite, &mut |s| {
+        eprintln!("bench: {s}")
+    })?;
     print!("{md}");
     Ok(())
 }

@@ -10,7 +10,6 @@ use capisan_build::{
 use clap::Args;
 
 use crate::ui::{self, spinning};
-use crate::CacheArgs;
 
 #[derive(Args)]
 pub struct SetupArgs {
@@ -19,8 +18,6 @@ pub struct SetupArgs {
     /// ~/.cache/capisan/logs/setup-<time>.log).
     #[arg(long)]
     dry_run: bool,
-    #[command(flatten)]
-    cache: CacheArgs,
 }
 
 /// Which source to use.
@@ -32,8 +29,6 @@ pub struct SourceArgs {
     /// Use this CPython source tree (checkout or unpacked tarball) instead of Debian's package.
     #[arg(long, env = "CPYTHON_SRC")]
     src: Option<PathBuf>,
-    #[command(flatten)]
-    cache: CacheArgs,
 }
 
 #[derive(Args, Clone)]
@@ -56,21 +51,19 @@ pub struct VariantsArgs {
     /// Print the manifests as a JSON array.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    cache: CacheArgs,
 }
 
 /// Install the missing system packages: one line per step, apt's output in a log file whose
 /// tail is printed on failure (by `main`, from the error).
 pub fn setup(args: SetupArgs) -> Result<()> {
-    let cache = args.cache.resolve();
+    let cache = crate::cache().resolve();
     let outcome = setup::setup(&cache, args.dry_run, &mut |step| println!("setup: {step}"))?;
     print!("{}", outcome.text());
     Ok(())
 }
 
 fn resolve_source(args: &SourceArgs) -> Result<(Cache, source::CpythonSource)> {
-    let (cache, src, version) = (args.cache.resolve(), args.src.as_deref(), &args.version);
+    let (cache, src, version) = (crate::cache().resolve(), args.src.as_deref(), &args.version);
     let found = spinning(source::resolving(src, version), || {
         source::resolve(&cache, src, version)
     })?;
@@ -103,7 +96,7 @@ pub fn build(args: BuildArgs, variants: &[Variant]) -> Result<()> {
 }
 
 pub fn variants(args: VariantsArgs) -> Result<()> {
-    let cache = args.cache.resolve();
+    let cache = crate::cache().resolve();
     let all = Manifest::all(&cache);
     ui::emit(args.json, &all, || manifest::table(&all, cache.root()))
 }

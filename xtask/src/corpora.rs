@@ -90,8 +90,6 @@ pub struct ReplayArgs {
     /// Use this extension build directory instead of building the corpus's extension source.
     #[arg(long)]
     pub ext_path: Option<PathBuf>,
-    #[command(flatten)]
-    pub cache: crate::CacheArgs,
 }
 
 /// Replay and print the report; `Ok(false)` when an input regressed.
@@ -106,7 +104,7 @@ pub fn replay_cmd(args: ReplayArgs) -> Result<bool> {
         batch: args.batch,
         ext_path: args.ext_path.clone(),
     };
-    let cases = replay_report::replay_corpora(&root, &args.cache.resolve(), &req)?;
+    let cases = replay_report::replay_corpora(&root, &crate::cache().resolve(), &req)?;
     let report = replay_report::render(&cases, format, &root);
     match &args.output {
         Some(p) => fs::write(p, report).with_context(|| format!("writing {}", p.display()))?,

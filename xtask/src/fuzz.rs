@@ -64,8 +64,6 @@ pub struct FuzzArgs {
     /// extension calls often, so error paths run and every check applies there (see FailNext).
     #[arg(long)]
     pub fail_alloc: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
     /// Extra libFuzzer arguments, after `--`.
     #[arg(last = true)]
     pub libfuzzer: Vec<String>,
@@ -138,8 +136,6 @@ pub struct FuzzExtArgs {
     /// extension calls often, so error paths run and every check applies there (see FailNext).
     #[arg(long)]
     pub fail_alloc: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 #[derive(Args, Clone)]
@@ -152,8 +148,6 @@ pub struct ExtBuildArgs {
     /// Output directory (default: <cache>/ext/<variant>/<module>).
     #[arg(short, long)]
     pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 #[derive(Args, Clone)]
@@ -168,21 +162,16 @@ pub struct FuzzBuildArgs {
     /// without the capisan cache (ClusterFuzzLite / OSS-Fuzz `$OUT`).
     #[arg(long)]
     pub out: PathBuf,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 /// Build a fuzz target and make it self-contained in `out`.
 pub fn fuzz_build(args: FuzzBuildArgs) -> Result<()> {
-    let (_, m) = args.cache.manifest(args.variant)?;
+    let (_, m) = crate::cache().manifest(args.variant)?;
     let bundle = spinning(building(&args.target, args.variant), || {
         fuzzbin::bundle(&workspace_root(), &args.target, &m, &args.out)
     })?;
-    println!(
-        "built {} (+ {})",
-        bundle.fuzzer.display(),
-        bundle.home.display()
-    );
+    let (fuzzer, home) = (bundle.fuzzer.display(), bundle.home.display());
+    println!("built {fuzzer} (+ {home})");
     Ok(())
 }
 
@@ -237,7 +226,7 @@ impl FuzzArgs {
 /// Run a campaign (build the target, check the extension imports, fuzz, triage) and print its
 /// findings summary. Returns the buckets.
 pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
-    run(&args.request(), args.json, &args.cache)
+    run(&args.request(), args.json, crate::cache())
 }
 
 /// Run the campaign `req` with a progress bar (status lines when stderr is not a terminal).
@@ -286,12 +275,12 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
     (r.out, r.seed, r.pythonmalloc) = (args.out, args.seed, args.pythonmalloc);
     (r.seed_corpus, r.jobs, r.known) = (!args.no_seeds, args.jobs, args.known);
     (r.stop_at_first_finding, r.fail_alloc) = (args.stop_at_first_finding, args.fail_alloc);
-    run(&r, args.json, &args.cache).map(|_| ())
+    run(&r, args.json, crate::cache()).map(|_| ())
 }
 
 /// Compile a C extension against a variant with the variant's flags (ASan + coverage for asan).
 pub fn ext_build(args: ExtBuildArgs) -> Result<()> {
-    let (cache, m) = args.cache.manifest(args.variant)?;
+    let (cache, m) = crate::cache().manifest(args.variant)?;
     let built = extension::build_extension(&cache, &m, &args.path, args.out.as_deref())?;
     print!("{}", built.text(args.variant));
     Ok(())

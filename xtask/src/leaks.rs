@@ -10,7 +10,6 @@ use capisan_build::Variant;
 use clap::{Args, Subcommand};
 
 use crate::ui::{emit, spinning};
-use crate::CacheArgs;
 
 /// What to run, shared by every leak command.
 #[derive(Args, Clone, Debug)]
@@ -54,21 +53,19 @@ pub struct RefleakArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 /// `cargo xtask refleak`: returns `Ok(false)` when the target leaked or failed.
 pub fn refleak(args: RefleakArgs) -> Result<bool> {
     let (target, ext) = args.target.resolve()?;
     let opts = leaks::RefleakOptions::from_args(&args.huntrleaks, args.use_resources)?;
-    let (_, m) = args.cache.manifest(args.variant)?;
-    let (w, r, on) = (
-        opts.warmups,
-        opts.runs,
-        format!("{} {}", m.variant, m.version),
+    let (_, m) = crate::cache().manifest(args.variant)?;
+    let (w, r, v) = (opts.warmups, opts.runs, &m.version);
+    let what = format!(
+        "refleak {}: {w} warmups + {r} runs on {} {v}",
+        target.label(),
+        m.variant
     );
-    let what = format!("refleak {}: {w} warmups + {r} runs on {on}", target.label());
     let report = spinning(what, || leaks::refleak(&m, &target, &ext, &opts))?;
     emit(args.json, &report, || report.text())?;
     Ok(report.passed())
@@ -93,15 +90,13 @@ pub struct TracemallocArgs {
     /// Print the growth as JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 /// `cargo xtask tracemalloc-diff`: returns `Ok(false)` when a traceback grows by at least one
 /// block per iteration.
 pub fn tracemalloc_diff(args: TracemallocArgs) -> Result<bool> {
     let (target, ext) = args.target.resolve()?;
-    let (_, m) = args.cache.manifest(args.variant)?;
+    let (_, m) = crate::cache().manifest(args.variant)?;
     let (frames, top, iterations) = (args.frames, args.top, args.iterations);
     let opts = leaks::TracemallocOptions {
         frames,
@@ -128,14 +123,12 @@ pub struct LsanArgs {
     /// by this run (off by default: a run only reads it and keeps its baseline in the cache).
     #[arg(long)]
     pub update_suppressions: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 /// `cargo xtask lsan`: returns `Ok(false)` when the target leaks.
 pub fn lsan(args: LsanArgs) -> Result<bool> {
     let (target, ext) = args.target.resolve()?;
-    let (cache, m) = args.cache.manifest(Variant::Asan)?;
+    let (cache, m) = crate::cache().manifest(Variant::Asan)?;
     let opts = leaks::LsanOptions::committed(&m.version, args.update_suppressions);
     let what = format!("lsan: {} on asan {}", target.label(), m.version);
     let report = spinning(what, || leaks::lsan(&cache, &m, &target, &ext, &opts))?;
@@ -159,14 +152,12 @@ pub struct ValgrindArgs {
     /// Print the findings as JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 /// `cargo xtask valgrind`: returns `Ok(false)` when memcheck reports something.
 pub fn valgrind(args: ValgrindArgs) -> Result<bool> {
     let (target, ext) = args.target.resolve()?;
-    let (_, m) = args.cache.manifest(Variant::Valgrind)?;
+    let (_, m) = crate::cache().manifest(Variant::Valgrind)?;
     let own = !args.no_capisan_supp;
     let opts = ValgrindOptions::with_supps(&m.version, own, &args.supp, args.track_origins)?;
     let what = format!(
@@ -205,8 +196,6 @@ pub struct SuppGenArgs {
     /// Where to write the suppressions.
     #[arg(short, long)]
     pub out: PathBuf,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -233,8 +222,6 @@ pub struct SuppMinimizeArgs {
     /// Where to write the minimized suppressions (required; may be FILE itself).
     #[arg(short, long)]
     pub out: PathBuf,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 /// `cargo xtask valgrind-supp`.
@@ -242,7 +229,7 @@ pub fn valgrind_supp(args: ValgrindSuppArgs) -> Result<()> {
     let text = match args.action {
         SuppAction::Gen(a) => {
             let (target, ext) = a.target.resolve()?;
-            let (_, m) = a.cache.manifest(Variant::Valgrind)?;
+            let (_, m) = crate::cache().manifest(Variant::Valgrind)?;
             let what = format!("memcheck: baseline {} (slow)", target.label());
             let g = spinning(what, || suppressions::generate(&m, &target, &ext, &a.out))?;
             g.text(&a.out)
@@ -251,7 +238,7 @@ pub fn valgrind_supp(args: ValgrindSuppArgs) -> Result<()> {
         SuppAction::Minimize(a) => {
             let (target, ext) = a.target.resolve()?;
             let protect = Target::parse_all(&a.protect)?;
-            let (_, m) = a.cache.manifest(Variant::Valgrind)?;
+            let (_, m) = crate::cache().manifest(Variant::Valgrind)?;
             let what = format!("{} against {}", a.file.display(), target.label());
             let min = spinning(
                 format!("memcheck: minimizing {what} (several runs, slow)"),

@@ -35,6 +35,16 @@ use clap::{Args, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// The cache options of this run (`--cache` / $CAPISAN_CACHE, accepted by every command).
+static CACHE: std::sync::OnceLock<CacheArgs> = std::sync::OnceLock::new();
+
+/// The cache options every command uses.
+pub fn cache() -> &'static CacheArgs {
+    CACHE.get_or_init(|| CacheArgs { cache: None })
 }
 
 #[derive(Subcommand)]
@@ -70,6 +80,9 @@ enum Command {
     /// pkg-build, then fuzz each extension module of the package (imported as the package
     /// imports it) with the capi_sequences campaign.
     FuzzPkg(pkg::FuzzPkgArgs),
+    /// pkg-build, then run the package's own pytest suite on the variant: a test that kills
+    /// the interpreter is a finding and the suite goes on; -R checks each test for leaks.
+    TestPkg(pkg::TestPkgArgs),
     /// Fuzz the C modules of the variant's standard library (shared and built-in, builtins
     /// too), one campaign each; which ones is harness/src/stdlib_modules.json.
     FuzzStdlib(stdlib::FuzzStdlibArgs),
@@ -85,7 +98,6 @@ enum Command {
     Confirm(repro::ConfirmArgs),
     /// Print the ops a fuzz input decodes to (slots as written, before resolution).
     Show(repro::ShowArgs),
-    // leaks (issue 6): begin
     /// Run a target repeatedly in one pydebug process and report leaked references, memory
     /// blocks and file descriptors with regrtest's -R rule (exit 1 on a leak).
     Refleak(leaks::RefleakArgs),
@@ -100,7 +112,6 @@ enum Command {
     Valgrind(leaks::ValgrindArgs),
     /// Generate, merge and minimize valgrind suppression files.
     ValgrindSupp(leaks::ValgrindSuppArgs),
-    // leaks (issue 6): end
     /// Corpus hygiene: merge new inputs, minimize, add regression cases (content-hash names).
     Corpus(corpora::CorpusArgs),
     /// Write a static HTML report of a campaign (plots, buckets, stacks, op logs, links).
@@ -142,6 +153,7 @@ fn ran(r: Result<()>) -> Result<bool> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = CACHE.set(cli.cache);
     let result = match cli.command {
         Command::Setup(a) => ran(build::setup(a)),
         Command::FetchCpython(a) => ran(build::fetch(a)),
@@ -156,6 +168,7 @@ fn main() -> ExitCode {
         Command::FuzzBuild(a) => ran(fuzz::fuzz_build(a)),
         Command::PkgBuild(a) => ran(pkg::pkg_build(a)),
         Command::FuzzPkg(a) => ran(pkg::fuzz_pkg(a)),
+        Command::TestPkg(a) => pkg::test_pkg(a),
         Command::FuzzStdlib(a) => ran(stdlib::fuzz_stdlib(a)),
         Command::ExtBuild(a) => ran(fuzz::ext_build(a)),
         Command::OomSweep(a) => ran(oom::oom_sweep(a)),
@@ -167,13 +180,11 @@ fn main() -> ExitCode {
         Command::Bench(a) => ran(bench::bench(a)),
         Command::Report(a) => ran(fuzz::report_cmd(a)),
         Command::Corpus(a) => ran(corpora::corpus_cmd(a)),
-        // leaks (issue 6) arms: begin
         Command::Refleak(a) => leaks::refleak(a),
         Command::TracemallocDiff(a) => leaks::tracemalloc_diff(a),
         Command::Lsan(a) => leaks::lsan(a),
         Command::Valgrind(a) => leaks::valgrind(a),
         Command::ValgrindSupp(a) => ran(leaks::valgrind_supp(a)),
-        // leaks (issue 6) arms: end
         Command::Replay(a) => corpora::replay_cmd(a),
     };
     match result {

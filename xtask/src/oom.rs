@@ -11,7 +11,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 
 use crate::fuzz::{build_target, workspace_root};
-use crate::{ui, CacheArgs};
+use crate::ui;
 
 #[derive(Args)]
 pub struct OomSweepArgs {
@@ -53,8 +53,6 @@ pub struct OomSweepArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 pub fn oom_sweep(args: OomSweepArgs) -> Result<()> {
@@ -72,7 +70,7 @@ pub fn oom_sweep(args: OomSweepArgs) -> Result<()> {
     };
     let report = if let [target, json] = args.call.as_slice() {
         let call = CallSpec::parse(target, json)?;
-        let (_, manifest) = args.cache.manifest(args.variant)?;
+        let (_, manifest) = crate::cache().manifest(args.variant)?;
         let binary = build_target("capi_sequences", args.variant, &manifest)?;
         let dir = args
             .out

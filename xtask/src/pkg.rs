@@ -1,10 +1,12 @@
-//! pkg-build, fuzz-pkg: build a Python package against a variant (capisan_build::package) and
-//! fuzz its extension modules with the capi_sequences campaign, one module at a time.
+//! pkg-build, fuzz-pkg, test-pkg: build a Python package against a variant
+//! (capisan_build::package), fuzz its extension modules one at a time, or run its own test
+//! suite (capisan::testpkg).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use capisan::campaign::CampaignRequest;
+use capisan::testpkg::{self, TestPkgRequest};
 use capisan_build::package::{self, PackageOutcome, Requirement};
 use capisan_build::Variant;
 use clap::Args;
@@ -28,8 +30,6 @@ pub struct PkgBuildArgs {
     /// Print the build record (package.json) instead of the text summary.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
 }
 
 #[derive(Args, Clone)]
@@ -66,8 +66,35 @@ pub struct FuzzPkgArgs {
     /// Allocation-failure injection inside the package's calls (see `fuzz --fail-alloc`).
     #[arg(long)]
     pub fail_alloc: bool,
-    #[command(flatten)]
-    pub cache: CacheArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct TestPkgArgs {
+    #[arg(help = REQ_HELP)]
+    pub req: String,
+    /// Variant to build against and run the suite on: asan or pydebug.
+    #[arg(long, default_value = "asan")]
+    pub variant: Variant,
+    /// regrtest's leak check per test, WARMUPS:RUNS (e.g. 3:3): each passing test runs again
+    /// with regrtest's cache clearing; one that leaks on every measured run is a finding.
+    #[arg(short = 'R', value_name = "WARMUPS:RUNS", value_parser = testpkg::parse_refleak)]
+    pub refleak: Option<(u32, u32)>,
+    /// The tests directory; default: tests/, test/ or testing/ of the package's source or sdist.
+    #[arg(long)]
+    pub tests: Option<PathBuf>,
+    /// Another requirement the tests import (e.g. hypothesis); repeatable.
+    #[arg(long = "with", value_name = "REQ")]
+    pub with: Vec<String>,
+    /// Output directory (findings/, run logs, summary.json, junit.xml); default
+    /// target/capisan/pkg-<requirement>-<variant>/test-pkg.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the outcome as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// pytest arguments, after `--` (e.g. `-- -k escape`).
+    #[arg(last = true, value_name = "PYTEST ARGS")]
+    pub pytest_args: Vec<String>,
 }
 
 /// Build (or find cached) `req` against `variant`, with a progress line per step.
@@ -85,20 +112,19 @@ fn build(req: &str, variant: Variant, cache: &CacheArgs) -> Result<PackageOutcom
 }
 
 pub fn pkg_build(args: PkgBuildArgs) -> Result<()> {
-    let outcome = build(&args.req, args.variant, &args.cache)?;
+    let outcome = build(&args.req, args.variant, crate::cache())?;
     let (req, variant) = (&args.req, args.variant);
     let next = format!("fuzz it with: cargo xtask fuzz-pkg {req} --variant {variant}\n");
     ui::emit(args.json, outcome.package(), || outcome.text() + &next)
 }
 
 pub fn fuzz_pkg(args: FuzzPkgArgs) -> Result<()> {
-    let outcome = build(&args.req, args.variant, &args.cache)?;
+    let outcome = build(&args.req, args.variant, crate::cache())?;
     print!("{}", outcome.text());
     let p = outcome.package();
     let modules = p.modules_to_fuzz(&args.modules)?;
-    let out = args.out.clone();
-    let out =
-        out.unwrap_or_else(|| package::campaigns_dir(&workspace_root(), &args.req, args.variant));
+    let dir = || package::campaigns_dir(&workspace_root(), &args.req, args.variant);
+    let out = args.out.clone().unwrap_or_else(dir);
     let mut r = CampaignRequest::new("capi_sequences", args.variant, args.time);
     (r.ext_path, r.pythonmalloc) = (Some(p.site_packages.clone()), args.pythonmalloc);
     (r.seed_corpus, r.jobs, r.known, r.fail_alloc) =
@@ -107,7 +133,7 @@ pub fn fuzz_pkg(args: FuzzPkgArgs) -> Result<()> {
     for module in &modules {
         println!("== fuzzing {module} for {} s ==", args.time);
         (r.ext, r.out) = (Some(module.clone()), Some(out.join(module)));
-        let buckets = fuzz::run(&r, false, &args.cache)?;
+        let buckets = fuzz::run(&r, false, crate::cache())?;
         summary.push((module, buckets.len(), out.join(module)));
     }
     println!("== {} {} on {}: ==", p.name, p.version, p.variant);
@@ -115,4 +141,16 @@ pub fn fuzz_pkg(args: FuzzPkgArgs) -> Result<()> {
         println!("  {module}: {n} bucket(s), {}", dir.display());
     }
     Ok(())
+}
+
+/// Exit 1 when a test crashed or leaked.
+pub fn test_pkg(a: TestPkgArgs) -> Result<bool> {
+    let outcome = build(&a.req, a.variant, crate::cache())?;
+    let (_, m) = crate::cache().manifest(a.variant)?;
+    let dir = || testpkg::default_dir(&workspace_root(), &a.req, a.variant);
+    let mut r = TestPkgRequest::new(a.out.clone().unwrap_or_else(dir));
+    (r.tests, r.with, r.pytest_args, r.refleak) = (a.tests, a.with, a.pytest_args, a.refleak);
+    let o = testpkg::test_package(outcome.package(), &m, &r, &mut |l| eprintln!("{l}"))?;
+    ui::emit(a.json, &o, || o.text())?;
+    Ok(o.crashed.is_empty() && o.leaked.is_empty())
 }

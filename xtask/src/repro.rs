@@ -48,8 +48,6 @@ pub struct ShowArgs {
     /// the nearest directory above the input with a campaign.json (none: callables by index).
     #[arg(long)]
     pub campaign: Option<PathBuf>,
-    #[command(flatten)]
-    pub cache: crate::CacheArgs,
 }
 
 /// Decode an input the way the fuzz target does and print its ops, naming extension callables
@@ -58,7 +56,7 @@ pub fn show_cmd(args: ShowArgs) -> Result<()> {
     let bytes =
         fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let seq = OpSeq::from_bytes(&bytes);
-    let cache = args.cache.resolve();
+    let cache = crate::cache().resolve();
     ui::emit(args.json, &seq.0, || {
         let names = callables::names_of_input(&args.input, args.campaign.as_deref(), &cache)
             .unwrap_or_else(|e| {
@@ -73,8 +71,6 @@ pub fn show_cmd(args: ShowArgs) -> Result<()> {
 pub struct ConfirmArgs {
     /// A reproducer directory written by `cargo xtask repro`.
     pub dir: PathBuf,
-    #[command(flatten)]
-    pub cache: crate::CacheArgs,
 }
 
 /// ddmin the artifact's op sequence (a spinner counts the candidates).
@@ -104,7 +100,7 @@ pub fn repro_cmd(args: ReproArgs) -> Result<()> {
 }
 
 pub fn confirm_cmd(args: ConfirmArgs) -> Result<()> {
-    let results = confirm::confirm_recorded(&args.dir, &args.cache.resolve())?;
+    let results = confirm::confirm_recorded(&args.dir, &crate::cache().resolve())?;
     print!("{}", confirm::table_text(&results));
     Ok(())
 }

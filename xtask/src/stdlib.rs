@@ -23,12 +23,10 @@ pub struct FuzzStdlibArgs {
     /// Variant to fuzz (its newest 3.13 build).
     #[arg(long, default_value = "asan")]
     pub variant: capisan_build::Variant,
-    #[command(flatten)]
-    pub cache: crate::CacheArgs,
 }
 
 pub fn fuzz_stdlib(a: FuzzStdlibArgs) -> Result<()> {
-    let cache = capisan_build::Cache::resolve(a.cache.cache);
+    let cache = capisan_build::Cache::resolve(crate::cache().cache.clone());
     let mut o = StdlibOptions::new(crate::fuzz::workspace_root(), cache, a.variant);
     (o.modules, o.seconds, o.jobs, o.out) = (a.modules, a.time, a.jobs, a.out);
     let outcome = stdlib::run(&o, &mut |line| eprintln!("{line}"))?;
