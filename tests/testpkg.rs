@@ -76,7 +76,11 @@ fn markupsafe_suite_runs_clean_on_asan() {
     assert!(o.counts.passed >= 50, "{}", o.text());
     assert_eq!(o.counts.failed, 0, "{}", o.text());
     assert!(o.crashed.is_empty(), "{}", o.text());
-    assert!(o.refleak_checked as u64 >= o.counts.passed / 2, "{}", o.text());
+    assert!(
+        o.refleak_checked as u64 >= o.counts.passed / 2,
+        "{}",
+        o.text()
+    );
     assert!(o.leaked.is_empty(), "{}", o.text());
 }
 
