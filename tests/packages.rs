@@ -69,6 +69,11 @@ fn assert_instrumented(so: &Path) {
 /// `fuzz-pkg REQ --time 45` into a temporary directory; asserts each module ran inputs (see
 /// below) and the summary names it; returns each module's bucket count.
 fn fuzz_pkg(req: &str, modules: &[&str]) -> Vec<u64> {
+    fuzz_pkg_min(req, modules, 200)
+}
+
+/// [`fuzz_pkg`] with the least number of inputs each campaign must run.
+fn fuzz_pkg_min(req: &str, modules: &[&str], min_execs: u64) -> Vec<u64> {
     let mut buckets = Vec::new();
     let out = tempfile::tempdir().unwrap();
     let mut args = vec![
@@ -102,7 +107,10 @@ fn fuzz_pkg(req: &str, modules: &[&str]) -> Vec<u64> {
         // On a quiet machine these campaigns run 2,000-3,500 inputs in 20 s; the bound is
         // lower so a loaded CI machine (fork-mode jobs restart the ASan interpreter) does not
         // fail a campaign that ran.
-        assert!(execs >= 200, "{m}: the campaign barely ran: {execs} inputs");
+        assert!(
+            execs >= min_execs,
+            "{m}: the campaign barely ran: {execs} inputs"
+        );
         let found: Vec<serde_json::Value> =
             serde_json::from_slice(&std::fs::read(dir.join("buckets.json")).unwrap_or_default())
                 .unwrap_or_default();
@@ -216,6 +224,24 @@ fn editdistance_cplusplus_builds_imports_and_fuzzes() {
     assert_instrumented(&p.modules[0].path);
     assert_imports(&p, &["editdistance", "editdistance.bycython"]);
     fuzz_pkg("editdistance==0.8.1", &["editdistance.bycython"]);
+}
+
+/// meson-python (a PEP 517 backend that drives meson and ninja, not setuptools) and C++ with
+/// pybind11: `contourpy._contourpy`, built with the variant's clang++ and flags (meson reads
+/// CC/CXX/CFLAGS/CXXFLAGS from the environment pip passes on). Its dependency numpy has no
+/// wheel for a debug ABI, so pip builds it from source too (the first build takes minutes).
+#[test]
+fn contourpy_meson_python_builds_imports_and_fuzzes() {
+    let (p, _) = pkg_build("contourpy==1.3.3");
+    let names: Vec<&str> = p.modules.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["contourpy._contourpy"]);
+    let log = std::fs::read_to_string(&p.pip_log).unwrap();
+    assert!(log.contains("meson"), "not built by meson-python");
+    assert_instrumented(&p.modules[0].path);
+    assert_imports(&p, &["contourpy", "contourpy._contourpy"]);
+    // Each fork-mode child imports numpy under ASan first: ~300 inputs in 45 s on a quiet
+    // machine, ~150 at a load average of 5.
+    fuzz_pkg_min("contourpy==1.3.3", &["contourpy._contourpy"], 100);
 }
 
 /// Bad input is one clear line and a failure exit, and leaves no directory behind.
