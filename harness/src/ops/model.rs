@@ -475,6 +475,54 @@ mod tests {
             let seq = OpSeq::from_bytes(&bytes);
             prop_assert!(run_shadow(&seq.0).is_ok(), "{:?}", run_shadow(&seq.0));
         }
+
+        /// The same over what a `--fail-alloc` campaign decodes: armed calls (`FailNext` before
+        /// a `CallExt`) with failing (NULL) results on every other op.
+        #[test]
+        fn model_never_plans_an_illegal_call_with_failures(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let seq = OpSeq::decode(&bytes, true);
+            prop_assert!(run_shadow(&seq.0).is_ok(), "{:?}", run_shadow(&seq.0));
+        }
+    }
+
+    /// The proptests above only mean something for the Python-API ops if random bytes decode
+    /// to them: count each kind over many inputs (a fixed pseudo-random stream, so the test is
+    /// deterministic) and check the shadow on every sequence that holds one.
+    #[test]
+    fn api_ops_are_decoded_and_planned_legally() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut seen = [0usize; 5];
+        for _ in 0..3000 {
+            let bytes: Vec<u8> = (0..256)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let seq = OpSeq::decode(&bytes, true);
+            let mut any = false;
+            for op in &seq.0 {
+                let k = match op {
+                    Op::CallMethod { .. } => 0,
+                    Op::Protocol { .. } => 1,
+                    Op::NewValue { .. } => 2,
+                    Op::FailNext { .. } => 3,
+                    Op::CallExt { kw, .. } if *kw != 0 => 4,
+                    _ => continue,
+                };
+                seen[k] += 1;
+                any = true;
+            }
+            if any {
+                assert!(run_shadow(&seq.0).is_ok(), "{:?}", run_shadow(&seq.0));
+            }
+        }
+        assert!(
+            seen.iter().all(|&n| n >= 20),
+            "CallMethod, Protocol, NewValue, FailNext, keyword CallExt: {seen:?}"
+        );
     }
 
     #[test]
