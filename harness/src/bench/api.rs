@@ -14,27 +14,76 @@ use crate::env::HarnessEnv;
 
 /// The Python-API rows (`cargo xtask bench --api`): each planted bug's time-to-detect without
 /// seeds (median of 3 seeds, 1 with `quick`; 120-s cap), whether it was classified right, and
-/// its clean twin (20 s, must find nothing). Writes `bench/api.md` and `.json` after each bug;
-/// returns the Markdown.
+/// its clean twin (20 s, must find nothing). Writes `bench/api.md` and `.json` after each bug.
+/// Then the same for the GC and raw-memory test extension (tests/gcext, [`GC_BUGS`]) into
+/// `bench/gc.md` and `.json`, with the cost of the checks on its clean twins. Returns the
+/// Markdown of the last table.
 pub fn rows(bench: &Bench, log: &mut dyn FnMut(&str)) -> Result<String> {
+    planted_rows(bench, "apiext", &API_BUGS, "api", log)?;
+    let md = planted_rows(bench, "gcext", &GC_BUGS, "gc", log)?;
+    let mut t = Table::default();
+    let ext = bench.test_extension("gcext")?;
+    let twins = GC_BUGS.map(|b| b.3).join(",");
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for round in 1..=if bench.quick { 1 } else { 3 } {
+        for checks in [true, false] {
+            log(&format!(
+                "gcext clean twins, checks {checks}, round {round}"
+            ));
+            let dir = std::env::temp_dir().join(format!("capisan-bench-gc-cost-{checks}"));
+            let mut spec = campaign_spec(&bench.asan, &bench.binary, dir, 30, 11);
+            spec.harness = HarnessEnv {
+                ext: Some("gcext".into()),
+                ext_path: Some(ext.clone()),
+                ext_funcs: twins.split(',').map(String::from).collect(),
+                checks,
+                ..HarnessEnv::default()
+            };
+            let stats = super::campaign_stats(&spec)?;
+            if checks { &mut with } else { &mut without }.push(stats.exec_per_sec);
+        }
+    }
+    let (ratios, text) = super::slowdown(&with, &without);
+    t.row(
+        "gcext clean twins: exec/s with every check (GC audit of returned objects, raw-memory and refcount verdicts) vs --no-checks".to_string(),
+        text,
+        format!("alternated 30-s campaigns; ratios {ratios:.2?}; with {with:.0?}, without {without:.0?}"),
+    );
+    t.data(
+        "gc_cost",
+        json!({"with": with, "without": without, "ratios": ratios}),
+    );
+    bench.write(&t, "gc-cost")?;
+    Ok(md)
+}
+
+/// Time-to-detect rows of the planted `bugs` of test extension `ext` (tests/<ext>/<ext>.c),
+/// written as `bench/<name>.md` and `.json` after each bug.
+fn planted_rows(
+    bench: &Bench,
+    ext_name: &str,
+    bugs: &[(&str, &str, &str, &str)],
+    name: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<String> {
     let (asan, binary) = (&bench.asan, &bench.binary);
     let mut t = Table::default();
-    let ext = bench.test_extension("apiext")?;
+    let ext = bench.test_extension(ext_name)?;
     let mut rows = Vec::new();
-    for (funcs, class, culprit, twin) in API_BUGS {
+    for &(funcs, class, culprit, twin) in bugs {
         let mut times = Vec::new();
         let mut seen = Vec::new();
         for seed in 1..=if bench.quick { 1 } else { 3 } {
-            log(&format!("apiext {funcs}, seed {seed}"));
-            let d = detect(asan, binary, &ext, funcs, seed, 120)?;
+            log(&format!("{ext_name} {funcs}, seed {seed}"));
+            let d = detect(asan, binary, ext_name, &ext, funcs, seed, 120)?;
             times.push(d.seconds.unwrap_or(f64::INFINITY));
             seen.push(format!("{} ({})", d.signature, d.class));
         }
         let ok = seen
             .iter()
             .all(|s| s.contains(class) && s.split('|').nth(1).is_some_and(|c| c.contains(culprit)));
-        log(&format!("apiext {twin} (clean twin)"));
-        let clean = detect(asan, binary, &ext, twin, 1, 20)?;
+        log(&format!("{ext_name} {twin} (clean twin)"));
+        let clean = detect(asan, binary, ext_name, &ext, twin, 1, 20)?;
         t.row(
             format!(
                 "{funcs}: time-to-detect (no seeds, median of {})",
@@ -54,11 +103,42 @@ pub fn rows(bench: &Bench, log: &mut dyn FnMut(&str)) -> Result<String> {
             ),
         );
         rows.push(json!({"funcs": funcs, "seconds": times, "found": seen, "classified": ok, "twin": twin, "twin_found": clean.signature, "twin_inputs": clean.inputs}));
-        t.data("api_time_to_detect", json!(rows.clone()));
-        bench.write(&t, "api")?;
+        t.data(&format!("{name}_time_to_detect"), json!(rows.clone()));
+        bench.write(&t, name)?;
     }
-    bench.write(&t, "api")
+    bench.write(&t, name)
 }
+
+/// The planted bugs of tests/gcext (issue: GC and raw-memory checks for everything real APIs
+/// return): `--funcs`, class, a part of the culprit, clean twin.
+pub const GC_BUGS: [(&str, &str, &str, &str); 6] = [
+    ("make_box", "gc traversal", "Box", "make_box_clean"),
+    (
+        "make_clear_box",
+        "gc traversal",
+        "ClearBox",
+        "make_box_clean",
+    ),
+    ("Node", "gc traversal", "Node", "NodeClean"),
+    (
+        "HalfBuilt",
+        "gc traversal",
+        "half_traverse",
+        "HalfBuiltClean",
+    ),
+    (
+        "pymem_leak",
+        "reference leak",
+        "pymem_leak",
+        "pymem_leak_clean",
+    ),
+    (
+        "malloc_leak",
+        "reference leak",
+        "malloc_leak",
+        "malloc_leak_clean",
+    ),
+];
 
 /// The planted bugs: the `--funcs` that reach one, the class it must have, a part of its
 /// culprit, and the clean twin's `--funcs`.
@@ -91,19 +171,21 @@ pub struct Detection {
     pub inputs: u64,
 }
 
-/// One campaign without seeds on `funcs` of apiext built in `ext`, ending at its first finding.
+/// One campaign without seeds on `funcs` of test extension `ext_name` built in `ext`, ending at
+/// its first finding.
 pub fn detect(
     manifest: &Manifest,
     binary: &Path,
+    ext_name: &str,
     ext: &Path,
     funcs: &str,
     seed: u64,
     seconds: u64,
 ) -> Result<Detection> {
-    let dir = std::env::temp_dir().join(format!("capisan-bench-api-{funcs}-{seed}"));
+    let dir = std::env::temp_dir().join(format!("capisan-bench-{ext_name}-{funcs}-{seed}"));
     let mut spec = campaign_spec(manifest, binary, dir, seconds, seed);
     spec.harness = HarnessEnv {
-        ext: Some("apiext".into()),
+        ext: Some(ext_name.into()),
         ext_path: Some(ext.to_path_buf()),
         ext_funcs: funcs.split(',').map(String::from).collect(),
         ..HarnessEnv::default()
