@@ -19,27 +19,37 @@ pub struct FuzzArgs {
     /// Fuzz target (a file under fuzz/fuzz_targets/).
     #[arg(default_value = "capi_sequences")]
     pub target: String,
-    /// Campaign length in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub time: u64,
-    /// Variant to fuzz against: asan (libFuzzer + ASan) or valgrind (libFuzzer under memcheck).
-    #[arg(long, default_value = "asan")]
-    pub variant: Variant,
     #[command(flatten)]
     pub ext: ExtArgs,
-    /// Campaign directory (corpus, artifacts, findings, log); default
-    /// target/capisan/<target>[-<module>]-<variant>.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// libFuzzer seed, for repeatable campaigns; default: libFuzzer picks one.
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub run: CampaignArgs,
     /// Turn the property checks off (to measure their cost).
     #[arg(long)]
     pub no_checks: bool,
     /// Run PyGC_Collect after every input.
     #[arg(long)]
     pub collect: bool,
+    /// Extra libFuzzer arguments, after `--`.
+    #[arg(last = true)]
+    pub libfuzzer: Vec<String>,
+}
+
+/// What every campaign command (fuzz, fuzz-ext, fuzz-pkg) takes.
+#[derive(Args, Clone)]
+pub struct CampaignArgs {
+    /// Campaign length in seconds (per module, for fuzz-pkg).
+    #[arg(long, default_value_t = 60)]
+    pub time: u64,
+    /// Variant to fuzz against: asan (libFuzzer + ASan) or valgrind (libFuzzer under memcheck).
+    #[arg(long, default_value = "asan")]
+    pub variant: Variant,
+    /// Campaign directory (corpus, artifacts, findings, log); default
+    /// target/capisan/<target>[-<module>]-<variant> (fuzz-pkg: one subdirectory per module).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// libFuzzer seed, for repeatable campaigns; default: libFuzzer picks one.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Print findings as JSON.
     #[arg(long)]
     pub json: bool,
@@ -51,8 +61,8 @@ pub struct FuzzArgs {
     /// and GC findings never stop it.
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
-    /// File of known bucket signatures (one a line, `#` comments): their hits are counted, not
-    /// reported; default: none.
+    /// File of known bucket signatures (one a line, `#` comments, `*` matches any text): their
+    /// hits are counted, not reported; default: none.
     #[arg(long)]
     pub known: Option<PathBuf>,
     /// End at the first finding of any kind, in one process (quick checks, time-to-detect);
@@ -64,9 +74,17 @@ pub struct FuzzArgs {
     /// extension calls often, so error paths run and every check applies there (see FailNext).
     #[arg(long)]
     pub fail_alloc: bool,
-    /// Extra libFuzzer arguments, after `--`.
-    #[arg(last = true)]
-    pub libfuzzer: Vec<String>,
+}
+
+impl CampaignArgs {
+    /// A request for `target` with these options.
+    pub fn request(&self, target: &str) -> CampaignRequest {
+        let mut r = CampaignRequest::new(target, self.variant, self.time);
+        (r.out, r.seed, r.seed_corpus) = (self.out.clone(), self.seed, !self.no_seeds);
+        (r.jobs, r.known, r.fail_alloc) = (self.jobs, self.known.clone(), self.fail_alloc);
+        r.stop_at_first_finding = self.stop_at_first_finding;
+        r
+    }
 }
 
 /// The extension under test.
@@ -90,52 +108,20 @@ pub struct ExtArgs {
 
 #[derive(Args, Clone)]
 pub struct FuzzExtArgs {
-    /// Importable module name of the extension.
+    /// Importable module name of the extension (dotted names too).
     pub module: String,
-    /// Directory holding the built extension.
+    /// Directory holding the built extension (or a venv's site-packages).
     #[arg(long)]
     pub ext_path: PathBuf,
     /// Only these callables (comma-separated); default: every public callable of the module.
     #[arg(long, value_delimiter = ',')]
     pub funcs: Vec<String>,
-    /// Campaign length in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub time: u64,
-    /// Variant to fuzz against: asan (libFuzzer + ASan) or valgrind (libFuzzer under memcheck).
-    #[arg(long, default_value = "asan")]
-    pub variant: Variant,
-    /// Campaign directory (corpus, artifacts, log, campaign.json); default
-    /// target/capisan/capi_sequences-<module>-<variant>.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// libFuzzer seed, for repeatable campaigns; default: libFuzzer picks one.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Print the findings as JSON instead of the text summary.
-    #[arg(long)]
-    pub json: bool,
     /// PYTHONMALLOC for the campaign, e.g. malloc_debug to add CPython's allocator API checks
     /// (catches PyMem/PyObject mismatches and small overruns; default: the variant's setting).
     #[arg(long)]
     pub pythonmalloc: Option<String>,
-    /// Start from an empty corpus, without corpora/capi_sequences/.
-    #[arg(long)]
-    pub no_seeds: bool,
-    /// Parallel fuzzing processes (libFuzzer fork mode).
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
-    /// File of known bucket signatures (one a line, `#` comments): their hits are counted, not
-    /// reported; default: none.
-    #[arg(long)]
-    pub known: Option<PathBuf>,
-    /// End at the first finding of any kind, in one process (quick checks, time-to-detect);
-    /// default: keep going across findings and crashes (libFuzzer fork mode).
-    #[arg(long)]
-    pub stop_at_first_finding: bool,
-    /// Allocation-failure injection: inputs arm failures of the Nth allocation (or N..) inside
-    /// extension calls often, so error paths run and every check applies there (see FailNext).
-    #[arg(long)]
-    pub fail_alloc: bool,
+    #[command(flatten)]
+    pub run: CampaignArgs,
 }
 
 #[derive(Args, Clone)]
@@ -211,14 +197,11 @@ pub fn build_target(target: &str, variant: Variant, manifest: &Manifest) -> Resu
 
 impl FuzzArgs {
     fn request(&self) -> CampaignRequest {
-        let mut r = CampaignRequest::new(&self.target, self.variant, self.time);
+        let mut r = self.run.request(&self.target);
         (r.ext, r.ext_path) = (self.ext.ext.clone(), self.ext.ext_path.clone());
         (r.funcs, r.pythonmalloc) = (self.ext.funcs.clone(), self.ext.pythonmalloc.clone());
-        (r.out, r.seed, r.checks, r.collect) =
-            (self.out.clone(), self.seed, !self.no_checks, self.collect);
-        (r.seed_corpus, r.jobs, r.known) = (!self.no_seeds, self.jobs, self.known.clone());
-        (r.stop_at_first_finding, r.fail_alloc) = (self.stop_at_first_finding, self.fail_alloc);
-        r.libfuzzer = self.libfuzzer.clone();
+        (r.checks, r.collect, r.libfuzzer) =
+            (!self.no_checks, self.collect, self.libfuzzer.clone());
         r
     }
 }
@@ -226,7 +209,7 @@ impl FuzzArgs {
 /// Run a campaign (build the target, check the extension imports, fuzz, triage) and print its
 /// findings summary. Returns the buckets.
 pub fn fuzz(args: FuzzArgs) -> Result<Vec<Bucket>> {
-    run(&args.request(), args.json, crate::cache())
+    run(&args.request(), args.run.json, crate::cache())
 }
 
 /// Run the campaign `req` with a progress bar (status lines when stderr is not a terminal).
@@ -270,12 +253,10 @@ pub fn triage(args: TriageArgs) -> Result<bool> {
 }
 
 pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
-    let mut r = CampaignRequest::new("capi_sequences", args.variant, args.time);
+    let mut r = args.run.request("capi_sequences");
     (r.ext, r.ext_path, r.funcs) = (Some(args.module), Some(args.ext_path), args.funcs);
-    (r.out, r.seed, r.pythonmalloc) = (args.out, args.seed, args.pythonmalloc);
-    (r.seed_corpus, r.jobs, r.known) = (!args.no_seeds, args.jobs, args.known);
-    (r.stop_at_first_finding, r.fail_alloc) = (args.stop_at_first_finding, args.fail_alloc);
-    run(&r, args.json, crate::cache()).map(|_| ())
+    r.pythonmalloc = args.pythonmalloc;
+    run(&r, args.run.json, crate::cache()).map(|_| ())
 }
 
 /// Compile a C extension against a variant with the variant's flags (ASan + coverage for asan).

@@ -5,13 +5,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use capisan::campaign::CampaignRequest;
 use capisan::testpkg::{self, TestPkgRequest};
 use capisan_build::package::{self, PackageOutcome, Requirement};
 use capisan_build::Variant;
 use clap::Args;
 
-use crate::fuzz::{self, workspace_root};
+use crate::fuzz::{self, workspace_root, CampaignArgs};
 use crate::{ui, CacheArgs};
 
 /// What REQ may be, for both commands' help.
@@ -40,32 +39,11 @@ pub struct FuzzPkgArgs {
     /// default: every extension module of the package that imports.
     #[arg(long = "module", value_name = "DOTTED")]
     pub modules: Vec<String>,
-    /// Campaign length per module, seconds.
-    #[arg(long, default_value_t = 60)]
-    pub time: u64,
-    /// Parallel fuzzing processes per campaign (libFuzzer fork mode).
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
-    /// Directory of the campaigns, one subdirectory per module (its dotted name); default
-    /// target/capisan/pkg-<requirement>-<variant>.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Variant to build against and fuzz on.
-    #[arg(long, default_value = "asan")]
-    pub variant: Variant,
     /// PYTHONMALLOC for the campaigns (default: the variant's setting).
     #[arg(long)]
     pub pythonmalloc: Option<String>,
-    /// Start from an empty corpus, without corpora/capi_sequences/.
-    #[arg(long)]
-    pub no_seeds: bool,
-    /// File of known bucket signatures (one a line, `#` comments): their hits are counted, not
-    /// reported; default: none.
-    #[arg(long)]
-    pub known: Option<PathBuf>,
-    /// Allocation-failure injection inside the package's calls (see `fuzz --fail-alloc`).
-    #[arg(long)]
-    pub fail_alloc: bool,
+    #[command(flatten)]
+    pub run: CampaignArgs,
 }
 
 #[derive(Args, Clone)]
@@ -119,21 +97,19 @@ pub fn pkg_build(args: PkgBuildArgs) -> Result<()> {
 }
 
 pub fn fuzz_pkg(args: FuzzPkgArgs) -> Result<()> {
-    let outcome = build(&args.req, args.variant, crate::cache())?;
+    let outcome = build(&args.req, args.run.variant, crate::cache())?;
     print!("{}", outcome.text());
     let p = outcome.package();
     let modules = p.modules_to_fuzz(&args.modules)?;
-    let dir = || package::campaigns_dir(&workspace_root(), &args.req, args.variant);
-    let out = args.out.clone().unwrap_or_else(dir);
-    let mut r = CampaignRequest::new("capi_sequences", args.variant, args.time);
+    let dir = || package::campaigns_dir(&workspace_root(), &args.req, args.run.variant);
+    let out = args.run.out.clone().unwrap_or_else(dir);
+    let mut r = args.run.request("capi_sequences");
     (r.ext_path, r.pythonmalloc) = (Some(p.site_packages.clone()), args.pythonmalloc);
-    (r.seed_corpus, r.jobs, r.known, r.fail_alloc) =
-        (!args.no_seeds, args.jobs, args.known, args.fail_alloc);
     let mut summary = Vec::new();
     for module in &modules {
-        println!("== fuzzing {module} for {} s ==", args.time);
+        println!("== fuzzing {module} for {} s ==", args.run.time);
         (r.ext, r.out) = (Some(module.clone()), Some(out.join(module)));
-        let buckets = fuzz::run(&r, false, crate::cache())?;
+        let buckets = fuzz::run(&r, args.run.json, crate::cache())?;
         summary.push((module, buckets.len(), out.join(module)));
     }
     println!("== {} {} on {}: ==", p.name, p.version, p.variant);
