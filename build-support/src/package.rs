@@ -444,6 +444,29 @@ fn cache_key(req: &Requirement, m: &Manifest) -> Result<String, PackageError> {
     Ok(hex::encode(&h.finalize()[..8]))
 }
 
+/// The site-packages directory of the venv `venv` (`lib/python3.X/site-packages`), for
+/// `fuzz-ext --venv`: the one directory of that shape, or an error saying what was found.
+pub fn venv_site_packages(venv: &Path) -> Result<PathBuf, String> {
+    let lib = venv.join("lib");
+    let found: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .map_err(|e| format!("{} is not a venv ({}: {e})", venv.display(), lib.display()))?
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .filter(|p| p.is_dir())
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!(
+            "{} has no lib/python3.X/site-packages",
+            venv.display()
+        )),
+        _ => Err(format!(
+            "{} has several site-packages ({found:?}); pass --ext-path",
+            venv.display()
+        )),
+    }
+}
+
 /// Build `req` against the variant of `m` (or read the cached build). `on_step` gets one line
 /// per step as it starts (`[2/4] pip install ...`).
 ///
@@ -896,6 +919,23 @@ fn needed_by(requirement: &str, missing: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn venv_site_packages_is_the_one_under_lib() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(venv_site_packages(d.path())
+            .unwrap_err()
+            .contains("not a venv"));
+        std::fs::create_dir_all(d.path().join("lib/python3.13/site-packages")).unwrap();
+        assert_eq!(
+            venv_site_packages(d.path()).unwrap(),
+            d.path().join("lib/python3.13/site-packages")
+        );
+        std::fs::create_dir_all(d.path().join("lib/python3.14/site-packages")).unwrap();
+        assert!(venv_site_packages(d.path())
+            .unwrap_err()
+            .contains("several"));
+    }
 
     fn built(modules: &[(&str, Option<&str>)]) -> PackageBuild {
         PackageBuild {

@@ -111,8 +111,11 @@ pub struct FuzzExtArgs {
     /// Importable module name of the extension (dotted names too).
     pub module: String,
     /// Directory holding the built extension (or a venv's site-packages).
-    #[arg(long)]
-    pub ext_path: PathBuf,
+    #[arg(long, required_unless_present = "venv")]
+    pub ext_path: Option<PathBuf>,
+    /// A venv the extension is installed in (its site-packages becomes the ext path).
+    #[arg(long, conflicts_with = "ext_path")]
+    pub venv: Option<PathBuf>,
     /// Only these callables (comma-separated); default: every public callable of the module.
     #[arg(long, value_delimiter = ',')]
     pub funcs: Vec<String>,
@@ -254,7 +257,15 @@ pub fn triage(args: TriageArgs) -> Result<bool> {
 
 pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
     let mut r = args.run.request("capi_sequences");
-    (r.ext, r.ext_path, r.funcs) = (Some(args.module), Some(args.ext_path), args.funcs);
+    let site = |v: &PathBuf| capisan_build::package::venv_site_packages(v);
+    let path = args
+        .ext_path
+        .map_or_else(|| site(args.venv.as_ref().unwrap()), Ok);
+    (r.ext, r.ext_path, r.funcs) = (
+        Some(args.module),
+        Some(path.map_err(anyhow::Error::msg)?),
+        args.funcs,
+    );
     r.pythonmalloc = args.pythonmalloc;
     run(&r, args.run.json, crate::cache()).map(|_| ())
 }
