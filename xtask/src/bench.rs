@@ -2,10 +2,8 @@
 //! ratios in bench/*.md and .json. The measurements and their rows are `capisan::bench`'s.
 
 use anyhow::Result;
-use capisan::bench::{self, Suite};
+use capisan::bench::{self, real::RealOptions, Suite};
 use clap::Args;
-
-use crate::fuzz::workspace_root;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -32,14 +30,27 @@ pub struct BenchArgs {
     /// (median of 3 seeds, 1 with --quick; 90-s cap).
     #[arg(long)]
     pub failalloc: bool,
+    /// Only the real-bug rows (bench/real.md, .json): bench/real-bugs.toml's package bugs.
+    #[arg(long)]
+    pub real: bool,
+    /// With --real: seconds per campaign (buggy and fixed release, no seeds).
+    #[arg(long, default_value_t = 60)]
+    pub time: u64,
+    /// With --real: campaigns per release; time-to-detect is their median.
+    #[arg(long, default_value_t = 1)]
+    pub real_runs: u64,
+    /// With --real: only this bug id of bench/real-bugs.toml; repeatable.
+    #[arg(long = "real-only", value_name = "ID")]
+    pub real_only: Vec<String>,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
-    let suite = Suite::from_flags(args.trust, args.api, args.failalloc, args.zoo);
-    let (root, cache) = (workspace_root(), crate::cache().resolve());
-    let md = bench::run(&root, cache, args.quick, suite, &mut |s| {
-        eprintln!("bench: {s}")
-    })?;
-    print!("{md}");
+    let suite = match args.real {
+        true => Suite::Real(RealOptions::new(args.time, args.real_runs, args.real_only)),
+        false => Suite::from_flags(args.trust, args.api, args.failalloc, args.zoo),
+    };
+    let (root, cache) = (crate::fuzz::workspace_root(), crate::cache().resolve());
+    let log = &mut |s: &str| eprintln!("bench: {s}");
+    print!("{}", bench::run(&root, cache, args.quick, suite, log)?);
     Ok(())
 }

@@ -13,7 +13,6 @@ mod repro;
 mod stdlib;
 mod ui;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -25,13 +24,8 @@ use clap::{Args, Parser, Subcommand};
 /// Build interpreter variants (pydebug, ASan+UBSan, valgrind, release) from real CPython source,
 /// cached outside the checkout under ~/.cache/capisan (or $CAPISAN_CACHE).
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    bin_name = "cargo xtask",
-    version,
-    about,
-    long_about
-)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+#[command(version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -129,7 +123,7 @@ enum Command {
 pub struct CacheArgs {
     /// Cache directory for sources and built variants; default ~/.cache/capisan.
     #[arg(long, env = "CAPISAN_CACHE", global = true)]
-    pub cache: Option<PathBuf>,
+    pub cache: Option<std::path::PathBuf>,
 }
 
 impl CacheArgs {
@@ -141,8 +135,7 @@ impl CacheArgs {
     /// The cache and the newest build of `variant` in it.
     pub fn manifest(&self, variant: Variant) -> Result<(Cache, Manifest)> {
         let cache = self.resolve();
-        let manifest = Manifest::find(&cache, variant, None)?;
-        Ok((cache, manifest))
+        Ok((cache.clone(), Manifest::find(&cache, variant, None)?))
     }
 }
 
@@ -187,12 +180,9 @@ fn main() -> ExitCode {
         Command::ValgrindSupp(a) => ran(leaks::valgrind_supp(a)),
         Command::Replay(a) => corpora::replay_cmd(a),
     };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let passed = result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        false
+    });
+    ExitCode::from(u8::from(!passed))
 }

@@ -4,7 +4,8 @@
 //! returns numbers; [`Table`] collects them as rows (medians and ratios: these machines are
 //! noisy, so everything compared is measured side by side in one run) and writes
 //! `bench/results.md` and `bench/results.json`. [`run`] orders a whole [`Suite`] and words its
-//! rows ([`rows`] the full run, [`trust`], [`api`] and [`failalloc`] their own files).
+//! rows ([`rows`] the full run, [`trust`], [`api`], [`failalloc`] and [`real`] their own
+//! files).
 
 pub mod api;
 pub mod atheris;
@@ -210,7 +211,7 @@ impl Table {
 }
 
 /// Which rows one `cargo xtask bench` run measures, and so which files it writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Suite {
     /// exec/s, builds, minimization, replay, refleak (and the zoo's time-to-detect with
     /// `zoo`): `bench/results.md` and `.json`.
@@ -221,6 +222,8 @@ pub enum Suite {
     Api,
     /// [`failalloc::rows`]: `bench/failalloc.md` and `.json`.
     Failalloc,
+    /// [`real::rows`] with its options: `bench/real.md` and `.json`.
+    Real(real::RealOptions),
 }
 
 impl Suite {
@@ -304,6 +307,7 @@ pub fn run(
         Suite::Trust => trust::rows(&bench, log),
         Suite::Api => api::rows(&bench, log),
         Suite::Failalloc => failalloc::rows(&bench, log),
+        Suite::Real(opts) => real::rows(&bench, &opts, log),
     }
 }
 

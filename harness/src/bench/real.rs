@@ -11,8 +11,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use std::time::SystemTime;
+
+use capisan_build::package::{build_package, Requirement};
+use capisan_build::Variant;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::{Bench, BenchError, Table};
+use crate::campaign::CampaignRequest;
 
 /// What kind of memory bug it is: the names the table uses, one per capisan finding class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -262,6 +269,504 @@ pub fn by_package(bugs: &[RealBug]) -> BTreeMap<&str, usize> {
         *counts.entry(b.package.as_str()).or_insert(0) += 1;
     }
     counts
+}
+
+/// What `cargo xtask bench --real` runs: the campaign length, how many runs a median takes,
+/// and which bugs (by id; empty: all of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealOptions {
+    /// Seconds per campaign (one per release and run).
+    pub seconds: u64,
+    /// Campaigns per release; time-to-detect is their median.
+    pub runs: u64,
+    /// Only these bug ids; empty: every bug of the file.
+    pub only: Vec<String>,
+}
+
+impl RealOptions {
+    /// `runs` campaigns of `seconds` per release, on the bugs `only` names (all when empty).
+    pub fn new(seconds: u64, runs: u64, only: Vec<String>) -> RealOptions {
+        RealOptions {
+            seconds,
+            runs,
+            only,
+        }
+    }
+}
+
+impl Default for RealOptions {
+    fn default() -> Self {
+        RealOptions {
+            seconds: 60,
+            runs: 1,
+            only: Vec::new(),
+        }
+    }
+}
+
+/// The bugs of `bugs` that `only` names, in file order (every bug when `only` is empty); an id
+/// that is not in the file is an error that lists the ids.
+pub fn select<'a>(bugs: &'a [RealBug], only: &[String]) -> Result<Vec<&'a RealBug>, String> {
+    if let Some(id) = only.iter().find(|id| !bugs.iter().any(|b| &b.id == *id)) {
+        let ids: Vec<&str> = bugs.iter().map(|b| b.id.as_str()).collect();
+        return Err(format!(
+            "no bug {id:?} in bench/real-bugs.toml; its ids: {}",
+            ids.join(", ")
+        ));
+    }
+    Ok(bugs
+        .iter()
+        .filter(|b| only.is_empty() || only.contains(&b.id))
+        .collect())
+}
+
+/// The capisan bucket class ids (`detect::BugClass::id`, the first `|` field of a signature)
+/// that count as the data file's `class`: a crash on a NULL pointer shows as a NULL
+/// dereference, a plain crash, or (when the extension returns NULL without an exception rather
+/// than crashing) an exception-state finding.
+pub fn bucket_classes(class: BugClass) -> &'static [&'static str] {
+    match class {
+        BugClass::ReferenceLeak => &["reference-leak"],
+        BugClass::UseAfterFree => &["use-after-free"],
+        BugClass::DoubleFree => &["double-free", "use-after-free"],
+        BugClass::BufferOverflow => &["buffer-overflow"],
+        BugClass::UninitializedRead => &["uninitialized-read"],
+        BugClass::AllocatorMismatch => &["allocator-mismatch"],
+        BugClass::GcTraversal => &["gc-traversal"],
+        BugClass::BorrowedRefMisuse => &["borrowed-ref-misuse", "use-after-free"],
+        BugClass::NullDerefCrash => &["null-deref", "crash", "exception-state"],
+    }
+}
+
+/// Words of the data file's `function` field that are prose, not names.
+const NOT_NAMES: [&str; 20] = [
+    "and",
+    "the",
+    "other",
+    "in-place",
+    "operators",
+    "from",
+    "a",
+    "sequence",
+    "handling",
+    "in",
+    "encoder",
+    "buffer",
+    "sizing",
+    "error",
+    "path",
+    "iterator",
+    "view",
+    "deallocs",
+    "indent",
+    "12",
+];
+
+/// The names a bucket's culprit may contain to name `function` (the data file's field, e.g.
+/// `"MultiDict.pop / popone (md_pop_one)"`): each dotted name in it and its last dotted part
+/// (`MultiDict.pop`, `pop`, `popone`, `md_pop_one`), prose words left out.
+pub fn culprit_names(function: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for word in function.split(|c: char| c.is_whitespace() || "/,()".contains(c)) {
+        let word = word.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_'));
+        if word.is_empty() || NOT_NAMES.contains(&word) {
+            continue;
+        }
+        for name in [word, word.rsplit('.').next().unwrap_or(word)] {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// One bucket of a campaign: its signature and when it was first seen (seconds after the
+/// campaign started: the oldest of its finding and artifact files; `None` when none has a time).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeenBucket {
+    pub signature: String,
+    pub seconds: Option<f64>,
+}
+
+impl SeenBucket {
+    /// The class id (first `|` field).
+    pub fn class(&self) -> &str {
+        self.signature.split('|').next().unwrap_or("")
+    }
+
+    /// The culprit (second `|` field).
+    pub fn culprit(&self) -> &str {
+        self.signature.split('|').nth(1).unwrap_or("")
+    }
+
+    /// Whether the class is one of `bug`'s ([`bucket_classes`]).
+    pub fn class_matches(&self, bug: &RealBug) -> bool {
+        bucket_classes(bug.class).contains(&self.class())
+    }
+
+    /// Whether the culprit names `bug`'s function ([`culprit_names`]).
+    pub fn culprit_matches(&self, bug: &RealBug) -> bool {
+        let culprit = self.culprit();
+        culprit_names(&bug.function)
+            .iter()
+            .any(|n| culprit.contains(n.as_str()))
+    }
+}
+
+/// What one campaign on one release found, and its libFuzzer numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReleaseRun {
+    pub requirement: String,
+    pub module: String,
+    pub fail_alloc: bool,
+    pub dir: PathBuf,
+    pub buckets: Vec<SeenBucket>,
+    pub exec_per_sec: u64,
+    pub cov: u64,
+    pub execs: u64,
+}
+
+/// The verdict on one bug in one run of its buggy release.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// A bucket of a matching class.
+    pub detected: bool,
+    /// Every bucket whose culprit names the function has a matching class (`None`: no bucket
+    /// names it).
+    pub class_right: Option<bool>,
+    /// A bucket of a matching class names the function.
+    pub culprit_right: bool,
+    /// When the best bucket (matching class and culprit, else matching class) was first seen.
+    pub seconds: Option<f64>,
+    /// That bucket's signature.
+    pub signature: Option<String>,
+}
+
+/// Judge `buckets` of a campaign on `bug`'s buggy release.
+pub fn judge(bug: &RealBug, buckets: &[SeenBucket]) -> Verdict {
+    let by_class: Vec<&SeenBucket> = buckets.iter().filter(|b| b.class_matches(bug)).collect();
+    let naming: Vec<&SeenBucket> = buckets.iter().filter(|b| b.culprit_matches(bug)).collect();
+    let earliest = |v: &[&SeenBucket]| {
+        v.iter()
+            .min_by(|a, b| {
+                let t = |x: &SeenBucket| x.seconds.unwrap_or(f64::INFINITY);
+                t(a).total_cmp(&t(b))
+            })
+            .map(|b| (*b).clone())
+    };
+    let both: Vec<&SeenBucket> = by_class
+        .iter()
+        .copied()
+        .filter(|b| b.culprit_matches(bug))
+        .collect();
+    let best = earliest(&both).or_else(|| earliest(&by_class));
+    Verdict {
+        detected: !by_class.is_empty(),
+        class_right: (!naming.is_empty()).then(|| naming.iter().all(|b| b.class_matches(bug))),
+        culprit_right: !both.is_empty(),
+        seconds: best.as_ref().and_then(|b| b.seconds),
+        signature: best.map(|b| b.signature),
+    }
+}
+
+/// Why a campaign may miss `bug`, when the data file says enough to know.
+pub fn known_miss_reason(bug: &RealBug) -> &'static str {
+    match bug.signal {
+        Signal::Blocks => {
+            "leak of memory blocks, not references: the asan variant has no pymalloc, and a campaign's leak check counts references"
+        }
+        Signal::FailAlloc => {
+            "needs allocation failure (the campaign ran with --fail-alloc; the failing allocation must be the unchecked one)"
+        }
+        Signal::Refcount | Signal::Asan => "not reached within the campaign",
+    }
+}
+
+/// The row of a CPython bug: not run by this suite.
+pub const CPYTHON_NOT_RUN: &str =
+    "not run: needs fuzz-stdlib on the fixed CPython version, not built here";
+
+/// Run one campaign without seeds on `module` of the package built in `site_packages`, with
+/// `--fail-alloc` when asked, libFuzzer seed `seed`; keeps going across findings.
+fn release_campaign(
+    bench: &Bench,
+    requirement: &str,
+    site_packages: &Path,
+    module: &str,
+    fail_alloc: bool,
+    seconds: u64,
+    seed: u64,
+) -> super::Result<ReleaseRun> {
+    let label = requirement.replace("==", "-");
+    let dir = std::env::temp_dir().join(format!(
+        "capisan-bench-real-{label}-{module}-{}-{seed}",
+        if fail_alloc { "failalloc" } else { "plain" }
+    ));
+    let mut r = CampaignRequest::new("capi_sequences", Variant::Asan, seconds);
+    (r.ext, r.ext_path, r.out) = (
+        Some(module.to_string()),
+        Some(site_packages.to_path_buf()),
+        Some(dir.clone()),
+    );
+    (r.seed_corpus, r.fail_alloc, r.seed) = (false, fail_alloc, Some(seed));
+    let spec = r.spec(&bench.root, bench.asan.clone(), bench.binary.clone());
+    let started = SystemTime::now();
+    let outcome = super::run_campaign(&spec)?;
+    let totals = outcome.totals();
+    let first_seen = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .filter_map(|t| t.duration_since(started).ok())
+            .map(|d| d.as_secs_f64())
+            .min_by(f64::total_cmp)
+    };
+    let buckets = outcome
+        .buckets
+        .iter()
+        .map(|b| SeenBucket {
+            signature: b.signature.clone(),
+            seconds: first_seen(&b.artifacts),
+        })
+        .collect();
+    Ok(ReleaseRun {
+        requirement: requirement.to_string(),
+        module: module.to_string(),
+        fail_alloc,
+        dir,
+        buckets,
+        exec_per_sec: totals.exec_per_sec,
+        cov: totals.cov,
+        execs: totals.execs,
+    })
+}
+
+/// Campaigns already run in this suite, by (requirement, module, fail-alloc, seed): bugs of one
+/// release share them.
+type RunCache = BTreeMap<(String, String, bool, u64), ReleaseRun>;
+
+/// Build `requirement` on the asan variant (or find it cached) and run `runs` campaigns on
+/// `module`, reusing those already in `done`.
+fn release_runs(
+    bench: &Bench,
+    requirement: &str,
+    module: &str,
+    fail_alloc: bool,
+    opts: &RealOptions,
+    done: &mut RunCache,
+    log: &mut dyn FnMut(&str),
+) -> std::result::Result<Vec<ReleaseRun>, String> {
+    let mut out = Vec::new();
+    for seed in 1..=opts.runs {
+        let key = (
+            requirement.to_string(),
+            module.to_string(),
+            fail_alloc,
+            seed,
+        );
+        if let Some(r) = done.get(&key) {
+            out.push(r.clone());
+            continue;
+        }
+        let req = Requirement::parse(requirement).map_err(|e| e.to_string())?;
+        let built = build_package(&bench.cache, &bench.asan, &req, &mut |l| log(l))
+            .map_err(|e| format!("pkg-build {requirement} failed: {e}"))?;
+        let site = built.package().site_packages.clone();
+        log(&format!(
+            "{requirement} {module}{}: campaign {seed} of {}, {} s, no seeds",
+            if fail_alloc { " --fail-alloc" } else { "" },
+            opts.runs,
+            opts.seconds
+        ));
+        let run = release_campaign(
+            bench,
+            requirement,
+            &site,
+            module,
+            fail_alloc,
+            opts.seconds,
+            seed,
+        )
+        .map_err(|e| format!("campaign on {requirement} {module} failed: {e}"))?;
+        done.insert(key, run.clone());
+        out.push(run);
+    }
+    Ok(out)
+}
+
+/// The real-bug rows (`cargo xtask bench --real`): for each package bug of `bench/real-bugs.toml`
+/// (those `opts.only` names), its buggy and fixed release built on the asan variant, `runs`
+/// campaigns each on the bug's module without seeds (`--fail-alloc` when the bug's signal is
+/// fail-alloc); a row per bug with detected / class / culprit / median time-to-detect and the
+/// fixed release's buckets, then exec/s and coverage of two packages' campaigns. CPython rows
+/// are written as not run. Writes `bench/real.md` and `.json` after each bug; returns the
+/// Markdown.
+pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> super::Result<String> {
+    let path = default_path(&bench.root);
+    let bugs = load(&path).map_err(|e| BenchError::Unsupported(e.to_string()))?;
+    let chosen = select(&bugs, &opts.only).map_err(BenchError::Unsupported)?;
+    let (runs, secs) = (opts.runs, opts.seconds);
+    let mut t = Table::default();
+    let mut data = Vec::new();
+    let mut done = RunCache::new();
+    t.data(
+        "options",
+        json!({"seconds": secs, "runs": runs, "only": opts.only}),
+    );
+    for bug in chosen {
+        let measure = format!(
+            "{} ({} {} -> {}, {}): detected (no seeds, {secs} s, median of {runs}; the issue asks for 3)",
+            bug.id, bug.package, bug.buggy, bug.fixed, bug.class.name()
+        );
+        let (Some(buggy), Some(fixed)) = (bug.buggy_requirement(), bug.fixed_requirement()) else {
+            t.row(measure, "not run", CPYTHON_NOT_RUN);
+            data.push(json!({"id": bug.id, "not_run": CPYTHON_NOT_RUN}));
+            t.data("bugs", json!(data.clone()));
+            bench.write(&t, "real")?;
+            continue;
+        };
+        let fail_alloc = bug.signal == Signal::FailAlloc;
+        let both = release_runs(bench, &buggy, &bug.module, fail_alloc, opts, &mut done, log)
+            .and_then(|b| {
+                let f = release_runs(bench, &fixed, &bug.module, fail_alloc, opts, &mut done, log)?;
+                Ok((b, f))
+            });
+        let (on_buggy, on_fixed) = match both {
+            Ok(v) => v,
+            Err(why) => {
+                log(&why);
+                t.row(measure, "not run", why.clone());
+                data.push(json!({"id": bug.id, "not_run": why}));
+                t.data("bugs", json!(data.clone()));
+                bench.write(&t, "real")?;
+                continue;
+            }
+        };
+        let verdicts: Vec<Verdict> = on_buggy.iter().map(|r| judge(bug, &r.buckets)).collect();
+        let found = verdicts.iter().filter(|v| v.detected).count();
+        let times: Vec<f64> = verdicts
+            .iter()
+            .map(|v| match (v.detected, v.seconds) {
+                (true, Some(s)) => s,
+                _ => f64::INFINITY,
+            })
+            .collect();
+        let all = |f: &dyn Fn(&Verdict) -> bool| verdicts.iter().all(f);
+        let class_right = match verdicts
+            .iter()
+            .filter_map(|v| v.class_right)
+            .collect::<Vec<_>>()
+        {
+            v if v.is_empty() => "no bucket names the function".to_string(),
+            v if v.iter().all(|&r| r) => "right".to_string(),
+            _ => "WRONG (a bucket naming the function has another class)".to_string(),
+        };
+        let culprit = if all(&|v| v.culprit_right) {
+            "right"
+        } else {
+            "WRONG or none"
+        };
+        let mut fixed_sigs: Vec<String> = Vec::new();
+        for r in &on_fixed {
+            for b in &r.buckets {
+                if !fixed_sigs.contains(&b.signature) {
+                    fixed_sigs.push(b.signature.clone());
+                }
+            }
+        }
+        let still = on_fixed
+            .iter()
+            .flat_map(|r| &r.buckets)
+            .any(|b| b.class_matches(bug) && b.culprit_matches(bug));
+        let value = if found == 0 {
+            format!("missed (0 of {runs})")
+        } else {
+            format!(
+                "found in {found} of {runs}, {:.0} s",
+                super::median(times.clone())
+            )
+        };
+        let mut notes = match verdicts.iter().find_map(|v| v.signature.clone()) {
+            Some(sig) => format!("{sig}; class {class_right}; culprit {culprit}"),
+            None => format!("why: {}", known_miss_reason(bug)),
+        };
+        notes.push_str(&format!(
+            "; runs {:?}; buggy buckets {:?}; fixed {}: {} bucket(s){}{}",
+            times
+                .iter()
+                .map(|s| (s * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
+            on_buggy.iter().map(|r| r.buckets.len()).collect::<Vec<_>>(),
+            bug.fixed,
+            fixed_sigs.len(),
+            if fixed_sigs.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", fixed_sigs.join(", "))
+            },
+            if still {
+                " (the bug's own bucket on the fixed release!)"
+            } else {
+                ""
+            },
+        ));
+        if fail_alloc {
+            notes.push_str("; --fail-alloc");
+        }
+        t.row(measure, value, notes);
+        data.push(json!({
+            "id": bug.id, "package": bug.package, "class": bug.class.name(),
+            "verdicts": verdicts, "seconds": times.iter().map(|s| s.is_finite().then_some(*s)).collect::<Vec<_>>(),
+            "buggy": on_buggy, "fixed": on_fixed, "fixed_signatures": fixed_sigs,
+            "bug_on_fixed": still,
+        }));
+        t.data("bugs", json!(data.clone()));
+        bench.write(&t, "real")?;
+    }
+    campaign_rows(&mut t, &done, secs);
+    bench.write(&t, "real")
+}
+
+/// "real-package campaign rows": exec/s and coverage of the campaigns (without
+/// `--fail-alloc`) of the first two packages run, medians over their runs.
+fn campaign_rows(t: &mut Table, done: &RunCache, secs: u64) {
+    let mut packages: Vec<(String, String)> = Vec::new();
+    for (req, module, fail_alloc, _) in done.keys() {
+        let pkg = req.split("==").next().unwrap_or(req).to_string();
+        if !fail_alloc
+            && !packages
+                .iter()
+                .any(|(r, _)| r.split("==").next() == Some(&pkg))
+        {
+            packages.push((req.clone(), module.clone()));
+        }
+    }
+    let mut data = Vec::new();
+    for (req, module) in packages.into_iter().take(2) {
+        let runs: Vec<&ReleaseRun> = done
+            .iter()
+            .filter(|((r, m, f, _), _)| r == &req && m == &module && !f)
+            .map(|(_, v)| v)
+            .collect();
+        let eps: Vec<f64> = runs.iter().map(|r| r.exec_per_sec as f64).collect();
+        let cov: Vec<f64> = runs.iter().map(|r| r.cov as f64).collect();
+        t.row(
+            format!("real-package campaign rows: {req} {module}, {secs}-s fuzz-pkg campaign without seeds"),
+            format!(
+                "{:.0} exec/s, cov {:.0}",
+                super::median(eps.clone()),
+                super::median(cov.clone())
+            ),
+            format!(
+                "median of {}; exec/s {eps:?}, cov {cov:?}, inputs {:?}",
+                runs.len(),
+                runs.iter().map(|r| r.execs).collect::<Vec<_>>()
+            ),
+        );
+        data.push(json!({"requirement": req, "module": module, "exec_per_sec": eps, "cov": cov}));
+    }
+    t.data("campaigns", json!(data));
 }
 
 /// The TOML subset reader: `[[bug]]` tables of `key = value` lines into JSON objects.
@@ -604,6 +1109,87 @@ mod tests {
                 assert_ne!(b.build, BuildKind::Cpython, "{}", b.id);
             }
         }
+    }
+
+    fn seen(signature: &str, seconds: f64) -> SeenBucket {
+        SeenBucket {
+            signature: signature.into(),
+            seconds: Some(seconds),
+        }
+    }
+
+    fn bug(id: &str) -> RealBug {
+        committed().into_iter().find(|b| b.id == id).unwrap()
+    }
+
+    #[test]
+    fn culprit_names_are_the_function_s_names_not_its_prose() {
+        assert_eq!(
+            culprit_names("MultiDict.pop / popone (md_pop_one)"),
+            ["MultiDict.pop", "pop", "popone", "md_pop_one"]
+        );
+        assert_eq!(
+            culprit_names("ObjectProxy.__iadd__ and the other 12 in-place operators"),
+            ["ObjectProxy.__iadd__", "__iadd__"]
+        );
+        assert_eq!(
+            culprit_names("dumps / encode (indent handling in the encoder buffer sizing)"),
+            ["dumps", "encode"]
+        );
+        for b in committed() {
+            assert!(!culprit_names(&b.function).is_empty(), "{}", b.id);
+            assert!(!bucket_classes(b.class).is_empty(), "{}", b.id);
+        }
+    }
+
+    #[test]
+    fn judging_a_campaign_takes_class_and_culprit_from_the_signature() {
+        let round = bug("wrapt-objectproxy-round-refleak");
+        let buckets = [
+            seen(
+                "exception-state|WraptObjectProxy_round|CallMethod __round__",
+                3.0,
+            ),
+            seen("reference-leak|__round__|CallMethod __round__", 20.0),
+            seen("reference-leak|other|CallExt other", 9.0),
+        ];
+        let v = judge(&round, &buckets);
+        assert!(v.detected && v.culprit_right);
+        assert_eq!(
+            v.class_right,
+            Some(false),
+            "the exception-state bucket names it"
+        );
+        assert_eq!(v.seconds, Some(20.0));
+        assert_eq!(
+            v.signature.as_deref(),
+            Some("reference-leak|__round__|CallMethod __round__")
+        );
+        let v = judge(&round, &buckets[2..]);
+        assert!(v.detected && !v.culprit_right);
+        assert_eq!((v.class_right, v.seconds), (None, Some(9.0)));
+        let v = judge(&round, &[]);
+        assert!(!v.detected && v.signature.is_none());
+        let null = bug("wrapt-inplace-uninit-other-null");
+        for class in ["null-deref", "crash", "exception-state"] {
+            let sig = format!("{class}|WraptObjectProxy___iadd__|-");
+            assert!(judge(&null, &[seen(&sig, 1.0)]).culprit_right, "{sig}");
+        }
+        assert!(!judge(&null, &[seen("use-after-free|__iadd__|-", 1.0)]).detected);
+    }
+
+    #[test]
+    fn only_picks_bugs_by_id_and_names_the_ids_it_does_not_know() {
+        let bugs = committed();
+        assert_eq!(select(&bugs, &[]).unwrap().len(), bugs.len());
+        let one = vec!["ujson-dumps-indent-overflow".to_string()];
+        let chosen = select(&bugs, &one).unwrap();
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].id, one[0]);
+        let err = select(&bugs, &["nope".to_string()]).unwrap_err();
+        assert!(err.contains("\"nope\"") && err.contains("ujson-dumps-indent-overflow"));
+        assert!(known_miss_reason(&bug("ujson-loads-bigint-buffer-leak")).contains("pymalloc"));
+        assert!(bug("cpython-array-iter-setstate-exhausted").is_cpython());
     }
 
     #[test]
