@@ -779,11 +779,37 @@ struct Done {
 }
 
 impl Done {
+    /// The op was not performed (see [`Done::skipped`]).
     fn skip() -> Done {
+        Done {
+            skipped: true,
+            ..Done::unchecked()
+        }
+    }
+
+    /// A performed op with no result and no error convention.
+    fn unchecked() -> Done {
         Done {
             ret: Ret::Unchecked,
             result: std::ptr::null_mut(),
-            skipped: true,
+            skipped: false,
+        }
+    }
+
+    /// A call returning an object: NULL is failure with an exception.
+    fn object(r: *mut PyObject) -> Done {
+        Done {
+            ret: Ret::Object(r.is_null()),
+            result: r,
+            skipped: false,
+        }
+    }
+
+    /// A call returning a status: -1 is failure with an exception.
+    fn status(rc: i32) -> Done {
+        Done {
+            ret: Ret::Status(rc == -1),
+            ..Done::unchecked()
         }
     }
 }
@@ -1184,7 +1210,13 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// Perform one legal op. Fills `pred` with the refcount changes it should cause.
+    /// Perform one legal op: dispatch to the method of its family. Fills `pred` with the
+    /// refcount changes it should cause.
+    ///
+    /// # Safety
+    /// GIL held; `op` was planned by the model for the current slots: the slots it reads are
+    /// live (owned, or borrowed within their epoch), the slots it steals from or releases are
+    /// owned; `snap` was taken right before the op.
     unsafe fn perform(
         &mut self,
         op: &Op,
@@ -1192,123 +1224,223 @@ impl<'a> Executor<'a> {
         pred: &mut Prediction,
     ) -> Result<Done, Violation> {
         use Op::*;
-        let p = |s: &crate::ops::Slot| self.ptrs[s.index()];
-        let obj = |r: *mut PyObject| Done {
-            ret: Ret::Object(r.is_null()),
-            result: r,
-            skipped: false,
-        };
-        let status = |rc: i32| Done {
-            ret: Ret::Status(rc == -1),
-            result: std::ptr::null_mut(),
-            skipped: false,
-        };
-        let unchecked = Done {
-            ret: Ret::Unchecked,
-            result: std::ptr::null_mut(),
-            skipped: false,
-        };
-        Ok(match op {
-            NewInt { value, .. } => obj(raw::PyLong_FromLongLong(*value)),
-            NewFloat { value, .. } => obj(raw::PyFloat_FromDouble(*value)),
-            NewStr { text, .. } => {
-                let t = clip_str(text);
-                obj(raw::PyUnicode_FromStringAndSize(
-                    t.as_ptr() as *const _,
-                    t.len() as isize,
-                ))
+        // SAFETY (every arm): the caller's contract, passed on unchanged.
+        unsafe {
+            match op {
+                NewInt { .. } | NewFloat { .. } | NewStr { .. } | NewBytes { .. } => {
+                    Ok(Self::new_scalar(op))
+                }
+                NewTuple { .. }
+                | NewList { .. }
+                | NewListOf { .. }
+                | NewDict { .. }
+                | NewSet { .. } => Self::new_container(op),
+                NewInstance { .. } | NewCallable { .. } => Ok(self.new_python_object(op, pred)),
+                Dup { .. } | Incref { .. } | Decref { .. } | Release { .. } => {
+                    self.ownership_op(op, snap, pred)
+                }
+                ListAppend { .. }
+                | ListInsert { .. }
+                | ListSetItem { .. }
+                | ListGetItem { .. }
+                | ListDelSlice { .. }
+                | ListSort { .. } => Ok(self.list_op(op, pred)),
+                TupleSetItem { .. } | TupleGetItem { .. } => Ok(self.tuple_op(op, pred)),
+                DictSetItem { .. }
+                | DictGetItem { .. }
+                | DictGetItemRef { .. }
+                | DictDelItem { .. }
+                | DictClear { .. }
+                | SetAdd { .. } => Ok(self.dict_set_op(op, pred)),
+                SetAttr { .. } | GetAttr { .. } | ModuleAddRef { .. } | ModuleAdd { .. } => {
+                    Ok(self.attr_op(op, pred))
+                }
+                RichCompare { .. } | Hash { .. } | Repr { .. } | Call { .. } => {
+                    Ok(self.object_protocol_op(op, pred))
+                }
+                ErrRoundTrip { .. } | GcCollect { .. } => self.runtime_op(op, pred),
+                CallExt { .. }
+                | NewValue { .. }
+                | CallMethod { .. }
+                | Protocol { .. }
+                | FailNext { .. } => self.api_op(op, pred),
             }
-            NewBytes { data, .. } => {
-                let d = clip_bytes(data);
-                obj(raw::PyBytes_FromStringAndSize(
-                    d.as_ptr() as *const _,
-                    d.len() as isize,
-                ))
+        }
+    }
+
+    /// The object in slot `s`.
+    fn ptr(&self, s: &crate::ops::Slot) -> *mut PyObject {
+        self.ptrs[s.index()]
+    }
+
+    /// `NewInt`, `NewFloat`, `NewStr`, `NewBytes`: a new reference from a C value.
+    ///
+    /// # Safety
+    /// GIL held.
+    unsafe fn new_scalar(op: &Op) -> Done {
+        // SAFETY: GIL held; each constructor returns a new reference or NULL with an
+        // exception; the buffers outlive the calls, which copy them.
+        let r = unsafe {
+            match op {
+                Op::NewInt { value, .. } => raw::PyLong_FromLongLong(*value),
+                Op::NewFloat { value, .. } => raw::PyFloat_FromDouble(*value),
+                Op::NewStr { text, .. } => {
+                    let t = clip_str(text);
+                    raw::PyUnicode_FromStringAndSize(t.as_ptr() as *const _, t.len() as isize)
+                }
+                Op::NewBytes { data, .. } => {
+                    let d = clip_bytes(data);
+                    raw::PyBytes_FromStringAndSize(d.as_ptr() as *const _, d.len() as isize)
+                }
+                other => unreachable!("{} is not a scalar constructor", other.name()),
             }
-            NewTuple { len, .. } => {
+        };
+        Done::object(r)
+    }
+
+    /// `NewTuple` (of `None`s), `NewList`, `NewListOf` (small floats), `NewDict`, `NewSet`:
+    /// a new, freshly filled container.
+    ///
+    /// # Safety
+    /// GIL held.
+    unsafe fn new_container(op: &Op) -> Result<Done, Violation> {
+        let r = match op {
+            Op::NewTuple { len, .. } => {
                 let n = (*len % 5) as isize;
-                let t = raw::PyTuple_New(n);
+                // SAFETY: GIL held; PyTuple_New returns a new reference or NULL.
+                let t = unsafe { raw::PyTuple_New(n) };
                 if !t.is_null() {
                     for k in 0..n {
-                        let none = shim_Py_None();
-                        shim_Py_INCREF(none); // stolen by SET_ITEM
-                        shim_PyTuple_SET_ITEM(t, k, none);
+                        // SAFETY: GIL held; `t` is a fresh tuple of length `n` we own; None is
+                        // borrowed, INCREF'd, and that reference is stolen by SET_ITEM.
+                        unsafe {
+                            let none = shim_Py_None();
+                            shim_Py_INCREF(none);
+                            shim_PyTuple_SET_ITEM(t, k, none);
+                        }
                     }
                 }
-                obj(t)
+                t
             }
-            NewList { .. } => obj(raw::PyList_New(0)),
-            NewListOf { len, .. } => {
-                let l = raw::PyList_New(0);
+            // SAFETY: GIL held; a new reference or NULL.
+            Op::NewList { .. } => unsafe { raw::PyList_New(0) },
+            Op::NewListOf { len, .. } => {
+                // SAFETY: GIL held; a new reference or NULL.
+                let l = unsafe { raw::PyList_New(0) };
                 for k in 0..(*len % 5) {
-                    let item = raw::PyFloat_FromDouble(f64::from(k) + 0.5); // new
-                    if l.is_null() || item.is_null() || raw::PyList_Append(l, item) != 0 {
-                        return Err(Violation {
-                            kind: ViolationKind::ExceptionState,
-                            op_index: CURRENT_INDEX.load(Ordering::SeqCst),
-                            op: describe(op),
-                            detail: "building a small list of floats failed".into(),
-                            at: None,
-                        });
+                    // SAFETY: GIL held; `item` is a new reference; PyList_Append does not
+                    // steal it (checked non-NULL first), so ours is released after it.
+                    unsafe {
+                        let item = raw::PyFloat_FromDouble(f64::from(k) + 0.5);
+                        if l.is_null() || item.is_null() || raw::PyList_Append(l, item) != 0 {
+                            return Err(Violation {
+                                kind: ViolationKind::ExceptionState,
+                                op_index: CURRENT_INDEX.load(Ordering::SeqCst),
+                                op: describe(op),
+                                detail: "building a small list of floats failed".into(),
+                                at: None,
+                            });
+                        }
+                        shim_Py_DECREF(item); // the list holds the only reference now
                     }
-                    shim_Py_DECREF(item); // the list holds the only reference now
                 }
-                obj(l)
+                l
             }
-            NewDict { .. } => obj(raw::PyDict_New()),
-            NewSet { .. } => obj(raw::PySet_New(std::ptr::null_mut())),
-            NewInstance { class, .. } => {
+            // SAFETY: GIL held; a new reference or NULL.
+            Op::NewDict { .. } => unsafe { raw::PyDict_New() },
+            // SAFETY: GIL held; NULL iterable = empty set; a new reference or NULL.
+            Op::NewSet { .. } => unsafe { raw::PySet_New(std::ptr::null_mut()) },
+            other => unreachable!("{} is not a container constructor", other.name()),
+        };
+        Ok(Done::object(r))
+    }
+
+    /// `NewInstance` (a prelude class called) and `NewCallable` (a prelude closure over a
+    /// target slot; only the clearer holds a reference to it).
+    ///
+    /// # Safety
+    /// GIL held; the target slot of a `NewCallable` is live.
+    unsafe fn new_python_object(&self, op: &Op, pred: &mut Prediction) -> Done {
+        match op {
+            Op::NewInstance { class, .. } => {
                 let cls = match class {
                     PyClass::Plain => self.interp.plain,
                     PyClass::Evil => self.interp.evil,
                 };
-                obj(raw::PyObject_CallNoArgs(cls))
+                // SAFETY: GIL held; the class is borrowed from the prelude (alive forever);
+                // a new reference or NULL.
+                Done::object(unsafe { raw::PyObject_CallNoArgs(cls) })
             }
-            NewCallable { kind, target, .. } => {
+            Op::NewCallable { kind, target, .. } => {
                 let k = match kind {
                     CallableKind::Clearer => 0,
                     CallableKind::Noop => 1,
                     CallableKind::Raiser => 2,
                 };
-                let kobj = raw::PyLong_FromLong(k);
-                let r = raw::PyObject_CallFunctionObjArgs(
-                    self.interp.make_callable,
-                    kobj,
-                    p(target),
-                    std::ptr::null_mut::<PyObject>(),
-                );
-                shim_Py_DECREF(kobj);
+                // SAFETY: GIL held; `kobj` is a new reference released after the call; the
+                // target is live (caller's contract); the result is new or NULL.
+                let r = unsafe {
+                    let kobj = raw::PyLong_FromLong(k);
+                    let r = raw::PyObject_CallFunctionObjArgs(
+                        self.interp.make_callable,
+                        kobj,
+                        self.ptr(target),
+                        std::ptr::null_mut::<PyObject>(),
+                    );
+                    shim_Py_DECREF(kobj);
+                    r
+                };
                 // Only the clearer closes over (holds a reference to) the target.
                 if *kind == CallableKind::Clearer {
-                    pred.add(p(target), 1);
+                    pred.add(self.ptr(target), 1);
                 }
-                obj(r)
+                Done::object(r)
             }
-            Dup { src, .. } => {
-                let o = p(src);
-                shim_Py_INCREF(o);
-                Done {
-                    ret: Ret::Unchecked,
+            other => unreachable!("{} is not a Python object constructor", other.name()),
+        }
+    }
+
+    /// `Dup`, `Incref`, `Decref`, `Release`: reference counting by hand; a release that may
+    /// drop the last reference goes through [`Self::release_one`] (GC audit on the way out).
+    ///
+    /// # Safety
+    /// GIL held; the slot is live, and owned for `Decref` and `Release`; `snap` was taken
+    /// right before the op.
+    unsafe fn ownership_op(
+        &mut self,
+        op: &Op,
+        snap: &Snapshot,
+        pred: &mut Prediction,
+    ) -> Result<Done, Violation> {
+        match op {
+            Op::Dup { src, .. } => {
+                let o = self.ptr(src);
+                // SAFETY: GIL held; `o` is live; the new reference goes to the destination.
+                unsafe { shim_Py_INCREF(o) };
+                Ok(Done {
                     result: o,
-                    skipped: false,
-                }
+                    ..Done::unchecked()
+                })
             }
-            Incref { slot } => {
-                shim_Py_INCREF(p(slot));
-                pred.add(p(slot), 1);
-                unchecked
+            Op::Incref { slot } => {
+                // SAFETY: GIL held; the slot's object is live; the model counts the reference.
+                unsafe { shim_Py_INCREF(self.ptr(slot)) };
+                pred.add(self.ptr(slot), 1);
+                Ok(Done::unchecked())
             }
-            Decref { slot } => {
-                let o = p(slot);
+            Op::Decref { slot } => {
+                let o = self.ptr(slot);
                 pred.add(o, -1);
                 if snap.get(o) == Some(1) {
                     self.release_one(o, CURRENT_INDEX.load(Ordering::SeqCst), op)?;
                 } else {
-                    shim_Py_DECREF(o);
+                    // SAFETY: GIL held; the slot owns this reference and gives it up (with
+                    // checks on, a last reference goes through the audited release above).
+                    unsafe { shim_Py_DECREF(o) };
                 }
-                unchecked
+                Ok(Done::unchecked())
             }
-            Release { slot } => {
+            Op::Release { slot } => {
                 let s = slot.index();
                 if let Hold::Owned { refs } = self.model.slots[s] {
                     let o = self.ptrs[s];
@@ -1317,336 +1449,454 @@ impl<'a> Executor<'a> {
                         self.release_one(o, CURRENT_INDEX.load(Ordering::SeqCst), op)?;
                     }
                 }
-                unchecked
+                Ok(Done::unchecked())
             }
-            ListAppend { list, item } | ListInsert { list, item, .. } => {
-                let (l, it) = (p(list), p(item));
-                if shim_PyList_Check(l) == 0 {
-                    return Ok(Done::skip());
-                }
-                let rc = match op {
-                    ListInsert { index, .. } => raw::PyList_Insert(l, *index as isize, it),
-                    _ => raw::PyList_Append(l, it),
-                };
-                if rc == 0 {
-                    pred.add(it, 1);
-                }
-                status(rc)
-            }
-            ListSetItem { list, index, item } => {
-                let (l, it) = (p(list), p(item));
-                if shim_PyList_Check(l) == 0 {
-                    return Ok(Done::skip());
-                }
-                let i = *index as isize;
-                let in_range = i >= 0 && i < shim_PyList_GET_SIZE(l);
-                if in_range {
-                    pred.drop_ref(shim_PyList_GET_ITEM(l, i));
-                } else {
-                    pred.drop_ref(it); // stolen even on failure
-                }
-                status(raw::PyList_SetItem(l, i, it))
-            }
-            ListGetItem { list, index, .. } => {
-                let l = p(list);
-                if shim_PyList_Check(l) == 0 {
-                    return Ok(Done::skip());
-                }
-                obj(raw::PyList_GetItem(l, *index as isize))
-            }
-            ListDelSlice { list, lo, hi } => {
-                let l = p(list);
-                if shim_PyList_Check(l) == 0 {
-                    return Ok(Done::skip());
-                }
-                let n = shim_PyList_GET_SIZE(l);
-                let (a, b) = ((*lo as isize).clamp(0, n), (*hi as isize).clamp(0, n));
-                for k in a..b.max(a) {
-                    pred.drop_ref(shim_PyList_GET_ITEM(l, k));
-                }
-                status(raw::PyList_SetSlice(
-                    l,
-                    *lo as isize,
-                    *hi as isize,
-                    std::ptr::null_mut(),
-                ))
-            }
-            ListSort { list } => {
-                let l = p(list);
-                if shim_PyList_Check(l) == 0 {
-                    return Ok(Done::skip());
-                }
-                pred.give_up(); // runs __lt__
-                status(raw::PyList_Sort(l))
-            }
-            TupleSetItem { tuple, index, item } => {
-                let (t, it) = (p(tuple), p(item));
-                if shim_PyTuple_Check(t) == 0 {
-                    return Ok(Done::skip());
-                }
-                let i = *index as isize;
-                if i >= 0 && i < shim_PyTuple_GET_SIZE(t) && shim_Py_REFCNT(t) == 1 {
-                    pred.drop_ref(raw::PyTuple_GetItem(t, i));
-                } else {
-                    pred.drop_ref(it);
-                }
-                status(raw::PyTuple_SetItem(t, i, it))
-            }
-            TupleGetItem { tuple, index, .. } => {
-                let t = p(tuple);
-                if shim_PyTuple_Check(t) == 0 {
-                    return Ok(Done::skip());
-                }
-                obj(raw::PyTuple_GetItem(t, *index as isize))
-            }
-            DictSetItem { dict, key, value } => {
-                let (d, k, v) = (p(dict), p(key), p(value));
-                if shim_PyDict_Check(d) == 0 {
-                    return Ok(Done::skip());
-                }
-                if self.plain_dict(d) && is_plain_key(k) {
-                    let old = raw::PyDict_GetItemWithError(d, k);
-                    if old.is_null() {
-                        pred.add(k, 1);
-                    } else {
-                        pred.drop_ref(old);
+            other => unreachable!("{} is not an ownership op", other.name()),
+        }
+    }
+
+    /// `ListAppend`, `ListInsert`, `ListSetItem` (steals the item), `ListGetItem` (borrowed),
+    /// `ListDelSlice`, `ListSort` (runs `__lt__`); skipped when the slot holds no list.
+    ///
+    /// # Safety
+    /// GIL held; the slots read are live; the item of `ListSetItem` is owned (stolen).
+    unsafe fn list_op(&self, op: &Op, pred: &mut Prediction) -> Done {
+        let list = match op {
+            Op::ListAppend { list, .. }
+            | Op::ListInsert { list, .. }
+            | Op::ListSetItem { list, .. }
+            | Op::ListGetItem { list, .. }
+            | Op::ListDelSlice { list, .. }
+            | Op::ListSort { list } => self.ptr(list),
+            other => unreachable!("{} is not a list op", other.name()),
+        };
+        // SAFETY: GIL held; `list` is live.
+        if unsafe { shim_PyList_Check(list) } == 0 {
+            return Done::skip();
+        }
+        let l = list;
+        // SAFETY (every arm): GIL held; `l` is a live list, `it` a live object; the item
+        // accessors return borrowed references, read before the op changes the list.
+        unsafe {
+            match op {
+                Op::ListAppend { item, .. } | Op::ListInsert { item, .. } => {
+                    let it = self.ptr(item);
+                    let rc = match op {
+                        Op::ListInsert { index, .. } => raw::PyList_Insert(l, *index as isize, it),
+                        _ => raw::PyList_Append(l, it),
+                    };
+                    if rc == 0 {
+                        pred.add(it, 1);
                     }
-                    pred.add(v, 1);
-                } else {
-                    pred.give_up();
+                    Done::status(rc)
                 }
-                let rc = raw::PyDict_SetItem(d, k, v);
-                if rc != 0 {
-                    pred.give_up();
-                }
-                status(rc)
-            }
-            DictGetItem { dict, key, .. } => {
-                let (d, k) = (p(dict), p(key));
-                if shim_PyDict_Check(d) == 0 {
-                    return Ok(Done::skip());
-                }
-                pred.give_up();
-                let r = raw::PyDict_GetItemWithError(d, k);
-                Done {
-                    ret: Ret::Lookup(r.is_null()),
-                    result: r,
-                    skipped: false,
-                }
-            }
-            DictGetItemRef { dict, key, .. } => {
-                let (d, k) = (p(dict), p(key));
-                if shim_PyDict_Check(d) == 0 {
-                    return Ok(Done::skip());
-                }
-                pred.give_up();
-                let mut out: *mut PyObject = std::ptr::null_mut();
-                let rc = raw::PyDict_GetItemRef(d, k, &mut out);
-                // 1 found, 0 missing (no exception), -1 error.
-                Done {
-                    ret: if rc == 1 {
-                        Ret::Object(out.is_null())
+                Op::ListSetItem { index, item, .. } => {
+                    let it = self.ptr(item);
+                    let i = *index as isize;
+                    let in_range = i >= 0 && i < shim_PyList_GET_SIZE(l);
+                    if in_range {
+                        pred.drop_ref(shim_PyList_GET_ITEM(l, i));
                     } else {
-                        Ret::Status(rc == -1)
-                    },
-                    result: out,
-                    skipped: false,
-                }
-            }
-            DictDelItem { dict, key } => {
-                let (d, k) = (p(dict), p(key));
-                if shim_PyDict_Check(d) == 0 {
-                    return Ok(Done::skip());
-                }
-                pred.give_up();
-                status(raw::PyDict_DelItem(d, k))
-            }
-            DictClear { dict } => {
-                let d = p(dict);
-                if shim_PyDict_Check(d) == 0 {
-                    return Ok(Done::skip());
-                }
-                pred.give_up();
-                raw::PyDict_Clear(d);
-                unchecked
-            }
-            SetAdd { set, item } => {
-                let s = p(set);
-                if shim_PyAnySet_Check(s) == 0 {
-                    return Ok(Done::skip());
-                }
-                pred.give_up();
-                status(raw::PySet_Add(s, p(item)))
-            }
-            SetAttr {
-                obj: o,
-                name,
-                value,
-            } => {
-                let (o, v) = (p(o), p(value));
-                let n = self.interp.names[*name as usize];
-                if self.is_instance(o) {
-                    // The old value (if any) loses the instance's reference.
-                    let mut prev: *mut PyObject = std::ptr::null_mut();
-                    if raw::PyObject_GetOptionalAttr(o, n, &mut prev) == 1 {
-                        // Give back GetOptionalAttr's reference first, so drop_ref sees the
-                        // count from before the op (the instance's reference keeps it alive).
-                        shim_Py_DECREF(prev);
-                        pred.drop_ref(prev);
+                        pred.drop_ref(it); // stolen even on failure
                     }
-                    raw::PyErr_Clear();
-                    pred.add(v, 1);
-                } else {
+                    Done::status(raw::PyList_SetItem(l, i, it))
+                }
+                Op::ListGetItem { index, .. } => {
+                    Done::object(raw::PyList_GetItem(l, *index as isize))
+                }
+                Op::ListDelSlice { lo, hi, .. } => {
+                    let n = shim_PyList_GET_SIZE(l);
+                    let (a, b) = ((*lo as isize).clamp(0, n), (*hi as isize).clamp(0, n));
+                    for k in a..b.max(a) {
+                        pred.drop_ref(shim_PyList_GET_ITEM(l, k));
+                    }
+                    Done::status(raw::PyList_SetSlice(
+                        l,
+                        *lo as isize,
+                        *hi as isize,
+                        std::ptr::null_mut(),
+                    ))
+                }
+                _ => {
+                    pred.give_up(); // runs __lt__
+                    Done::status(raw::PyList_Sort(l))
+                }
+            }
+        }
+    }
+
+    /// `TupleSetItem` (steals the item; the old item is released only when the tuple is not
+    /// shared) and `TupleGetItem` (borrowed); skipped when the slot holds no tuple.
+    ///
+    /// # Safety
+    /// GIL held; the slots read are live; the item of `TupleSetItem` is owned (stolen).
+    unsafe fn tuple_op(&self, op: &Op, pred: &mut Prediction) -> Done {
+        match op {
+            Op::TupleSetItem { tuple, index, item } => {
+                let (t, it) = (self.ptr(tuple), self.ptr(item));
+                // SAFETY: GIL held; `t` and `it` are live; the tuple's items are borrowed and
+                // read before PyTuple_SetItem steals `it`.
+                unsafe {
+                    if shim_PyTuple_Check(t) == 0 {
+                        return Done::skip();
+                    }
+                    let i = *index as isize;
+                    if i >= 0 && i < shim_PyTuple_GET_SIZE(t) && shim_Py_REFCNT(t) == 1 {
+                        pred.drop_ref(raw::PyTuple_GetItem(t, i));
+                    } else {
+                        pred.drop_ref(it);
+                    }
+                    Done::status(raw::PyTuple_SetItem(t, i, it))
+                }
+            }
+            Op::TupleGetItem { tuple, index, .. } => {
+                let t = self.ptr(tuple);
+                // SAFETY: GIL held; `t` is live; the item is borrowed.
+                unsafe {
+                    if shim_PyTuple_Check(t) == 0 {
+                        return Done::skip();
+                    }
+                    Done::object(raw::PyTuple_GetItem(t, *index as isize))
+                }
+            }
+            other => unreachable!("{} is not a tuple op", other.name()),
+        }
+    }
+
+    /// `DictSetItem` (predicted only for plain keys, whose hashing and comparison run no
+    /// Python code), `DictGetItem` (borrowed), `DictGetItemRef` (new), `DictDelItem`,
+    /// `DictClear`, `SetAdd`; skipped when the slot holds no dict (no set for `SetAdd`).
+    ///
+    /// # Safety
+    /// GIL held; the slots read are live.
+    unsafe fn dict_set_op(&self, op: &Op, pred: &mut Prediction) -> Done {
+        let (container, is_kind): (_, unsafe extern "C" fn(*mut PyObject) -> _) = match op {
+            Op::DictSetItem { dict, .. }
+            | Op::DictGetItem { dict, .. }
+            | Op::DictGetItemRef { dict, .. }
+            | Op::DictDelItem { dict, .. }
+            | Op::DictClear { dict } => (self.ptr(dict), shim_PyDict_Check),
+            Op::SetAdd { set, .. } => (self.ptr(set), shim_PyAnySet_Check),
+            other => unreachable!("{} is not a dict or set op", other.name()),
+        };
+        // SAFETY: GIL held; the container is live.
+        if unsafe { is_kind(container) } == 0 {
+            return Done::skip();
+        }
+        let d = container;
+        // SAFETY (every arm): GIL held; `d` is a live dict (a set for `SetAdd`), keys and
+        // values live; none of these calls steals a reference; GetItemWithError returns a
+        // borrowed reference, GetItemRef a new one into `out`.
+        unsafe {
+            match op {
+                Op::DictSetItem { key, value, .. } => {
+                    let (k, v) = (self.ptr(key), self.ptr(value));
+                    if self.plain_dict(d) && is_plain_key(k) {
+                        let old = raw::PyDict_GetItemWithError(d, k);
+                        if old.is_null() {
+                            pred.add(k, 1);
+                        } else {
+                            pred.drop_ref(old);
+                        }
+                        pred.add(v, 1);
+                    } else {
+                        pred.give_up();
+                    }
+                    let rc = raw::PyDict_SetItem(d, k, v);
+                    if rc != 0 {
+                        pred.give_up();
+                    }
+                    Done::status(rc)
+                }
+                Op::DictGetItem { key, .. } => {
                     pred.give_up();
+                    let r = raw::PyDict_GetItemWithError(d, self.ptr(key));
+                    Done {
+                        ret: Ret::Lookup(r.is_null()),
+                        result: r,
+                        skipped: false,
+                    }
                 }
-                status(raw::PyObject_SetAttr(o, n, v))
-            }
-            GetAttr { obj: o, name, .. } => {
-                let o = p(o);
-                if !self.is_instance(o) {
+                Op::DictGetItemRef { key, .. } => {
                     pred.give_up();
+                    let mut out: *mut PyObject = std::ptr::null_mut();
+                    let rc = raw::PyDict_GetItemRef(d, self.ptr(key), &mut out);
+                    // 1 found, 0 missing (no exception), -1 error.
+                    Done {
+                        ret: if rc == 1 {
+                            Ret::Object(out.is_null())
+                        } else {
+                            Ret::Status(rc == -1)
+                        },
+                        result: out,
+                        skipped: false,
+                    }
                 }
-                obj(raw::PyObject_GetAttr(o, self.interp.names[*name as usize]))
-            }
-            RichCompare { a, b, op: cmp, .. } => {
-                pred.give_up();
-                obj(raw::PyObject_RichCompare(p(a), p(b), (*cmp % 6) as i32))
-            }
-            Hash { obj: o } => {
-                pred.give_up();
-                let h = raw::PyObject_Hash(p(o));
-                Done {
-                    ret: Ret::Status(h == -1),
-                    result: std::ptr::null_mut(),
-                    skipped: false,
+                Op::DictDelItem { key, .. } => {
+                    pred.give_up();
+                    Done::status(raw::PyDict_DelItem(d, self.ptr(key)))
                 }
-            }
-            Repr { obj: o, .. } => {
-                let o = p(o);
-                // repr(repr(...)) of a string doubles its escapes: cap it before it eats memory.
-                if shim_Py_TYPE(o) == &raw mut raw::PyUnicode_Type
-                    && raw::PyUnicode_GetLength(o) > 256
-                {
-                    return Ok(Done::skip());
+                Op::DictClear { .. } => {
+                    pred.give_up();
+                    raw::PyDict_Clear(d);
+                    Done::unchecked()
                 }
-                pred.give_up();
-                obj(raw::PyObject_Repr(o))
-            }
-            Call { callable, arg, .. } => {
-                pred.give_up();
-                let c = p(callable);
-                if raw::PyCallable_Check(c) == 0 {
-                    return Ok(Done::skip());
+                Op::SetAdd { item, .. } => {
+                    pred.give_up();
+                    Done::status(raw::PySet_Add(d, self.ptr(item)))
                 }
-                obj(raw::PyObject_CallOneArg(c, p(arg)))
+                other => unreachable!("{} is not a dict or set op", other.name()),
             }
-            ModuleAddRef { obj: o, name } | ModuleAdd { obj: o, name } => {
-                let o = p(o);
+        }
+    }
+
+    /// `SetAttr`, `GetAttr` (predicted only on prelude instances, whose attributes are plain
+    /// `__dict__` entries), `ModuleAddRef` and `ModuleAdd` (steals the value, even on
+    /// failure) on the scratch module.
+    ///
+    /// # Safety
+    /// GIL held; the slots read are live; the value of `ModuleAdd` is owned (stolen).
+    unsafe fn attr_op(&self, op: &Op, pred: &mut Prediction) -> Done {
+        match op {
+            Op::SetAttr { obj, name, value } => {
+                let (o, v) = (self.ptr(obj), self.ptr(value));
                 let n = self.interp.names[*name as usize];
-                let md = raw::PyModule_GetDict(self.scratch);
-                let prev = raw::PyDict_GetItemWithError(md, n);
-                pred.drop_ref(prev);
+                // SAFETY: GIL held; `o`, `v` live; `n` an interned name kept forever;
+                // GetOptionalAttr gives a new reference into `prev`, released at once.
+                unsafe {
+                    if self.is_instance(o) {
+                        // The old value (if any) loses the instance's reference.
+                        let mut prev: *mut PyObject = std::ptr::null_mut();
+                        if raw::PyObject_GetOptionalAttr(o, n, &mut prev) == 1 {
+                            // Give back GetOptionalAttr's reference first, so drop_ref sees the
+                            // count from before the op (the instance's reference keeps it
+                            // alive).
+                            shim_Py_DECREF(prev);
+                            pred.drop_ref(prev);
+                        }
+                        raw::PyErr_Clear();
+                        pred.add(v, 1);
+                    } else {
+                        pred.give_up();
+                    }
+                    Done::status(raw::PyObject_SetAttr(o, n, v))
+                }
+            }
+            Op::GetAttr { obj, name, .. } => {
+                let o = self.ptr(obj);
+                // SAFETY: GIL held; `o` live; the result is a new reference or NULL.
+                unsafe {
+                    if !self.is_instance(o) {
+                        pred.give_up();
+                    }
+                    Done::object(raw::PyObject_GetAttr(o, self.interp.names[*name as usize]))
+                }
+            }
+            Op::ModuleAddRef { obj, name } | Op::ModuleAdd { obj, name } => {
+                let o = self.ptr(obj);
+                let n = self.interp.names[*name as usize];
                 let cname = CString::new(name.as_str()).unwrap();
-                let rc = if let ModuleAdd { .. } = op {
-                    raw::PyModule_Add(self.scratch, cname.as_ptr(), o)
-                } else {
-                    pred.add(o, 1);
-                    raw::PyModule_AddObjectRef(self.scratch, cname.as_ptr(), o)
-                };
-                status(rc)
-            }
-            ErrRoundTrip { .. } => {
-                raw::PyErr_SetString(raw::PyExc_ValueError, c"capisan".as_ptr());
-                if raw::PyErr_Occurred().is_null() {
-                    return Err(Violation {
-                        kind: ViolationKind::ExceptionState,
-                        op_index: CURRENT_INDEX.load(Ordering::SeqCst),
-                        op: describe(op),
-                        detail: "PyErr_SetString left no exception set".into(),
-                        at: None,
-                    });
-                }
-                let e = raw::PyErr_GetRaisedException();
-                Done {
-                    ret: Ret::Object(e.is_null()),
-                    result: e,
-                    skipped: false,
+                // SAFETY: GIL held; the scratch module is alive until `finish`; its dict and
+                // the previous value are borrowed; PyModule_Add steals `o` (owned),
+                // PyModule_AddObjectRef takes a new reference of its own.
+                unsafe {
+                    let md = raw::PyModule_GetDict(self.scratch);
+                    let prev = raw::PyDict_GetItemWithError(md, n);
+                    pred.drop_ref(prev);
+                    let rc = if let Op::ModuleAdd { .. } = op {
+                        raw::PyModule_Add(self.scratch, cname.as_ptr(), o)
+                    } else {
+                        pred.add(o, 1);
+                        raw::PyModule_AddObjectRef(self.scratch, cname.as_ptr(), o)
+                    };
+                    Done::status(rc)
                 }
             }
-            GcCollect { generation } => {
+            other => unreachable!("{} is not an attribute op", other.name()),
+        }
+    }
+
+    /// `RichCompare`, `Hash`, `Repr`, `Call`: the abstract object protocol, which runs Python
+    /// code (nothing is predicted).
+    ///
+    /// # Safety
+    /// GIL held; the slots read are live.
+    unsafe fn object_protocol_op(&self, op: &Op, pred: &mut Prediction) -> Done {
+        // SAFETY (every arm): GIL held; the operands are live and borrowed; the results are
+        // new references or NULL (-1 for the hash) with an exception.
+        unsafe {
+            match op {
+                Op::RichCompare { a, b, op: cmp, .. } => {
+                    pred.give_up();
+                    Done::object(raw::PyObject_RichCompare(
+                        self.ptr(a),
+                        self.ptr(b),
+                        (*cmp % 6) as i32,
+                    ))
+                }
+                Op::Hash { obj } => {
+                    pred.give_up();
+                    let h = raw::PyObject_Hash(self.ptr(obj));
+                    Done {
+                        ret: Ret::Status(h == -1),
+                        ..Done::unchecked()
+                    }
+                }
+                Op::Repr { obj, .. } => {
+                    let o = self.ptr(obj);
+                    // repr(repr(...)) of a string doubles its escapes: cap it before it eats
+                    // memory.
+                    if shim_Py_TYPE(o) == &raw mut raw::PyUnicode_Type
+                        && raw::PyUnicode_GetLength(o) > 256
+                    {
+                        return Done::skip();
+                    }
+                    pred.give_up();
+                    Done::object(raw::PyObject_Repr(o))
+                }
+                Op::Call { callable, arg, .. } => {
+                    pred.give_up();
+                    let c = self.ptr(callable);
+                    if raw::PyCallable_Check(c) == 0 {
+                        return Done::skip();
+                    }
+                    Done::object(raw::PyObject_CallOneArg(c, self.ptr(arg)))
+                }
+                other => unreachable!("{} is not an object protocol op", other.name()),
+            }
+        }
+    }
+
+    /// `ErrRoundTrip` (raise, fetch: the exception is the result) and `GcCollect`.
+    ///
+    /// # Safety
+    /// GIL held.
+    unsafe fn runtime_op(&self, op: &Op, pred: &mut Prediction) -> Result<Done, Violation> {
+        match op {
+            Op::ErrRoundTrip { .. } => {
+                // SAFETY: GIL held; the exception type and message are static; PyErr_Occurred
+                // is borrowed; PyErr_GetRaisedException hands over a new reference.
+                unsafe {
+                    raw::PyErr_SetString(raw::PyExc_ValueError, c"capisan".as_ptr());
+                    if raw::PyErr_Occurred().is_null() {
+                        return Err(Violation {
+                            kind: ViolationKind::ExceptionState,
+                            op_index: CURRENT_INDEX.load(Ordering::SeqCst),
+                            op: describe(op),
+                            detail: "PyErr_SetString left no exception set".into(),
+                            at: None,
+                        });
+                    }
+                    Ok(Done::object(raw::PyErr_GetRaisedException()))
+                }
+            }
+            Op::GcCollect { generation } => {
                 pred.give_up();
-                let g = raw::PyLong_FromLong((*generation % 3) as std::os::raw::c_long);
-                let r = raw::PyObject_CallOneArg(self.interp.gc_collect, g);
-                shim_Py_DECREF(g);
-                if r.is_null() {
-                    raw::PyErr_Clear();
-                } else {
-                    shim_Py_DECREF(r);
+                // SAFETY: GIL held; `g` and the result are new references released here.
+                unsafe {
+                    let g = raw::PyLong_FromLong((*generation % 3) as std::os::raw::c_long);
+                    let r = raw::PyObject_CallOneArg(self.interp.gc_collect, g);
+                    shim_Py_DECREF(g);
+                    if r.is_null() {
+                        raw::PyErr_Clear();
+                    } else {
+                        shim_Py_DECREF(r);
+                    }
                 }
-                unchecked
+                Ok(Done::unchecked())
             }
-            CallExt { func, kw, .. } => {
+            other => unreachable!("{} is not a runtime op", other.name()),
+        }
+    }
+
+    /// The API vocabulary: `CallExt` and `CallMethod` (checked calls, see
+    /// [`Self::call_checked`]), `NewValue` (a vocabulary value), `Protocol` (a protocol of
+    /// py/api.py), and `FailNext` (arms allocation failures for the next `CallExt`). Nothing
+    /// is predicted: these run Python code.
+    ///
+    /// # Safety
+    /// GIL held; the slots read are live.
+    unsafe fn api_op(&mut self, op: &Op, pred: &mut Prediction) -> Result<Done, Violation> {
+        match op {
+            Op::CallExt { func, kw, .. } => {
                 pred.give_up();
                 let f = *func as usize % self.interp.ext.len();
-                self.call_ext(op, f, op.ext_args(), *kw)?
+                // SAFETY: GIL held; the argument slots are live (caller's contract).
+                unsafe { self.call_ext(op, f, op.ext_args(), *kw) }
             }
-            NewValue { code, .. } => {
+            Op::NewValue { code, .. } => {
                 // Factories run Python code (a collection may run too): nothing is predicted.
                 pred.give_up();
-                let c = raw::PyLong_FromLong(std::os::raw::c_long::from(*code));
-                let r = raw::PyObject_CallOneArg(self.interp.make_value, c);
-                shim_Py_DECREF(c);
-                Done {
-                    ret: Ret::Object(r.is_null()),
-                    result: r,
-                    skipped: false,
-                }
+                // SAFETY: GIL held; `c` is a new reference released here; the result is new
+                // or NULL.
+                let r = unsafe {
+                    let c = raw::PyLong_FromLong(std::os::raw::c_long::from(*code));
+                    let r = raw::PyObject_CallOneArg(self.interp.make_value, c);
+                    shim_Py_DECREF(c);
+                    r
+                };
+                Ok(Done::object(r))
             }
             // With an extension under test, methods of CPython's own objects are CPython
             // fuzzing: the fuzzer would chase their coverage instead of the extension's.
-            CallMethod { recv, .. }
-                if self.interp.ext_module.is_some() && !self.interp.is_ext_type(p(recv)) =>
+            Op::CallMethod { recv, .. }
+                if self.interp.ext_module.is_some()
+                    // SAFETY: GIL held; the receiver slot is live.
+                    && !unsafe { self.interp.is_ext_type(self.ptr(recv)) } =>
             {
-                Done::skip()
+                Ok(Done::skip())
             }
-            CallMethod {
+            Op::CallMethod {
                 recv, method, kw, ..
             } => {
                 pred.give_up();
-                self.call_method(op, *recv, *method, op.ext_args(), *kw)?
+                // SAFETY: GIL held; the receiver and argument slots are live.
+                unsafe { self.call_method(op, *recv, *method, op.ext_args(), *kw) }
             }
-            Protocol {
+            Op::Protocol {
                 obj, which, arg, ..
             } => {
                 pred.give_up();
-                let (o, a) = (p(obj), p(arg));
-                note_name(self.py_name(self.interp.protocol_name, None, *which));
-                let t = raw::PyTuple_New(3);
-                shim_PyTuple_SET_ITEM(
-                    t,
-                    0,
-                    raw::PyLong_FromLong(std::os::raw::c_long::from(*which)),
-                );
-                shim_Py_INCREF(o);
-                shim_PyTuple_SET_ITEM(t, 1, o);
-                shim_Py_INCREF(a);
-                shim_PyTuple_SET_ITEM(t, 2, a);
-                let r = raw::PyObject_Call(self.interp.protocol, t, std::ptr::null_mut());
-                shim_Py_DECREF(t);
-                Done {
-                    ret: Ret::Object(r.is_null()),
-                    result: r,
-                    skipped: false,
-                }
+                // SAFETY: GIL held; both slots are live.
+                Ok(unsafe { self.call_protocol(self.ptr(obj), *which, self.ptr(arg)) })
             }
-            FailNext { nth, count } => {
+            Op::FailNext { nth, count } => {
                 self.fail_next = Some(crate::ops::FailSpec {
                     nth: *nth,
                     count: *count,
                 });
-                unchecked
+                Ok(Done::unchecked())
             }
-        })
+            other => unreachable!("{} is not an API op", other.name()),
+        }
+    }
+
+    /// `protocol(which, o, a)` of py/api.py, its name noted for the op log.
+    ///
+    /// # Safety
+    /// GIL held; `o` and `a` live.
+    unsafe fn call_protocol(&self, o: *mut PyObject, which: u8, a: *mut PyObject) -> Done {
+        // SAFETY: GIL held; `protocol_name` is borrowed from the prelude.
+        note_name(unsafe { self.py_name(self.interp.protocol_name, None, which) });
+        // SAFETY: GIL held; `t` is a fresh 3-tuple we own: SET_ITEM steals the new int and the
+        // references INCREF'd for it; `t` is released after the call, whose result is new or
+        // NULL.
+        let r = unsafe {
+            let t = raw::PyTuple_New(3);
+            shim_PyTuple_SET_ITEM(
+                t,
+                0,
+                raw::PyLong_FromLong(std::os::raw::c_long::from(which)),
+            );
+            shim_Py_INCREF(o);
+            shim_PyTuple_SET_ITEM(t, 1, o);
+            shim_Py_INCREF(a);
+            shim_PyTuple_SET_ITEM(t, 2, a);
+            let r = raw::PyObject_Call(self.interp.protocol, t, std::ptr::null_mut());
+            shim_Py_DECREF(t);
+            r
+        };
+        Done::object(r)
     }
 
     /// `str(helper(idx))` or `str(helper(recv, idx))` — a name for the op log — or `"?"`.
@@ -1840,11 +2090,7 @@ impl<'a> Executor<'a> {
             _ => None,
         };
         let (first, fail_note) = self.call_failing(callable, tuple, fail);
-        let done = Done {
-            ret: Ret::Object(first.is_null()),
-            result: first,
-            skipped: false,
-        };
+        let done = Done::object(first);
         if !(self.config.checks && self.config.ext_repeats && leak_checks) {
             if self.config.checks && first.is_null() {
                 collect_young_after_failure();
