@@ -542,6 +542,22 @@ fn release_campaign(
     })
 }
 
+/// Why `run` says nothing about its release: it covered no edge, so no input got past the
+/// harness's start-up (the prelude failed on the module, the import crashed) and its buckets
+/// are the start-up's, not the package's bugs.
+pub fn stalled(run: &ReleaseRun) -> Option<String> {
+    (run.cov == 0).then(|| {
+        format!(
+            "not run: the campaign on {} {} never got past start-up (cov 0 in {} inputs; buckets {:?}); see {}",
+            run.requirement,
+            run.module,
+            run.execs,
+            run.buckets.iter().map(|b| &b.signature).collect::<Vec<_>>(),
+            run.dir.join("fuzz.log").display()
+        )
+    })
+}
+
 /// Campaigns already run in this suite, by (requirement, module, fail-alloc, seed): bugs of one
 /// release share them.
 type RunCache = BTreeMap<(String, String, bool, u64), ReleaseRun>;
@@ -643,6 +659,14 @@ pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> sup
                 continue;
             }
         };
+        if let Some(why) = on_buggy.iter().chain(&on_fixed).find_map(stalled) {
+            log(&why);
+            t.row(measure, "not run", why.clone());
+            data.push(json!({"id": bug.id, "not_run": why, "buggy": on_buggy, "fixed": on_fixed}));
+            t.data("bugs", json!(data.clone()));
+            bench.write(&t, "real")?;
+            continue;
+        }
         let verdicts: Vec<Verdict> = on_buggy.iter().map(|r| judge(bug, &r.buckets)).collect();
         let found = verdicts.iter().filter(|v| v.detected).count();
         let times: Vec<f64> = verdicts
@@ -1176,6 +1200,24 @@ mod tests {
             assert!(judge(&null, &[seen(&sig, 1.0)]).culprit_right, "{sig}");
         }
         assert!(!judge(&null, &[seen("use-after-free|__iadd__|-", 1.0)]).detected);
+    }
+
+    #[test]
+    fn a_campaign_that_covered_nothing_says_so_instead_of_judging() {
+        let mut run = ReleaseRun {
+            requirement: "wrapt==2.1.2".into(),
+            module: "wrapt._wrappers".into(),
+            fail_alloc: false,
+            dir: PathBuf::from("/tmp/c"),
+            buckets: vec![seen("crash|?|-", 1.0)],
+            exec_per_sec: 1,
+            cov: 0,
+            execs: 23,
+        };
+        let why = stalled(&run).unwrap();
+        assert!(why.contains("never got past start-up") && why.contains("/tmp/c/fuzz.log"));
+        run.cov = 2500;
+        assert!(stalled(&run).is_none());
     }
 
     #[test]
