@@ -1,6 +1,10 @@
 //! `fuzz-stdlib` on the asan 3.13 variant: a shared module (_struct, in lib-dynload) and a
-//! built-in one (itertools, imported by name: it has no file) each get a campaign that runs
+//! built-in one (marshal, imported by name: it has no file) each get a campaign that runs
 //! inputs, grows coverage and finds nothing in CPython 3.13.5.
+//! (itertools, the first built-in choice, finds a real CPython 3.13.5 bug within seconds:
+//! itertools.chain has no tp_clear, so a cycle chain -> tuple_iterator -> tuple -> chain, made
+//! with the deprecated __setstate__, is never collected; capisan reports it as a gc-clear
+//! bucket on a subclass of chain. A test that must find nothing cannot use it.)
 //! Needs the asan variant (`cargo xtask build-asan`).
 
 mod common;
@@ -77,8 +81,8 @@ fn struct_a_shared_module() {
 }
 
 #[test]
-fn itertools_a_builtin_module() {
-    fuzz_stdlib("itertools", "built-in");
+fn marshal_a_builtin_module() {
+    fuzz_stdlib("marshal", "built-in");
 }
 
 /// A module the table excludes is refused with the table's reason, before anything is built.
@@ -132,6 +136,6 @@ fn the_table_covers_the_variant_and_every_included_module_loads() {
             );
         }
     }
-    assert!(found.builtin.contains(&"itertools".to_string()));
+    assert!(found.builtin.contains(&"marshal".to_string()));
     assert!(found.shared.contains_key("_struct"));
 }
