@@ -152,6 +152,10 @@ extern "C" {
     );
 }
 
+/// ASan's error-report callback: prints the op log and records the report in a campaign.
+///
+/// # Safety
+/// Called by the ASan runtime only, with its NUL-terminated report text (or NULL).
 #[cfg(capisan_asan)]
 unsafe extern "C" fn on_asan_report(report: *const std::os::raw::c_char) {
     print_op_log();
@@ -295,13 +299,17 @@ impl Config {
 /// # Safety
 /// GIL held.
 unsafe fn collect_generation(generation: std::os::raw::c_long) {
-    let g = raw::PyLong_FromLong(generation);
-    let r = raw::PyObject_CallOneArg(interp::get().gc_collect, g);
-    shim_Py_DECREF(g);
-    if r.is_null() {
-        raw::PyErr_Clear();
-    } else {
-        shim_Py_DECREF(r);
+    // SAFETY: GIL held (caller's contract); `g` and the result are new references (or NULL)
+    // released here; `gc.collect` is borrowed from the prelude.
+    unsafe {
+        let g = raw::PyLong_FromLong(generation);
+        let r = raw::PyObject_CallOneArg(interp::get().gc_collect, g);
+        shim_Py_DECREF(g);
+        if r.is_null() {
+            raw::PyErr_Clear();
+        } else {
+            shim_Py_DECREF(r);
+        }
     }
 }
 
@@ -329,11 +337,7 @@ fn held(objs: &[*mut PyObject]) -> (i64, Vec<i64>) {
     // SAFETY: GIL held; `objs` are alive (the caller holds references); every object made
     // here is released before returning.
     unsafe {
-        let t = raw::PyTuple_New(objs.len() as isize);
-        for (k, &o) in objs.iter().enumerate() {
-            shim_Py_INCREF(o);
-            shim_PyTuple_SET_ITEM(t, k as isize, o);
-        }
+        let t = tuple_of(objs);
         let r = raw::PyObject_CallOneArg(interp::get().held_refs, t);
         shim_Py_DECREF(t);
         if r.is_null() {
@@ -533,7 +537,8 @@ unsafe fn confirm(
         bump(|s| s.reused += 1);
         return Err(suspect);
     }
-    let (total, args) = regrtest_repeat(rerun, watched)?;
+    // SAFETY: the caller's contract, passed on.
+    let (total, args) = unsafe { regrtest_repeat(rerun, watched) }?;
     if leaks(&total, &args) {
         bump(|s| s.confirmed += 1);
         suspect.detail.push_str(&format!(
@@ -591,6 +596,7 @@ fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<()
             },
         )
         .run_ops(&seq.0)?;
+        // SAFETY: GIL held.
         unsafe {
             raw::PyType_ClearCache();
             raw::PyGC_Collect();
@@ -620,8 +626,10 @@ fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<()
         let mut d = Vec::new();
         for _ in 0..3 {
             // SAFETY: GIL held.
-            unsafe { raw::PyType_ClearCache() };
-            unsafe { raw::PyGC_Collect() };
+            unsafe {
+                raw::PyType_ClearCache();
+                raw::PyGC_Collect();
+            }
             let b = interp::total_refcount().unwrap_or(0);
             run_prefix(n)?;
             // SAFETY: GIL held.
@@ -685,9 +693,13 @@ fn check_totals(seq: &OpSeq, config: Config, before: Option<isize>) -> Result<()
 /// # Safety
 /// GIL held.
 unsafe fn collect_young_after_failure() {
-    let exc = raw::PyErr_GetRaisedException();
-    collect_generation(0);
-    raw::PyErr_SetRaisedException(exc);
+    // SAFETY: GIL held (caller's contract); the raised exception (a new reference or NULL) is
+    // set again afterwards, which steals it back.
+    unsafe {
+        let exc = raw::PyErr_GetRaisedException();
+        collect_generation(0);
+        raw::PyErr_SetRaisedException(exc);
+    }
 }
 
 /// The raw-memory leak verdict of an extension call, after the reference checks found
@@ -950,22 +962,27 @@ impl<'a> Executor<'a> {
     /// # Safety
     /// GIL held; `recv` a live object.
     unsafe fn method_arity(&self, recv: *mut PyObject, idx: u8) -> (u8, u8) {
-        let i = raw::PyLong_FromLong(std::os::raw::c_long::from(idx));
-        let t = raw::PyTuple_New(2);
-        shim_Py_INCREF(recv);
-        shim_PyTuple_SET_ITEM(t, 0, recv);
-        shim_PyTuple_SET_ITEM(t, 1, i);
-        let r = raw::PyObject_Call(self.interp.method_arity, t, std::ptr::null_mut());
-        shim_Py_DECREF(t);
-        if r.is_null() {
+        // SAFETY: GIL held, `recv` live (caller's contract); `t` is a fresh 2-tuple whose
+        // SET_ITEMs steal the new int and the reference INCREF'd for `recv`; `t` and the
+        // result (a new (lo, hi) tuple, items borrowed) are released here.
+        unsafe {
+            let i = raw::PyLong_FromLong(std::os::raw::c_long::from(idx));
+            let t = raw::PyTuple_New(2);
+            shim_Py_INCREF(recv);
+            shim_PyTuple_SET_ITEM(t, 0, recv);
+            shim_PyTuple_SET_ITEM(t, 1, i);
+            let r = raw::PyObject_Call(self.interp.method_arity, t, std::ptr::null_mut());
+            shim_Py_DECREF(t);
+            if r.is_null() {
+                raw::PyErr_Clear();
+                return (0, 3);
+            }
+            let lo = raw::PyLong_AsLong(raw::PyTuple_GetItem(r, 0));
+            let hi = raw::PyLong_AsLong(raw::PyTuple_GetItem(r, 1));
+            shim_Py_DECREF(r);
             raw::PyErr_Clear();
-            return (0, 3);
+            (lo.clamp(0, 3) as u8, hi.clamp(0, 3) as u8)
         }
-        let lo = raw::PyLong_AsLong(raw::PyTuple_GetItem(r, 0));
-        let hi = raw::PyLong_AsLong(raw::PyTuple_GetItem(r, 1));
-        shim_Py_DECREF(r);
-        raw::PyErr_Clear();
-        (lo.clamp(0, 3) as u8, hi.clamp(0, 3) as u8)
     }
 
     /// Release every owned slot and the scratch module without checks.
@@ -1909,47 +1926,56 @@ impl<'a> Executor<'a> {
         recv: Option<*mut PyObject>,
         idx: u8,
     ) -> String {
-        let i = raw::PyLong_FromLong(std::os::raw::c_long::from(idx));
-        let r = match recv {
-            Some(o) => {
-                let t = raw::PyTuple_New(2);
-                shim_Py_INCREF(o);
-                shim_PyTuple_SET_ITEM(t, 0, o);
-                shim_PyTuple_SET_ITEM(t, 1, i);
-                let r = raw::PyObject_Call(helper, t, std::ptr::null_mut());
-                shim_Py_DECREF(t);
-                r
+        // SAFETY: GIL held, `recv` live (caller's contract); `helper` is borrowed from the
+        // prelude; the new int is stolen by SET_ITEM (or released after the one-argument call),
+        // `t`, `r` and `u` are new references released here; the UTF-8 text is borrowed from
+        // `u` and copied before `u` is released.
+        unsafe {
+            let i = raw::PyLong_FromLong(std::os::raw::c_long::from(idx));
+            let r = match recv {
+                Some(o) => {
+                    let t = raw::PyTuple_New(2);
+                    shim_Py_INCREF(o);
+                    shim_PyTuple_SET_ITEM(t, 0, o);
+                    shim_PyTuple_SET_ITEM(t, 1, i);
+                    let r = raw::PyObject_Call(helper, t, std::ptr::null_mut());
+                    shim_Py_DECREF(t);
+                    r
+                }
+                None => {
+                    let r = raw::PyObject_CallOneArg(helper, i);
+                    shim_Py_DECREF(i);
+                    r
+                }
+            };
+            if r.is_null() {
+                raw::PyErr_Clear();
+                return "?".into();
             }
-            None => {
-                let r = raw::PyObject_CallOneArg(helper, i);
-                shim_Py_DECREF(i);
-                r
+            let u = raw::PyObject_Str(r);
+            shim_Py_DECREF(r);
+            if u.is_null() {
+                raw::PyErr_Clear();
+                return "?".into();
             }
-        };
-        if r.is_null() {
-            raw::PyErr_Clear();
-            return "?".into();
+            let c = raw::PyUnicode_AsUTF8(u);
+            let name = if c.is_null() {
+                raw::PyErr_Clear();
+                "?".to_string()
+            } else {
+                std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
+            };
+            shim_Py_DECREF(u);
+            name
         }
-        let u = raw::PyObject_Str(r);
-        shim_Py_DECREF(r);
-        if u.is_null() {
-            raw::PyErr_Clear();
-            return "?".into();
-        }
-        let c = raw::PyUnicode_AsUTF8(u);
-        let name = if c.is_null() {
-            raw::PyErr_Clear();
-            "?".to_string()
-        } else {
-            std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned()
-        };
-        shim_Py_DECREF(u);
-        name
     }
 
     /// The argument objects of a call: slot objects, and fresh vocabulary values for argument
     /// bytes of 0x80 or more ([`crate::ops::Slot::value_code`]); the values are returned
     /// again as `temps`, new references the caller releases after the call.
+    ///
+    /// # Safety
+    /// GIL held; the argument slots that name no value code are live.
     unsafe fn call_args(
         &self,
         args: &[crate::ops::Slot],
@@ -1960,13 +1986,19 @@ impl<'a> Executor<'a> {
             match a.value_code() {
                 None => argv.push(self.ptrs[a.index()]),
                 Some(code) => {
-                    let c = raw::PyLong_FromLong(std::os::raw::c_long::from(code));
-                    let mut v = raw::PyObject_CallOneArg(self.interp.make_value, c);
-                    shim_Py_DECREF(c);
-                    if v.is_null() {
-                        raw::PyErr_Clear();
-                        v = raw::Py_BuildValue(c"()".as_ptr());
-                    }
+                    // SAFETY: GIL held; `c` is a new reference released here; `v` is a new
+                    // reference (the value, or an empty tuple) handed to the caller in `temps`.
+                    let v = unsafe {
+                        let c = raw::PyLong_FromLong(std::os::raw::c_long::from(code));
+                        let v = raw::PyObject_CallOneArg(self.interp.make_value, c);
+                        shim_Py_DECREF(c);
+                        if v.is_null() {
+                            raw::PyErr_Clear();
+                            raw::Py_BuildValue(c"()".as_ptr())
+                        } else {
+                            v
+                        }
+                    };
                     temps.push(v);
                     argv.push(v);
                 }
@@ -1978,6 +2010,9 @@ impl<'a> Executor<'a> {
     /// Method number `method` of `recv`'s type (py/api.py `method_call`), checked like an
     /// extension call when the receiver is one of the extension's own types (a method of
     /// CPython's own types gets the exception-state check and the sequence's leak check).
+    ///
+    /// # Safety
+    /// GIL held; the receiver and argument slots are live.
     unsafe fn call_method(
         &mut self,
         op: &Op,
@@ -1987,45 +2022,59 @@ impl<'a> Executor<'a> {
         kw: u8,
     ) -> Result<Done, Violation> {
         let r = self.ptrs[recv.index()];
-        let tname = type_name(r);
-        let mname = self.py_name(self.interp.method_name, Some(r), method);
+        // SAFETY: GIL held; `r` is live (caller's contract).
+        let (tname, mname) = unsafe {
+            (
+                type_name(r),
+                self.py_name(self.interp.method_name, Some(r), method),
+            )
+        };
         let short = tname.rsplit('.').next().unwrap_or(&tname).to_string();
         let name = format!("{short}.{mname}");
         note_name(name.clone());
-        let (argv, temps) = self.call_args(args);
-        let tuple = raw::PyTuple_New(argv.len() as isize);
-        for (k, &a) in argv.iter().enumerate() {
-            shim_Py_INCREF(a);
-            shim_PyTuple_SET_ITEM(tuple, k as isize, a);
-        }
-        let call = raw::PyTuple_New(4);
-        shim_Py_INCREF(r);
-        shim_PyTuple_SET_ITEM(call, 0, r);
-        shim_PyTuple_SET_ITEM(
-            call,
-            1,
-            raw::PyLong_FromLong(std::os::raw::c_long::from(method)),
-        );
-        shim_PyTuple_SET_ITEM(call, 2, tuple);
-        shim_PyTuple_SET_ITEM(
-            call,
-            3,
-            raw::PyLong_FromLong(std::os::raw::c_long::from(kw)),
-        );
+        // SAFETY: GIL held; the argument slots are live.
+        let (argv, temps) = unsafe { self.call_args(args) };
+        // SAFETY: GIL held; `r` and `argv` are live; `call` is a fresh 4-tuple we own: its
+        // SET_ITEMs steal the reference INCREF'd for `r`, the new ints and the new argument
+        // tuple (see [`tuple_of`]).
+        let call = unsafe {
+            let tuple = tuple_of(&argv);
+            let call = raw::PyTuple_New(4);
+            shim_Py_INCREF(r);
+            shim_PyTuple_SET_ITEM(call, 0, r);
+            shim_PyTuple_SET_ITEM(
+                call,
+                1,
+                raw::PyLong_FromLong(std::os::raw::c_long::from(method)),
+            );
+            shim_PyTuple_SET_ITEM(call, 2, tuple);
+            shim_PyTuple_SET_ITEM(
+                call,
+                3,
+                raw::PyLong_FromLong(std::os::raw::c_long::from(kw)),
+            );
+            call
+        };
         let mut watched = vec![r];
         watched.extend(&argv);
         let mut slots = vec![recv];
         slots.extend_from_slice(args);
-        let leak_checks = self.interp.is_ext_type(r);
+        // SAFETY: GIL held; `r` is live.
+        let leak_checks = unsafe { self.interp.is_ext_type(r) };
         let callable = self.interp.method_call;
-        let r = self.call_checked(op, name, callable, call, &watched, &slots, leak_checks);
-        for t in temps {
-            shim_Py_DECREF(t);
-        }
+        // SAFETY: GIL held; `callable` is borrowed from the prelude, `call` a new tuple handed
+        // over, `watched` live (held by slots and by `call`).
+        let r =
+            unsafe { self.call_checked(op, name, callable, call, &watched, &slots, leak_checks) };
+        // SAFETY: the value references `call_args` made, no longer used.
+        unsafe { release_all(&temps) };
         r
     }
 
     /// Call extension callable `f` with `args` (keywords by `kw`, see [`crate::ops::KwMask`]).
+    ///
+    /// # Safety
+    /// GIL held; the argument slots are live.
     unsafe fn call_ext(
         &mut self,
         op: &Op,
@@ -2033,36 +2082,40 @@ impl<'a> Executor<'a> {
         args: &[crate::ops::Slot],
         kw: u8,
     ) -> Result<Done, Violation> {
-        let (argv, temps) = self.call_args(args);
-        let tuple = raw::PyTuple_New(argv.len() as isize);
-        for (k, &a) in argv.iter().enumerate() {
-            shim_Py_INCREF(a);
-            shim_PyTuple_SET_ITEM(tuple, k as isize, a);
-        }
-        let (callable, call) = if kw == 0 {
-            (self.interp.ext[f].1, tuple)
-        } else {
-            // api_call(f, args, kw, kwnames)
-            let t = raw::PyTuple_New(4);
-            shim_Py_INCREF(self.interp.ext[f].1);
-            shim_PyTuple_SET_ITEM(t, 0, self.interp.ext[f].1);
-            shim_PyTuple_SET_ITEM(t, 1, tuple);
-            shim_PyTuple_SET_ITEM(t, 2, raw::PyLong_FromLong(std::os::raw::c_long::from(kw)));
-            let names = match self.interp.ext_kw.get(f) {
-                Some(&n) if !n.is_null() => {
-                    shim_Py_INCREF(n);
-                    n
-                }
-                _ => raw::PyList_New(0),
-            };
-            shim_PyTuple_SET_ITEM(t, 3, names);
-            (self.interp.api_call, t)
+        // SAFETY: GIL held; the argument slots are live.
+        let (argv, temps) = unsafe { self.call_args(args) };
+        // SAFETY: GIL held; `argv` live; the argument tuple is new (see [`tuple_of`]); with
+        // keywords it is stolen by SET_ITEM into a fresh 4-tuple we own, with the references
+        // INCREF'd for the callable and the keyword names (borrowed from the prelude) and new
+        // ones for the mask and an empty name list.
+        let (callable, call) = unsafe {
+            let tuple = tuple_of(&argv);
+            if kw == 0 {
+                (self.interp.ext[f].1, tuple)
+            } else {
+                // api_call(f, args, kw, kwnames)
+                let t = raw::PyTuple_New(4);
+                shim_Py_INCREF(self.interp.ext[f].1);
+                shim_PyTuple_SET_ITEM(t, 0, self.interp.ext[f].1);
+                shim_PyTuple_SET_ITEM(t, 1, tuple);
+                shim_PyTuple_SET_ITEM(t, 2, raw::PyLong_FromLong(std::os::raw::c_long::from(kw)));
+                let names = match self.interp.ext_kw.get(f) {
+                    Some(&n) if !n.is_null() => {
+                        shim_Py_INCREF(n);
+                        n
+                    }
+                    _ => raw::PyList_New(0),
+                };
+                shim_PyTuple_SET_ITEM(t, 3, names);
+                (self.interp.api_call, t)
+            }
         };
         let name = self.interp.ext[f].0.clone();
-        let r = self.call_checked(op, name, callable, call, &argv, args, true);
-        for t in temps {
-            shim_Py_DECREF(t);
-        }
+        // SAFETY: GIL held; `callable` is borrowed from the prelude, `call` a new tuple handed
+        // over, `argv` live (held by slots, `temps` and `call`).
+        let r = unsafe { self.call_checked(op, name, callable, call, &argv, args, true) };
+        // SAFETY: the value references `call_args` made, no longer used.
+        unsafe { release_all(&temps) };
         r
     }
 
@@ -2070,6 +2123,9 @@ impl<'a> Executor<'a> {
     /// findings; with `leak_checks` (and `ext_repeats`), call it twice more and apply the
     /// two-stage leak verdict to the total refcount and to each of `argv`'s refcounts (named by
     /// `args`).
+    ///
+    /// # Safety
+    /// GIL held; `callable` alive; `tuple` a new reference handed over; `argv` alive.
     #[allow(clippy::too_many_arguments)]
     unsafe fn call_checked(
         &mut self,
@@ -2089,13 +2145,17 @@ impl<'a> Executor<'a> {
             Op::CallExt { kw: 0, .. } => self.fail_next.take(),
             _ => None,
         };
-        let (first, fail_note) = self.call_failing(callable, tuple, fail);
+        // SAFETY: GIL held; `callable` and `tuple` alive (caller's contract).
+        let (first, fail_note) = unsafe { self.call_failing(callable, tuple, fail) };
         let done = Done::object(first);
         if !(self.config.checks && self.config.ext_repeats && leak_checks) {
-            if self.config.checks && first.is_null() {
-                collect_young_after_failure();
+            // SAFETY: GIL held; `tuple` is ours (caller's contract), given up here.
+            unsafe {
+                if self.config.checks && first.is_null() {
+                    collect_young_after_failure();
+                }
+                shim_Py_DECREF(tuple);
             }
-            shim_Py_DECREF(tuple);
             return Ok(done);
         }
         // On every violation below the first call's result is released: the campaign may keep
@@ -2123,7 +2183,8 @@ impl<'a> Executor<'a> {
             let s: BTreeSet<usize> = argv.iter().map(|&a| a as usize).collect();
             s.into_iter()
                 .map(|a| a as *mut PyObject)
-                .filter(|&a| shim_Py_IsImmortal(a) == 0)
+                // SAFETY: GIL held; the arguments are alive (caller's contract).
+                .filter(|&a| unsafe { shim_Py_IsImmortal(a) } == 0)
                 .collect()
         };
         let mut total_deltas = Vec::new();
@@ -2165,13 +2226,21 @@ impl<'a> Executor<'a> {
             settle();
             let (e0, c0) = held(&distinct);
             let t0 = interp::total_refcount();
-            let a0: Vec<isize> = distinct.iter().map(|&a| shim_Py_REFCNT(a)).collect();
+            // SAFETY: GIL held; the arguments are alive (held by `tuple`).
+            let a0: Vec<isize> = distinct
+                .iter()
+                .map(|&a| unsafe { shim_Py_REFCNT(a) })
+                .collect();
             let b0 = crate::rawmem::allocated_bytes();
             let _ = call_once();
             settle();
             let b1 = crate::rawmem::allocated_bytes();
             let t1 = interp::total_refcount();
-            let a1: Vec<isize> = distinct.iter().map(|&a| shim_Py_REFCNT(a)).collect();
+            // SAFETY: as above.
+            let a1: Vec<isize> = distinct
+                .iter()
+                .map(|&a| unsafe { shim_Py_REFCNT(a) })
+                .collect();
             let (e1, c1) = held(&distinct);
             if let (Some(b0), Some(b1)) = (b0, b1) {
                 byte_deltas.push(b1 - b0);
@@ -2196,21 +2265,26 @@ impl<'a> Executor<'a> {
                 .iter()
                 .find(|s| self.ptrs[s.index()] == distinct[k])
                 .map_or("?".into(), |s| s.to_string());
+            // SAFETY: GIL held; the argument is alive (held by `tuple`).
+            let tn = unsafe { type_name(distinct[k]) };
             if d.iter().all(|&x| x >= 1) {
                 let suspect = violation(
                     ViolationKind::Leak,
-                    format!("each call of {name} keeps another reference to its argument {slot} ({}): refcount deltas {d:?} (missing Py_DECREF)", type_name(distinct[k])),
+                    format!("each call of {name} keeps another reference to its argument {slot} ({tn}): refcount deltas {d:?} (missing Py_DECREF)"),
                 );
-                if let Err(v) = confirm(suspect, call_once, &distinct, |_, args| {
-                    check_rc_deltas(&args[k])
-                }) {
+                // SAFETY: GIL held; the watched arguments stay alive (held by `tuple`).
+                if let Err(v) = unsafe {
+                    confirm(suspect, call_once, &distinct, |_, args| {
+                        check_rc_deltas(&args[k])
+                    })
+                } {
                     return give_up(v);
                 }
             }
             if d.iter().all(|&x| x <= -1) {
                 return give_up(violation(
                     ViolationKind::OverDecref,
-                    format!("each call of {name} releases a reference to its argument {slot} ({}) it does not own: refcount deltas {d:?} (extra Py_DECREF)", type_name(distinct[k])),
+                    format!("each call of {name} releases a reference to its argument {slot} ({tn}) it does not own: refcount deltas {d:?} (extra Py_DECREF)"),
                 ));
             }
         }
@@ -2219,19 +2293,26 @@ impl<'a> Executor<'a> {
                 ViolationKind::Leak,
                 format!("each call of {name} leaks references: total refcount deltas {total_deltas:?} over repeated calls (regrtest -R rule)"),
             );
-            if let Err(v) = confirm(suspect, call_once, &distinct, |total, _| {
-                check_rc_deltas(total)
-            }) {
+            // SAFETY: GIL held; the watched arguments stay alive (held by `tuple`).
+            if let Err(v) = unsafe {
+                confirm(suspect, call_once, &distinct, |total, _| {
+                    check_rc_deltas(total)
+                })
+            } {
                 return give_up(v);
             }
         }
-        if let Err(v) = raw_leak_verdict(&byte_deltas, call_once, &violation, name) {
+        // SAFETY: GIL held.
+        if let Err(v) = unsafe { raw_leak_verdict(&byte_deltas, call_once, &violation, name) } {
             return give_up(v);
         }
-        if let Err(v) = self.audit_returned(first, callable, tuple, &violation) {
+        // SAFETY: GIL held; `first` NULL or a new reference of ours, `callable` and `tuple`
+        // alive.
+        if let Err(v) = unsafe { self.audit_returned(first, callable, tuple, &violation) } {
             return give_up(v);
         }
-        shim_Py_DECREF(tuple);
+        // SAFETY: `tuple` is ours (caller's contract), given up here.
+        unsafe { shim_Py_DECREF(tuple) };
         // The exception state of the first call was checked (and cleared) above.
         Ok(Done {
             ret: Ret::Lookup(first.is_null()),
@@ -2257,10 +2338,12 @@ impl<'a> Executor<'a> {
         tuple: *mut PyObject,
         violation: &dyn Fn(ViolationKind, String) -> Violation,
     ) -> Result<(), Violation> {
-        if first.is_null() || !gc::is_gc(first) || !self.interp.is_ext_type(first) {
+        // SAFETY: GIL held; `first` is alive when not NULL (caller's contract).
+        if first.is_null() || unsafe { !gc::is_gc(first) || !self.interp.is_ext_type(first) } {
             return Ok(());
         }
-        let tn = type_name(first);
+        // SAFETY: as above.
+        let tn = unsafe { type_name(first) };
         let blame = |kind, detail: String| Violation {
             at: Some(tn.clone()),
             ..violation(kind, detail)
@@ -2283,18 +2366,22 @@ impl<'a> Executor<'a> {
             Some(r)
         };
         if let Some(r) = twin() {
-            let members: Vec<*mut PyObject> = gc::exposed(r);
-            // A getter may return the object itself or keep a reference to it; the audit needs
-            // the caller's reference to be the last one.
-            let (bad, leftovers) = if members.contains(&r) || shim_Py_REFCNT(r) != 1 {
-                shim_Py_DECREF(r);
-                (Vec::new(), Vec::new())
-            } else {
-                gc::release_audited(r, &members, true)
+            // SAFETY: GIL held; `r` is a fresh new reference of ours, given up here (audited
+            // only when it is the last one); `members` are new references, released after the
+            // audit.
+            let (bad, leftovers) = unsafe {
+                let members: Vec<*mut PyObject> = gc::exposed(r);
+                // A getter may return the object itself or keep a reference to it; the audit
+                // needs the caller's reference to be the last one.
+                let audit = if members.contains(&r) || shim_Py_REFCNT(r) != 1 {
+                    shim_Py_DECREF(r);
+                    (Vec::new(), Vec::new())
+                } else {
+                    gc::release_audited(r, &members, true)
+                };
+                release_all(&members);
+                audit
             };
-            for &m in &members {
-                shim_Py_DECREF(m);
-            }
             if let Some(l) = leftovers.first() {
                 return Err(blame(
                     ViolationKind::GcClear,
@@ -2320,7 +2407,8 @@ impl<'a> Executor<'a> {
             }
         }
         if let Some(r) = twin() {
-            if let Some(u) = gc::release_in_cycle(r) {
+            // SAFETY: GIL held; `r` is a fresh new reference of ours, given up.
+            if let Some(u) = unsafe { gc::release_in_cycle(r) } {
                 return Err(blame(
                     ViolationKind::GcTraversal,
                     format!(
@@ -2347,10 +2435,10 @@ impl<'a> Executor<'a> {
         fail: Option<crate::ops::FailSpec>,
     ) -> (*mut PyObject, Option<String>) {
         let Some(spec) = fail else {
-            return (
-                raw::PyObject_Call(callable, args, std::ptr::null_mut()),
-                None,
-            );
+            // SAFETY: GIL held, `callable` and `args` alive (caller's contract); a new
+            // reference or NULL.
+            let r = unsafe { raw::PyObject_Call(callable, args, std::ptr::null_mut()) };
+            return (r, None);
         };
         let (r, stats) = crate::failalloc::with_failures(spec, || {
             // SAFETY: the caller's contract.
@@ -2384,18 +2472,30 @@ impl<'a> Executor<'a> {
         (r, Some(note))
     }
 
+    /// Whether `o` is an instance of a prelude class (`Plain`, `Evil`): its attributes live
+    /// in its `__dict__`, so setting one is predictable.
+    ///
+    /// # Safety
+    /// GIL held; `o` live.
     unsafe fn is_instance(&self, o: *mut PyObject) -> bool {
-        let t = shim_Py_TYPE(o) as *mut PyObject;
+        // SAFETY: `o` live (caller's contract); its type is borrowed from it.
+        let t = unsafe { shim_Py_TYPE(o) } as *mut PyObject;
         t == self.interp.plain || t == self.interp.evil
     }
 
     /// A dict whose keys are all exact str/int/bytes/float: lookups run no Python code.
+    ///
+    /// # Safety
+    /// GIL held; `d` a live dict.
     unsafe fn plain_dict(&self, d: *mut PyObject) -> bool {
         let mut pos: isize = 0;
         let mut k: *mut PyObject = std::ptr::null_mut();
         let mut v: *mut PyObject = std::ptr::null_mut();
-        while raw::PyDict_Next(d, &mut pos, &mut k, &mut v) != 0 {
-            if !is_plain_key(k) {
+        // SAFETY: GIL held, `d` a live dict; PyDict_Next yields borrowed keys and values,
+        // alive while the dict is not changed (nothing here changes it).
+        while unsafe { raw::PyDict_Next(d, &mut pos, &mut k, &mut v) } != 0 {
+            // SAFETY: `k` is a live key borrowed from `d`.
+            if !unsafe { is_plain_key(k) } {
                 return false;
             }
         }
@@ -2403,16 +2503,56 @@ impl<'a> Executor<'a> {
     }
 }
 
+/// A new tuple of `items` (each INCREF'd for the tuple, whose SET_ITEM steals it).
+///
+/// # Safety
+/// GIL held; `items` live.
+unsafe fn tuple_of(items: &[*mut PyObject]) -> *mut PyObject {
+    // SAFETY: GIL held, items live (caller's contract); the tuple is fresh and ours, so
+    // SET_ITEM fills it, stealing the reference INCREF'd for each item.
+    unsafe {
+        let t = raw::PyTuple_New(items.len() as isize);
+        for (k, &o) in items.iter().enumerate() {
+            shim_Py_INCREF(o);
+            shim_PyTuple_SET_ITEM(t, k as isize, o);
+        }
+        t
+    }
+}
+
+/// Give up one owned reference to each of `objs`.
+///
+/// # Safety
+/// GIL held; the caller owns one reference to each object (and gives them up).
+unsafe fn release_all(objs: &[*mut PyObject]) {
+    for &o in objs {
+        // SAFETY: the caller's contract.
+        unsafe { shim_Py_DECREF(o) };
+    }
+}
+
+/// Whether `k` is an exact str, int, bytes or float: hashing and comparing it runs no Python
+/// code.
+///
+/// # Safety
+/// `k` live.
 unsafe fn is_plain_key(k: *mut PyObject) -> bool {
-    let t = shim_Py_TYPE(k);
+    // SAFETY: `k` live (caller's contract); its type is borrowed from it.
+    let t = unsafe { shim_Py_TYPE(k) };
     t == &raw mut raw::PyUnicode_Type
         || t == &raw mut raw::PyLong_Type
         || t == &raw mut raw::PyBytes_Type
         || t == &raw mut raw::PyFloat_Type
 }
 
+/// `o`'s type name (`tp_name`), copied.
+///
+/// # Safety
+/// `o` live.
 unsafe fn type_name(o: *mut PyObject) -> String {
-    std::ffi::CStr::from_ptr(shim_tp_name(o))
+    // SAFETY: `o` live (caller's contract); `tp_name` is a NUL-terminated string owned by its
+    // type, copied at once.
+    unsafe { std::ffi::CStr::from_ptr(shim_tp_name(o)) }
         .to_string_lossy()
         .into_owned()
 }

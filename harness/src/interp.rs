@@ -13,9 +13,6 @@ pub const MANIFEST_PATH: &str = env!("CAPISAN_MANIFEST_PATH");
 /// Variant name the harness was built against.
 pub const VARIANT: &str = env!("CAPISAN_BUILT_VARIANT");
 
-/// Python code the ops call into: classes with evil comparisons, callables that mutate.
-pub const PRELUDE: &str = crate::PRELUDE_PY;
-
 /// Borrowed-forever handles to prelude objects (the interpreter is never finalized).
 pub struct Interp {
     pub plain: *mut PyObject,
@@ -128,6 +125,7 @@ pub fn get() -> &'static Interp {
         }
         // SAFETY: first and only initialization; 0 = leave signal handlers to libFuzzer.
         unsafe { raw::Py_InitializeEx(0) };
+        // SAFETY: the interpreter was just initialized and this thread holds the GIL.
         unsafe { init_prelude() }
             .unwrap_or_else(|e| panic!("capisan: initializing the prelude failed: {e}"))
     })
@@ -139,32 +137,50 @@ pub fn get() -> &'static Interp {
 /// GIL held; `globals` a live dict.
 unsafe fn run_code(code: &str, globals: *mut PyObject) -> Result<(), String> {
     let code = CString::new(code).map_err(|e| e.to_string())?;
-    let r = raw::PyRun_StringFlags(
-        code.as_ptr(),
-        raw::Py_file_input as i32,
-        globals,
-        globals,
-        std::ptr::null_mut(),
-    );
-    if r.is_null() {
-        return Err(take_error());
+    // SAFETY: GIL held, `globals` a live dict (caller's contract); `code` is NUL-terminated
+    // and outlives the call; the result is a new reference (None) or NULL.
+    unsafe {
+        let r = raw::PyRun_StringFlags(
+            code.as_ptr(),
+            raw::Py_file_input as i32,
+            globals,
+            globals,
+            std::ptr::null_mut(),
+        );
+        if r.is_null() {
+            return Err(take_error());
+        }
+        shim_Py_DECREF(r);
     }
-    shim_Py_DECREF(r); // new reference (None)
     Ok(())
 }
 
+/// Run the prelude in the `__capisan__` module and collect the handles the ops use (borrowed
+/// from its globals, which live forever), loading the extension under test if any.
+///
+/// # Safety
+/// GIL held, interpreter initialized; called once (from [`get`]).
 unsafe fn init_prelude() -> Result<Interp, String> {
-    let main = raw::PyImport_AddModule(c"__capisan__".as_ptr()); // borrowed
-    if main.is_null() {
-        return Err(take_error());
+    // SAFETY: GIL held; the module, its dict and the builtins are borrowed references the
+    // interpreter keeps alive (sys.modules holds `__capisan__`).
+    let globals = unsafe {
+        let main = raw::PyImport_AddModule(c"__capisan__".as_ptr());
+        if main.is_null() {
+            return Err(take_error());
+        }
+        let globals = raw::PyModule_GetDict(main);
+        let builtins = raw::PyEval_GetBuiltins();
+        raw::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), builtins);
+        globals
+    };
+    // SAFETY: GIL held; `globals` is a live dict.
+    unsafe {
+        run_code(crate::PRELUDE_PY, globals)?;
+        run_code(crate::REGRTEST_CLEANUP_PY, globals)?;
     }
-    let globals = raw::PyModule_GetDict(main); // borrowed
-    let builtins = raw::PyEval_GetBuiltins(); // borrowed
-    raw::PyDict_SetItemString(globals, c"__builtins__".as_ptr(), builtins);
-    run_code(PRELUDE, globals)?;
-    run_code(crate::REGRTEST_CLEANUP_PY, globals)?;
     let get = |name: &CStr| -> Result<*mut PyObject, String> {
-        let o = raw::PyDict_GetItemString(globals, name.as_ptr()); // borrowed, kept alive by globals
+        // SAFETY: GIL held; borrowed, kept alive by `globals`.
+        let o = unsafe { raw::PyDict_GetItemString(globals, name.as_ptr()) };
         if o.is_null() {
             Err(format!("prelude lacks {name:?}"))
         } else {
@@ -174,7 +190,8 @@ unsafe fn init_prelude() -> Result<Interp, String> {
     let mut names = [std::ptr::null_mut(); 3];
     for (i, n) in ["victim", "payload", "other"].iter().enumerate() {
         let c = CString::new(*n).unwrap();
-        names[i] = raw::PyUnicode_InternFromString(c.as_ptr()); // new, kept forever
+        // SAFETY: GIL held; `c` is NUL-terminated; a new reference, kept forever.
+        names[i] = unsafe { raw::PyUnicode_InternFromString(c.as_ptr()) };
     }
     let mut ext = Vec::new();
     let mut ext_kw = Vec::new();
@@ -190,36 +207,52 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         let code = format!(
             "__ext = ext_callables({module:?}, {path:?}, [s for s in {only:?}.split(',') if s])"
         );
-        if let Err(e) = run_code(&code, globals) {
+        // SAFETY: GIL held; `globals` is a live dict.
+        if let Err(e) = unsafe { run_code(&code, globals) } {
             return Err(format!(
                 "loading extension {module} (CAPISAN_EXT) from {path:?}: {}",
                 e
             ));
         }
-        run_code(
-            "__ext_kw = ext_keywords(__ext)\n__ext_arity = ext_arities(__ext)",
-            globals,
-        )?;
+        // SAFETY: GIL held; `globals` is a live dict.
+        unsafe {
+            run_code(
+                "__ext_kw = ext_keywords(__ext)\n__ext_arity = ext_arities(__ext)",
+                globals,
+            )?;
+        }
         let arities = get(c"__ext_arity")?;
-        for i in 0..raw::PyList_Size(arities) {
-            let pair = raw::PyList_GetItem(arities, i); // borrowed
-            let lo = raw::PyLong_AsLong(raw::PyTuple_GetItem(pair, 0));
-            let hi = raw::PyLong_AsLong(raw::PyTuple_GetItem(pair, 1));
-            ext_arity.push((lo.clamp(0, 3) as u8, hi.clamp(0, 3) as u8));
+        // SAFETY: GIL held; `__ext_arity` is a list of (int, int) built by py/api.py; every
+        // item is borrowed from it, and it stays in `globals`.
+        unsafe {
+            for i in 0..raw::PyList_Size(arities) {
+                let pair = raw::PyList_GetItem(arities, i);
+                let lo = raw::PyLong_AsLong(raw::PyTuple_GetItem(pair, 0));
+                let hi = raw::PyLong_AsLong(raw::PyTuple_GetItem(pair, 1));
+                ext_arity.push((lo.clamp(0, 3) as u8, hi.clamp(0, 3) as u8));
+            }
         }
         let kw_lists = get(c"__ext_kw")?;
-        for i in 0..raw::PyList_Size(kw_lists) {
-            ext_kw.push(raw::PyList_GetItem(kw_lists, i)); // borrowed, kept alive by globals
+        // SAFETY: GIL held; `__ext_kw` is a list; its items are borrowed, kept alive by
+        // `globals`.
+        unsafe {
+            for i in 0..raw::PyList_Size(kw_lists) {
+                ext_kw.push(raw::PyList_GetItem(kw_lists, i));
+            }
         }
         let list = get(c"__ext")?;
-        let n = raw::PyList_Size(list);
-        for i in 0..n {
-            let pair = raw::PyList_GetItem(list, i); // borrowed
-            let name = CStr::from_ptr(raw::PyUnicode_AsUTF8(raw::PyTuple_GetItem(pair, 0)))
-                .to_string_lossy()
-                .into_owned();
-            let f = raw::PyTuple_GetItem(pair, 1); // borrowed, kept alive by __ext
-            ext.push((name, f));
+        // SAFETY: GIL held; `__ext` is a list of (str, callable) built by py/api.py; the
+        // pairs, names and callables are borrowed, kept alive by `__ext` in `globals`; the
+        // UTF-8 name is copied before anything can free it.
+        unsafe {
+            for i in 0..raw::PyList_Size(list) {
+                let pair = raw::PyList_GetItem(list, i);
+                let name = CStr::from_ptr(raw::PyUnicode_AsUTF8(raw::PyTuple_GetItem(pair, 0)))
+                    .to_string_lossy()
+                    .into_owned();
+                let f = raw::PyTuple_GetItem(pair, 1);
+                ext.push((name, f));
+            }
         }
         if ext.is_empty() {
             return Err(format!(
@@ -262,21 +295,27 @@ impl Interp {
         let Some(module) = self.ext_module.as_deref() else {
             return false;
         };
-        let t = shim_Py_TYPE(o) as *mut PyObject;
-        let m = raw::PyObject_GetAttrString(t, c"__module__".as_ptr());
-        if m.is_null() {
-            raw::PyErr_Clear();
-            return false;
-        }
-        // Not a str (a descriptor on some metatypes): AsUTF8 fails, the type is not ours.
-        let p = raw::PyUnicode_AsUTF8(m);
-        let name = if p.is_null() {
-            raw::PyErr_Clear();
-            String::new()
-        } else {
-            CStr::from_ptr(p).to_string_lossy().into_owned()
+        // SAFETY: GIL held, `o` live (caller's contract); its type is borrowed from it;
+        // `__module__` is a new reference (or NULL), released after its UTF-8 text (owned by
+        // it) is copied.
+        let name = unsafe {
+            let t = shim_Py_TYPE(o) as *mut PyObject;
+            let m = raw::PyObject_GetAttrString(t, c"__module__".as_ptr());
+            if m.is_null() {
+                raw::PyErr_Clear();
+                return false;
+            }
+            // Not a str (a descriptor on some metatypes): AsUTF8 fails, the type is not ours.
+            let p = raw::PyUnicode_AsUTF8(m);
+            let name = if p.is_null() {
+                raw::PyErr_Clear();
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            };
+            shim_Py_DECREF(m);
+            name
         };
-        shim_Py_DECREF(m);
         name == module || name.starts_with(&format!("{module}."))
     }
 }

@@ -4,6 +4,10 @@
 //! and ownership model ([`ops`]) and the report parsers ([`detect`]). With it, [`ffi`],
 //! [`interp`] and [`exec`] bind and drive the variant chosen at build time.
 
+// Every unsafe operation inside an `unsafe fn` sits in its own `unsafe` block that states the
+// contract it relies on (GIL held; which pointers are new, borrowed or stolen).
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod bench;
 pub mod bundle;
 pub mod campaign;

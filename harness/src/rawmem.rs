@@ -113,11 +113,19 @@ fn record(addr: usize, size: usize) {
     }
 }
 
+/// ASan's malloc hook: records the block while [`growth_of`] runs.
+///
+/// # Safety
+/// Called by the sanitizer runtime only; reads nothing behind `ptr`.
 #[cfg(capisan_asan)]
 unsafe extern "C" fn on_malloc(ptr: *const c_void, size: usize) {
     record(ptr as usize, size.max(1));
 }
 
+/// ASan's free hook: records the free while [`growth_of`] runs.
+///
+/// # Safety
+/// Called by the sanitizer runtime only; reads nothing behind `ptr`.
 #[cfg(capisan_asan)]
 unsafe extern "C" fn on_free(ptr: *const c_void) {
     record(ptr as usize, 0);
@@ -198,18 +206,27 @@ pub fn growth_of(f: impl FnOnce()) -> Option<Growth> {
 unsafe fn alloc_stack(addr: usize) -> Vec<Frame> {
     let mut trace = [std::ptr::null_mut::<c_void>(); 32];
     let mut thread: c_int = 0;
-    let n = __asan_get_alloc_stack(
-        addr as *mut c_void,
-        trace.as_mut_ptr(),
-        trace.len(),
-        &mut thread,
-    );
+    // SAFETY: `addr` is a block ASan still holds (caller's contract); `trace` has room for
+    // `trace.len()` frames and `thread` is a valid out-pointer.
+    let n = unsafe {
+        __asan_get_alloc_stack(
+            addr as *mut c_void,
+            trace.as_mut_ptr(),
+            trace.len(),
+            &mut thread,
+        )
+    };
     let mut out = Vec::new();
     for (i, &pc) in trace.iter().take(n).enumerate() {
         let mut buf = [0 as c_char; 512];
         let fmt = format!("    #{i} %p in %f %s:%l\0");
-        __sanitizer_symbolize_pc(pc, fmt.as_ptr().cast(), buf.as_mut_ptr(), buf.len());
-        let line = std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy();
+        // SAFETY: `fmt` is NUL-terminated; the runtime writes at most `buf.len()` bytes,
+        // NUL-terminated, into `buf` (zeroed, so terminated even if it writes nothing).
+        let line = unsafe {
+            __sanitizer_symbolize_pc(pc, fmt.as_ptr().cast(), buf.as_mut_ptr(), buf.len());
+            std::ffi::CStr::from_ptr(buf.as_ptr())
+        }
+        .to_string_lossy();
         if let Some(frame) = crate::detect::frames::parse_sanitizer_frame(&line) {
             out.push(frame);
         }

@@ -27,8 +27,13 @@ pub struct TraverseMismatch {
     pub released: isize,
 }
 
+/// The `visitproc` handed to `tp_traverse`: collects every visited object.
+///
+/// # Safety
+/// `arg` points to a live `Vec<*mut PyObject>` no one else borrows during the traversal.
 unsafe extern "C" fn count_visit(o: *mut PyObject, arg: *mut c_void) -> c_int {
-    let visits = &mut *(arg as *mut Vec<*mut PyObject>);
+    // SAFETY: the caller's contract.
+    let visits = unsafe { &mut *(arg as *mut Vec<*mut PyObject>) };
     if !o.is_null() {
         visits.push(o);
     }
@@ -40,7 +45,8 @@ unsafe extern "C" fn count_visit(o: *mut PyObject, arg: *mut c_void) -> c_int {
 /// # Safety
 /// `o` must be a live object.
 pub unsafe fn is_gc(o: *mut PyObject) -> bool {
-    shim_type_has_gc(o) != 0
+    // SAFETY: `o` live (caller's contract); reads its type's flags.
+    unsafe { shim_type_has_gc(o) != 0 }
 }
 
 /// What `tp_clear` left behind: references `tp_traverse` still visits after it ran (the
@@ -66,69 +72,88 @@ pub unsafe fn release_audited(
     clear_first: bool,
 ) -> (Vec<TraverseMismatch>, Vec<ClearLeftover>) {
     let mut visits: Vec<*mut PyObject> = Vec::new();
-    shim_tp_traverse(obj, Some(count_visit), &mut visits as *mut _ as *mut c_void);
-    for &v in &visits {
-        shim_Py_INCREF(v);
+    // SAFETY: GIL held, `obj` alive (caller's contract); `count_visit` gets `visits`, alive
+    // and unborrowed for the traversal; every visited object is alive (held by `obj`) and gets
+    // a strong reference of ours, released at the end.
+    unsafe {
+        shim_tp_traverse(obj, Some(count_visit), &mut visits as *mut _ as *mut c_void);
+        for &v in &visits {
+            shim_Py_INCREF(v);
+        }
     }
     let mut count: BTreeMap<usize, usize> = BTreeMap::new();
     for &v in &visits {
         *count.entry(v as usize).or_default() += 1;
     }
-    let cands: Vec<*mut PyObject> = candidates
-        .iter()
-        .copied()
-        .filter(|&c| is_gc(c) && shim_Py_IsImmortal(c) == 0)
-        .collect();
-    for &c in &cands {
-        shim_Py_INCREF(c);
-    }
-    let before: Vec<isize> = cands.iter().map(|&c| shim_Py_REFCNT(c)).collect();
-    let mut leftovers = Vec::new();
-    if clear_first && shim_tp_clear(obj) == 0 {
-        let mut after: Vec<*mut PyObject> = Vec::new();
-        shim_tp_traverse(obj, Some(count_visit), &mut after as *mut _ as *mut c_void);
-        let own_type = shim_Py_TYPE(obj) as *mut PyObject;
-        let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
-        // Only what a cycle can run through counts: GC-capable, mortal objects (Cython's
-        // tp_clear leaves None in a cleared field; the type stays until dealloc).
-        for &v in after
+    // SAFETY: GIL held; candidates are alive (caller's contract) and each kept one gets a
+    // strong reference of ours, released at the end, so none dies while `obj` does.
+    let (cands, before) = unsafe {
+        let cands: Vec<*mut PyObject> = candidates
             .iter()
-            .filter(|&&v| v != own_type && is_gc(v) && shim_Py_IsImmortal(v) == 0)
-        {
-            let t = std::ffi::CStr::from_ptr(shim_tp_name(v))
-                .to_string_lossy()
-                .into_owned();
-            *by_type.entry(t).or_default() += 1;
+            .copied()
+            .filter(|&c| is_gc(c) && shim_Py_IsImmortal(c) == 0)
+            .collect();
+        for &c in &cands {
+            shim_Py_INCREF(c);
+        }
+        let before: Vec<isize> = cands.iter().map(|&c| shim_Py_REFCNT(c)).collect();
+        (cands, before)
+    };
+    let mut leftovers = Vec::new();
+    // SAFETY: GIL held; `obj` is alive until the DECREF below; `after` is alive and unborrowed
+    // during the traversal; visited objects are alive (held by `obj`), their type names are
+    // copied at once.
+    if clear_first && unsafe { shim_tp_clear(obj) } == 0 {
+        let mut after: Vec<*mut PyObject> = Vec::new();
+        let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+        unsafe {
+            shim_tp_traverse(obj, Some(count_visit), &mut after as *mut _ as *mut c_void);
+            let own_type = shim_Py_TYPE(obj) as *mut PyObject;
+            // Only what a cycle can run through counts: GC-capable, mortal objects (Cython's
+            // tp_clear leaves None in a cleared field; the type stays until dealloc).
+            for &v in after
+                .iter()
+                .filter(|&&v| v != own_type && is_gc(v) && shim_Py_IsImmortal(v) == 0)
+            {
+                let t = std::ffi::CStr::from_ptr(shim_tp_name(v))
+                    .to_string_lossy()
+                    .into_owned();
+                *by_type.entry(t).or_default() += 1;
+            }
         }
         leftovers = by_type
             .into_iter()
             .map(|(child_type, count)| ClearLeftover { child_type, count })
             .collect();
     }
-    shim_Py_DECREF(obj);
-    let mut out = Vec::new();
-    for (i, &c) in cands.iter().enumerate() {
-        let released = before[i] - shim_Py_REFCNT(c);
-        let visited = count.get(&(c as usize)).copied().unwrap_or(0);
-        if released != visited as isize {
-            let child_type = std::ffi::CStr::from_ptr(shim_tp_name(c))
-                .to_string_lossy()
-                .into_owned();
-            out.push(TraverseMismatch {
-                child: c as usize,
-                child_type,
-                visited,
-                released,
-            });
+    // SAFETY: the caller's last reference to `obj`, given up here; candidates and visited
+    // objects stay alive through the references taken above, released last.
+    unsafe {
+        shim_Py_DECREF(obj);
+        let mut out = Vec::new();
+        for (i, &c) in cands.iter().enumerate() {
+            let released = before[i] - shim_Py_REFCNT(c);
+            let visited = count.get(&(c as usize)).copied().unwrap_or(0);
+            if released != visited as isize {
+                let child_type = std::ffi::CStr::from_ptr(shim_tp_name(c))
+                    .to_string_lossy()
+                    .into_owned();
+                out.push(TraverseMismatch {
+                    child: c as usize,
+                    child_type,
+                    visited,
+                    released,
+                });
+            }
         }
+        for &c in &cands {
+            shim_Py_DECREF(c);
+        }
+        for &v in &visits {
+            shim_Py_DECREF(v);
+        }
+        (out, leftovers)
     }
-    for &c in &cands {
-        shim_Py_DECREF(c);
-    }
-    for &v in &visits {
-        shim_Py_DECREF(v);
-    }
-    (out, leftovers)
 }
 
 /// The GC audit's helpers for returned objects (what an object exposes, a cycle through it
@@ -196,23 +221,28 @@ unsafe fn helpers() -> Option<&'static Helpers> {
 /// # Safety
 /// GIL held; `obj` alive.
 pub unsafe fn exposed(obj: *mut PyObject) -> Vec<*mut PyObject> {
-    let Some(h) = helpers() else {
+    // SAFETY: GIL held (caller's contract).
+    let Some(h) = (unsafe { helpers() }) else {
         return Vec::new();
     };
-    let list = raw::PyObject_CallOneArg(h.exposed, obj);
-    if list.is_null() {
-        raw::PyErr_Clear();
-        return Vec::new();
+    // SAFETY: GIL held, `obj` alive; `exposed(obj)` returns a new list (or NULL) whose items
+    // are borrowed from it and INCREF'd into the new references handed to the caller.
+    unsafe {
+        let list = raw::PyObject_CallOneArg(h.exposed, obj);
+        if list.is_null() {
+            raw::PyErr_Clear();
+            return Vec::new();
+        }
+        let out = (0..raw::PyList_Size(list))
+            .map(|i| {
+                let o = raw::PyList_GetItem(list, i);
+                shim_Py_INCREF(o);
+                o
+            })
+            .collect();
+        shim_Py_DECREF(list);
+        out
     }
-    let out = (0..raw::PyList_Size(list))
-        .map(|i| {
-            let o = raw::PyList_GetItem(list, i); // borrowed from `list`
-            shim_Py_INCREF(o);
-            o
-        })
-        .collect();
-    shim_Py_DECREF(list);
-    out
 }
 
 /// An uncollectable cycle: `obj` was put in a cycle through its writable attributes `through`
@@ -230,43 +260,50 @@ pub struct Uncollectable {
 /// # Safety
 /// GIL held; the caller owns one reference to `obj` and gives it up.
 pub unsafe fn release_in_cycle(obj: *mut PyObject) -> Option<Uncollectable> {
-    let Some(h) = helpers() else {
+    // SAFETY: GIL held (caller's contract).
+    let Some(h) = (unsafe { helpers() }) else {
+        // SAFETY: the caller's reference, given up.
+        unsafe { shim_Py_DECREF(obj) };
+        return None;
+    };
+    // SAFETY: GIL held; `obj` alive until the caller's reference is given up right after the
+    // call; `attached` is a new reference (or NULL) released last; the weakref, the names list
+    // and its items are borrowed from it, the UTF-8 names copied at once; `freed` is new.
+    unsafe {
+        let attached = raw::PyObject_CallOneArg(h.attach_cycle, obj);
         shim_Py_DECREF(obj);
-        return None;
-    };
-    let attached = raw::PyObject_CallOneArg(h.attach_cycle, obj);
-    shim_Py_DECREF(obj);
-    if attached.is_null() {
-        raw::PyErr_Clear();
-        return None;
-    }
-    if attached == shim_Py_None() {
+        if attached.is_null() {
+            raw::PyErr_Clear();
+            return None;
+        }
+        if attached == shim_Py_None() {
+            shim_Py_DECREF(attached);
+            return None;
+        }
+        // (weakref, names): borrowed from `attached`, alive until it is released below.
+        let wr = raw::PyTuple_GetItem(attached, 0);
+        let names = raw::PyTuple_GetItem(attached, 1);
+        let through: Vec<String> = (0..raw::PyList_Size(names))
+            .map(|i| {
+                let p = raw::PyUnicode_AsUTF8(raw::PyList_GetItem(names, i));
+                if p.is_null() {
+                    raw::PyErr_Clear();
+                    "?".to_string()
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
+            })
+            .collect();
+        let freed = raw::PyObject_CallOneArg(h.cycle_freed, wr);
+        let uncollectable = if freed.is_null() {
+            raw::PyErr_Clear();
+            false
+        } else {
+            let f = raw::PyObject_IsTrue(freed);
+            shim_Py_DECREF(freed);
+            f == 0
+        };
         shim_Py_DECREF(attached);
-        return None;
+        uncollectable.then_some(Uncollectable { through })
     }
-    // (weakref, names): borrowed from `attached`, alive until it is released below.
-    let wr = raw::PyTuple_GetItem(attached, 0);
-    let names = raw::PyTuple_GetItem(attached, 1);
-    let through: Vec<String> = (0..raw::PyList_Size(names))
-        .map(|i| {
-            let p = raw::PyUnicode_AsUTF8(raw::PyList_GetItem(names, i));
-            if p.is_null() {
-                raw::PyErr_Clear();
-                "?".to_string()
-            } else {
-                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-            }
-        })
-        .collect();
-    let freed = raw::PyObject_CallOneArg(h.cycle_freed, wr);
-    let uncollectable = if freed.is_null() {
-        raw::PyErr_Clear();
-        false
-    } else {
-        let f = raw::PyObject_IsTrue(freed);
-        shim_Py_DECREF(freed);
-        f == 0
-    };
-    shim_Py_DECREF(attached);
-    uncollectable.then_some(Uncollectable { through })
 }

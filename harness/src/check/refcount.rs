@@ -21,8 +21,11 @@ impl Snapshot {
     pub unsafe fn take(objects: impl IntoIterator<Item = *mut PyObject>) -> Snapshot {
         let mut before = BTreeMap::new();
         for o in objects {
-            if shim_Py_IsImmortal(o) == 0 {
-                before.insert(o as usize, shim_Py_REFCNT(o));
+            // SAFETY: GIL held, `o` live (caller's contract); reads its header only.
+            unsafe {
+                if shim_Py_IsImmortal(o) == 0 {
+                    before.insert(o as usize, shim_Py_REFCNT(o));
+                }
             }
         }
         Snapshot { before }
@@ -62,7 +65,8 @@ impl Prediction {
         }
         self.add(o, -1);
         let pending = self.delta.get(&(o as usize)).copied().unwrap_or(0);
-        if shim_Py_IsImmortal(o) == 0 && shim_Py_REFCNT(o) + pending <= 0 {
+        // SAFETY: GIL held, `o` live (caller's contract); reads its header only.
+        if unsafe { shim_Py_IsImmortal(o) == 0 && shim_Py_REFCNT(o) + pending <= 0 } {
             self.give_up();
         }
     }
@@ -102,7 +106,9 @@ pub unsafe fn compare(snap: &Snapshot, pred: &Prediction) -> Vec<Mismatch> {
     let mut out = Vec::new();
     for (&o, &before) in &snap.before {
         let expected = before + pred.delta.get(&o).copied().unwrap_or(0);
-        let actual = shim_Py_REFCNT(o as *mut PyObject);
+        // SAFETY: GIL held; the object's predicted count stays positive, so it is alive
+        // (caller's contract).
+        let actual = unsafe { shim_Py_REFCNT(o as *mut PyObject) };
         if actual != expected {
             out.push(Mismatch {
                 object: o,
