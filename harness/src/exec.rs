@@ -1478,7 +1478,7 @@ impl<'a> Executor<'a> {
     /// # Safety
     /// GIL held; the slots read are live; the item of `ListSetItem` is owned (stolen).
     unsafe fn list_op(&self, op: &Op, pred: &mut Prediction) -> Done {
-        let list = match op {
+        let l = match op {
             Op::ListAppend { list, .. }
             | Op::ListInsert { list, .. }
             | Op::ListSetItem { list, .. }
@@ -1487,11 +1487,10 @@ impl<'a> Executor<'a> {
             | Op::ListSort { list } => self.ptr(list),
             other => unreachable!("{} is not a list op", other.name()),
         };
-        // SAFETY: GIL held; `list` is live.
-        if unsafe { shim_PyList_Check(list) } == 0 {
+        // SAFETY: GIL held; the slot's object is live.
+        if unsafe { shim_PyList_Check(l) } == 0 {
             return Done::skip();
         }
-        let l = list;
         // SAFETY (every arm): GIL held; `l` is a live list, `it` a live object; the item
         // accessors return borrowed references, read before the op changes the list.
         unsafe {
@@ -1534,10 +1533,11 @@ impl<'a> Executor<'a> {
                         std::ptr::null_mut(),
                     ))
                 }
-                _ => {
+                Op::ListSort { .. } => {
                     pred.give_up(); // runs __lt__
                     Done::status(raw::PyList_Sort(l))
                 }
+                other => unreachable!("{} is not a list op", other.name()),
             }
         }
     }
@@ -1587,7 +1587,7 @@ impl<'a> Executor<'a> {
     /// # Safety
     /// GIL held; the slots read are live.
     unsafe fn dict_set_op(&self, op: &Op, pred: &mut Prediction) -> Done {
-        let (container, is_kind): (_, unsafe extern "C" fn(*mut PyObject) -> _) = match op {
+        let (d, is_kind): (_, unsafe extern "C" fn(*mut PyObject) -> _) = match op {
             Op::DictSetItem { dict, .. }
             | Op::DictGetItem { dict, .. }
             | Op::DictGetItemRef { dict, .. }
@@ -1596,11 +1596,10 @@ impl<'a> Executor<'a> {
             Op::SetAdd { set, .. } => (self.ptr(set), shim_PyAnySet_Check),
             other => unreachable!("{} is not a dict or set op", other.name()),
         };
-        // SAFETY: GIL held; the container is live.
-        if unsafe { is_kind(container) } == 0 {
+        // SAFETY: GIL held; the slot's object is live.
+        if unsafe { is_kind(d) } == 0 {
             return Done::skip();
         }
-        let d = container;
         // SAFETY (every arm): GIL held; `d` is a live dict (a set for `SetAdd`), keys and
         // values live; none of these calls steals a reference; GetItemWithError returns a
         // borrowed reference, GetItemRef a new one into `out`.
