@@ -425,6 +425,9 @@ pub struct ReleaseRun {
     pub exec_per_sec: u64,
     pub cov: u64,
     pub execs: u64,
+    /// When nothing was covered: the harness's panic message from the first crash's triage
+    /// log (e.g. the prelude failing on the module).
+    pub startup: Option<String>,
 }
 
 /// The verdict on one bug in one run of its buggy release.
@@ -530,7 +533,13 @@ fn release_campaign(
             seconds: first_seen(&b.artifacts),
         })
         .collect();
+    let startup = (totals.cov == 0)
+        .then(|| outcome.buckets.iter().flat_map(|b| &b.artifacts).next())
+        .flatten()
+        .and_then(|a| std::fs::read_to_string(a.with_extension("log")).ok())
+        .and_then(|log| panic_message(&log));
     Ok(ReleaseRun {
+        startup,
         requirement: requirement.to_string(),
         module: module.to_string(),
         fail_alloc,
@@ -542,20 +551,40 @@ fn release_campaign(
     })
 }
 
+/// The first `n` of `items` joined with `, `, and how many more there are (the JSON has all).
+pub fn shortlist(items: &[String], n: usize) -> String {
+    let mut s = items[..n.min(items.len())].join(", ");
+    if items.len() > n {
+        s.push_str(&format!(", ... {} more in real.json", items.len() - n));
+    }
+    s
+}
+
 /// Why `run` says nothing about its release: it covered no edge, so no input got past the
 /// harness's start-up (the prelude failed on the module, the import crashed) and its buckets
 /// are the start-up's, not the package's bugs.
 pub fn stalled(run: &ReleaseRun) -> Option<String> {
     (run.cov == 0).then(|| {
         format!(
-            "not run: the campaign on {} {} never got past start-up (cov 0 in {} inputs; buckets {:?}); see {}",
+            "not run: the campaign on {} {} never got past start-up (cov 0 in {} inputs; buckets {:?}{}); see {}",
             run.requirement,
             run.module,
             run.execs,
             run.buckets.iter().map(|b| &b.signature).collect::<Vec<_>>(),
+            run.startup
+                .as_deref()
+                .map(|m| format!("; the harness said: {m}"))
+                .unwrap_or_default(),
             run.dir.join("fuzz.log").display()
         )
     })
+}
+
+/// The message of a Rust panic in a harness log: the line after `panicked at`.
+pub fn panic_message(log: &str) -> Option<String> {
+    let mut lines = log.lines();
+    lines.find(|l| l.contains("panicked at"))?;
+    lines.next().map(|l| l.trim().to_string())
 }
 
 /// Campaigns already run in this suite, by (requirement, module, fail-alloc, seed): bugs of one
@@ -703,13 +732,17 @@ pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> sup
             .iter()
             .flat_map(|r| &r.buckets)
             .any(|b| b.class_matches(bug) && b.culprit_matches(bug));
-        let value = if found == 0 {
-            format!("missed (0 of {runs})")
-        } else {
-            format!(
-                "found in {found} of {runs}, {:.0} s",
+        let named = verdicts.iter().filter(|v| v.culprit_right).count();
+        let value = match (found, named) {
+            (0, _) => format!("missed (0 of {runs})"),
+            (_, 0) => format!(
+                "class only in {found} of {runs}, {:.0} s: no bucket of its class names the function",
                 super::median(times.clone())
-            )
+            ),
+            _ => format!(
+                "found in {found} of {runs} (named in {named}), {:.0} s",
+                super::median(times.clone())
+            ),
         };
         let mut notes = match verdicts.iter().find_map(|v| v.signature.clone()) {
             Some(sig) => format!("{sig}; class {class_right}; culprit {culprit}"),
@@ -727,7 +760,7 @@ pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> sup
             if fixed_sigs.is_empty() {
                 String::new()
             } else {
-                format!(" [{}]", fixed_sigs.join(", "))
+                format!(" [{}]", shortlist(&fixed_sigs, 6))
             },
             if still {
                 " (the bug's own bucket on the fixed release!)"
@@ -1213,9 +1246,17 @@ mod tests {
             exec_per_sec: 1,
             cov: 0,
             execs: 23,
+            startup: panic_message(
+                "thread '<unnamed>' panicked at harness/src/interp.rs:132:33:\ncapisan: initializing the prelude failed: AttributeError\nstack backtrace:\n",
+            ),
         };
         let why = stalled(&run).unwrap();
         assert!(why.contains("never got past start-up") && why.contains("/tmp/c/fuzz.log"));
+        assert!(why.contains("the harness said: capisan: initializing the prelude failed"));
+        assert_eq!(
+            shortlist(&["a".into(), "b".into(), "c".into()], 2),
+            "a, b, ... 1 more in real.json"
+        );
         run.cov = 2500;
         assert!(stalled(&run).is_none());
     }
