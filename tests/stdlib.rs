@@ -139,3 +139,35 @@ fn the_table_covers_the_variant_and_every_included_module_loads() {
     assert!(found.builtin.contains(&"marshal".to_string()));
     assert!(found.shared.contains_key("_struct"));
 }
+
+/// A weak reference's callback is released when its referent dies; the GC audit of the dying
+/// object must not charge that release to it (it is the weakref's reference, and the callback
+/// runs Python code). `_weakref.ReferenceType(plain, callback)`, then the slot holding `plain`
+/// is overwritten: once reported as "Plain: dealloc released 1 reference(s) to the Plain in
+/// s1, tp_traverse visited it 0 time(s)" by fuzz-stdlib on _weakref.
+#[test]
+fn a_weakref_callback_released_at_death_is_not_a_traverse_bug() {
+    let out = tempfile::tempdir().unwrap();
+    let r = xtask(
+        &[
+            "fuzz-stdlib",
+            "--module",
+            "_weakref",
+            "--time",
+            "3",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let camp = capisan::campaign::Campaign::load(&out.path().join("_weakref")).unwrap();
+    let input = out.path().join("weakref.json");
+    // Only ReferenceType is callable, as callable 0.
+    let ops = r#"[{"NewInstance":{"dst":3,"class":"Plain"}},{"NewInstance":{"dst":1,"class":"Plain"}},{"CallExt":{"func":0,"nargs":2,"args":[3,1,0],"dst":3}},{"NewInstance":{"dst":4,"class":"Plain"}},{"CallExt":{"func":0,"nargs":2,"args":[4,1,0],"dst":5}},{"Release":{"slot":4}}]"#;
+    std::fs::write(&input, ops).unwrap();
+    let extra = [("CAPISAN_EXT_FUNCS", "ReferenceType".to_string())];
+    let (ok, text) = camp.run_once(&input, &extra).unwrap();
+    assert!(text.contains("Executed"), "the input did not run:\n{text}");
+    assert!(ok && !text.contains("VIOLATION"), "{text}");
+}

@@ -71,6 +71,10 @@ pub unsafe fn release_audited(
     candidates: &[*mut PyObject],
     clear_first: bool,
 ) -> (Vec<TraverseMismatch>, Vec<ClearLeftover>) {
+    // A death that runs Python code releases what that code touches: no traverse audit then
+    // (the tp_clear check below still runs).
+    // SAFETY: GIL held, `obj` alive (caller's contract).
+    let audit = !unsafe { runs_code_at_death(obj) };
     let mut visits: Vec<*mut PyObject> = Vec::new();
     // SAFETY: GIL held, `obj` alive (caller's contract); `count_visit` gets `visits`, alive
     // and unborrowed for the traversal; every visited object is alive (held by `obj`) and gets
@@ -91,7 +95,7 @@ pub unsafe fn release_audited(
         let cands: Vec<*mut PyObject> = candidates
             .iter()
             .copied()
-            .filter(|&c| is_gc(c) && shim_Py_IsImmortal(c) == 0)
+            .filter(|&c| audit && is_gc(c) && shim_Py_IsImmortal(c) == 0)
             .collect();
         for &c in &cands {
             shim_Py_INCREF(c);
@@ -166,6 +170,7 @@ struct Helpers {
     exposed: *mut PyObject,
     attach_cycle: *mut PyObject,
     cycle_freed: *mut PyObject,
+    runs_code_at_death: *mut PyObject,
 }
 
 // SAFETY: the harness holds the GIL for the whole process lifetime and uses one thread.
@@ -208,10 +213,35 @@ unsafe fn helpers() -> Option<&'static Helpers> {
                     exposed: get(c"exposed"),
                     attach_cycle: get(c"attach_cycle"),
                     cycle_freed: get(c"cycle_freed"),
+                    runs_code_at_death: get(c"runs_code_at_death"),
                 })
             }
         })
         .as_ref()
+}
+
+/// Whether `obj`'s death runs Python code (a `__del__`, a weak reference's callback): what that
+/// code releases is not `obj`'s own, so its dealloc cannot be audited against its traverse. An
+/// error in the helper counts as yes (no audit rather than a false finding).
+///
+/// # Safety
+/// GIL held; `obj` alive.
+pub unsafe fn runs_code_at_death(obj: *mut PyObject) -> bool {
+    // SAFETY: GIL held (caller's contract).
+    let Some(h) = (unsafe { helpers() }) else {
+        return true;
+    };
+    // SAFETY: GIL held, `obj` alive; the call returns a new reference (a bool) or NULL.
+    unsafe {
+        let r = raw::PyObject_CallOneArg(h.runs_code_at_death, obj);
+        if r.is_null() {
+            raw::PyErr_Clear();
+            return true;
+        }
+        let yes = raw::PyObject_IsTrue(r) != 0;
+        shim_Py_DECREF(r);
+        yes
+    }
 }
 
 /// The objects `obj` exposes through the member and getset descriptors of its type (new

@@ -77,3 +77,15 @@ def cycle_freed(ref):
         return True
     probe.clear()
     return False
+
+
+def runs_code_at_death(obj):
+    # Whether obj's death runs Python code: a __del__, or a callback of a weak reference to it
+    # (a proxy's callback cannot be read without touching obj, so any proxy counts). That code
+    # may release anything (the callback itself, whatever it clears), which is not obj's own.
+    if getattr(type(obj), '__del__', None) is not None:
+        return True
+    for r in _weakref.getweakrefs(obj):
+        if not isinstance(r, _weakref.ref) or r.__callback__ is not None:
+            return True
+    return False
