@@ -57,7 +57,8 @@ fn signatures(buckets: &[Value]) -> BTreeSet<String> {
 fn expect_the_two_true_bugs(name: &str, extra: &[&str]) {
     let (out, buckets) = campaign(name, 60, extra);
     let totals = Totals::load(&out).expect("summary.json");
-    assert!(totals.execs > 1000, "the campaign barely ran: {totals:?}");
+    // ~1,200 inputs on a quiet 2-core machine, ~850 at a load average of 5.
+    assert!(totals.execs > 300, "the campaign barely ran: {totals:?}");
     let want: BTreeSet<String> = [
         "reference-leak|parse_pair".to_string(),
         "use-after-free|unstash".to_string(),
