@@ -48,3 +48,44 @@ pub mod interp;
 pub mod rawmem;
 pub mod replay;
 pub mod replay_report;
+
+#[cfg(test)]
+mod tests {
+    /// The API discovery in the prelude (py/api.py) survives what real extension types define:
+    /// wrapt's ObjectProxy has `__doc__` as a property, so its class attribute is a descriptor;
+    /// reading it as a string once stopped every wrapt campaign at start-up. Run with the
+    /// system python (the prelude needs no capisan interpreter for discovery).
+    #[test]
+    fn discovery_survives_descriptor_dunders() {
+        let code = format!(
+            "{}\n{}",
+            crate::PRELUDE_PY,
+            r#"
+class ObjectProxy:
+    # No signature inspect can read (as for a C type without __text_signature__).
+    __signature__ = "unreadable"
+    @property
+    def __doc__(self):
+        return "proxy"
+    def __init__(self, wrapped):
+        pass
+class Odd:
+    __name__ = property(lambda self: "odd")
+    __doc__ = "Odd(a, b)"
+    def __init__(self, a, b=1):
+        pass
+pairs = [("m.ObjectProxy", ObjectProxy), ("m.Odd", Odd)]
+print(ext_arities(pairs), ext_keywords(pairs))
+"#
+        );
+        let out = duct::cmd!("python3", "-c", code)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert_eq!(text.trim(), "[(0, 3), (1, 2)] [[], ['a', 'b']]", "{text}");
+    }
+}

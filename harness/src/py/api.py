@@ -296,9 +296,14 @@ def _signature_line(f):
     """The docstring's first line as a one-item list when it is a signature, `name(...)` as
     CPython's own docstrings start; else []. Prose ("Uses lst[0] after calling f().") is not
     read as one."""
-    doc = (getattr(f, '__doc__', None) or '').strip().splitlines()
+    doc = getattr(f, '__doc__', None)
     name = getattr(f, '__name__', None)
-    if doc and name and doc[0].startswith(name + '(') and ')' in doc[0]:
+    # A class may define __doc__ or __name__ as a property (wrapt's ObjectProxy): the class
+    # attribute is then a descriptor, not a string.
+    if not isinstance(doc, str) or not isinstance(name, str):
+        return []
+    doc = doc.strip().splitlines()
+    if doc and doc[0].startswith(name + '(') and ')' in doc[0]:
         return doc[:1]
     return []
 
@@ -309,7 +314,7 @@ def _params(f):
     import inspect
     try:
         sig = inspect.signature(f)
-    except (TypeError, ValueError):
+    except Exception:  # TypeError, ValueError; anything from an odd callable's attributes
         sig = None
     if sig is not None:
         pos, kw = [], []
@@ -338,7 +343,7 @@ def _arity(f):
     import inspect
     try:
         sig = inspect.signature(f)
-    except (TypeError, ValueError):
+    except Exception:  # TypeError, ValueError; anything from an odd callable's attributes
         sig = None
     if sig is not None:
         lo = hi = 0
