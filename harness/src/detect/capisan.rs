@@ -104,7 +104,12 @@ pub(super) fn op_name(op: &str) -> String {
     });
     r.captures(op.trim()).map_or_else(
         || op.trim().to_string(),
-        |c| c[1].split_whitespace().collect::<Vec<_>>().join(" "),
+        |c| {
+            c[1].split_whitespace()
+                .map(super::strip_subclass_variant)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
     )
 }
 
@@ -126,6 +131,21 @@ mod tests {
             "CallExt bugzoo.extra_decref"
         );
         assert_eq!(op_name("#0 s0 = NewList()"), "NewList");
+        // Evil subclass variants of one type are that type.
+        assert_eq!(
+            op_name("#7 s1 = CallExt multidict._multidict.CIMultiDictProxy~copy~mutate(s0)"),
+            "CallExt multidict._multidict.CIMultiDictProxy"
+        );
+    }
+
+    #[test]
+    fn evil_subclass_variants_share_their_base_types_bucket() {
+        let sig = |sub: &str| {
+            let text = format!("==capisan== VIOLATION kind=leak op=#3 s2 = CallExt m.T{sub}(s0)\n==capisan== detail: each call of m.T{sub} leaks references\n==capisan== detail: at: m.T{sub}\n");
+            crate::detect::parse(&text)[0].signature().0
+        };
+        assert_eq!(sig("~copy~mutate"), "reference-leak|T|CallExt m.T");
+        assert_eq!(sig("~keys~raise"), sig(""));
     }
 
     #[test]
