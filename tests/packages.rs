@@ -244,6 +244,52 @@ fn contourpy_meson_python_builds_imports_and_fuzzes() {
     fuzz_pkg_min("contourpy==1.3.3", &["contourpy._contourpy"], 100);
 }
 
+/// multidict 7.2.1 (the latest release): its campaign reports exactly one bucket, a real bug
+/// — a recycled instance shell is tracked by the GC before its `state` is set, and a debug
+/// CPython's `PyObject_GC_Track` traverses it: `multidict_tp_traverse` reads `md->state->mod`
+/// through NULL (plain python on the asan variant: `a = multidict.CIMultiDict(); del a;
+/// multidict.CIMultiDict()`; 6.7.1 has no shell pool and no crash). Nothing else: not its
+/// module reference, which tp_clear keeps on purpose (a module breaks its own cycles), not one
+/// bucket per evil subclass, and not its `_testcapi` helper module, which is not fuzzed unless
+/// named.
+#[test]
+fn multidict_latest_gives_exactly_its_real_gc_bug() {
+    let out = tempfile::tempdir().unwrap();
+    let r = xtask(
+        &[
+            "fuzz-pkg",
+            "multidict==7.2.1",
+            "--time",
+            "60",
+            "--json",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("  multidict._multidict: "),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("multidict._testcapi:"), "{}", r.stdout);
+    let buckets: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(out.path().join("multidict._multidict/buckets.json")).unwrap(),
+    )
+    .unwrap();
+    let sigs: Vec<&str> = buckets
+        .iter()
+        .map(|b| b["signature"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sigs,
+        ["gc-traversal|multidict_tp_traverse|-"],
+        "{}",
+        r.stdout
+    );
+}
+
 /// Bad input is one clear line and a failure exit, and leaves no directory behind.
 #[test]
 fn bad_requirements_fail_with_one_clear_line() {

@@ -349,7 +349,10 @@ impl PackageBuild {
             });
         }
         let modules: Vec<String> = if wanted.is_empty() {
-            self.importable().map(|m| m.name.clone()).collect()
+            self.importable()
+                .filter(|m| !is_test_helper(&m.name))
+                .map(|m| m.name.clone())
+                .collect()
         } else {
             wanted.to_vec()
         };
@@ -363,6 +366,16 @@ impl PackageBuild {
         }
         Ok(modules)
     }
+}
+
+/// A module that exists to test the package's C API from its test suite (`pkg._testcapi`,
+/// `pkg._test_internal`), like CPython's own `_testcapi`: its functions misuse the API on
+/// purpose, so it is fuzzed only when named with `--module`.
+pub fn is_test_helper(dotted: &str) -> bool {
+    dotted
+        .rsplit('.')
+        .next()
+        .is_some_and(|m| m.starts_with("_test"))
 }
 
 /// Where `cargo xtask fuzz-pkg` puts the campaigns of requirement `req` by default:
@@ -919,6 +932,14 @@ fn needed_by(requirement: &str, missing: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_helper_modules_are_fuzzed_only_by_name() {
+        assert!(is_test_helper("multidict._testcapi"));
+        assert!(is_test_helper("_testinternalcapi"));
+        assert!(!is_test_helper("multidict._multidict"));
+        assert!(!is_test_helper("pkg.testing_speedups"));
+    }
 
     #[test]
     fn venv_site_packages_is_the_one_under_lib() {

@@ -36,7 +36,7 @@ pub struct FuzzPkgArgs {
     #[arg(help = REQ_HELP)]
     pub req: String,
     /// Fuzz only this extension module (dotted name, e.g. markupsafe._speedups); repeatable;
-    /// default: every extension module of the package that imports.
+    /// default: every extension module of the package that imports, but test helpers (`_test*`).
     #[arg(long = "module", value_name = "DOTTED")]
     pub modules: Vec<String>,
     /// PYTHONMALLOC for the campaigns (default: the variant's setting).

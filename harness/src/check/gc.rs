@@ -49,6 +49,20 @@ pub unsafe fn is_gc(o: *mut PyObject) -> bool {
     unsafe { shim_type_has_gc(o) != 0 }
 }
 
+/// Whether `o` is a module or a type (subclasses included).
+///
+/// # Safety
+/// `o` must be a live object; GIL held.
+unsafe fn is_module_or_type(o: *mut PyObject) -> bool {
+    // SAFETY: `o` live (caller's contract); reads its type and the static module type.
+    unsafe {
+        let t = shim_Py_TYPE(o);
+        let flags = raw::PyType_GetFlags(t);
+        flags & (raw::Py_TPFLAGS_TYPE_SUBCLASS as std::os::raw::c_ulong) != 0
+            || raw::PyType_IsSubtype(t, &raw mut raw::PyModule_Type) != 0
+    }
+}
+
 /// What `tp_clear` left behind: references `tp_traverse` still visits after it ran (the
 /// object's own heap type excepted: instances keep it until dealloc).
 #[derive(Debug)]
@@ -114,11 +128,14 @@ pub unsafe fn release_audited(
             shim_tp_traverse(obj, Some(count_visit), &mut after as *mut _ as *mut c_void);
             let own_type = shim_Py_TYPE(obj) as *mut PyObject;
             // Only what a cycle can run through counts: GC-capable, mortal objects (Cython's
-            // tp_clear leaves None in a cleared field; the type stays until dealloc).
-            for &v in after
-                .iter()
-                .filter(|&&v| v != own_type && is_gc(v) && shim_Py_IsImmortal(v) == 0)
-            {
+            // tp_clear leaves None in a cleared field; the type stays until dealloc). Modules
+            // and types are left out too: an extension may keep its module (per-instance
+            // module state, multidict 7) or a type until dealloc on purpose, and a cycle
+            // through one is broken by the module's or type's own tp_clear (it clears its
+            // dict).
+            for &v in after.iter().filter(|&&v| {
+                v != own_type && is_gc(v) && shim_Py_IsImmortal(v) == 0 && !is_module_or_type(v)
+            }) {
                 let t = std::ffi::CStr::from_ptr(shim_tp_name(v))
                     .to_string_lossy()
                     .into_owned();

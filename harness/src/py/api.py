@@ -435,7 +435,8 @@ def evil_subclasses(modname, callables):
                 # that concern its own types (methods called, tp_clear audited).
                 ns = {name: hook, '__module__': cls.__module__}
                 try:
-                    sub = type(cls.__name__ + '_' + name + '_' + style, (cls,), ns)
+                    # Type~hook~style: buckets know the base type by the part before '~'.
+                    sub = type(cls.__name__ + '~' + name + '~' + style, (cls,), ns)
                 except TypeError:
                     continue
                 out.append((qual + '~' + name + '~' + style, sub))
