@@ -121,23 +121,14 @@ mod cpython {
                 println!("cargo:rustc-link-lib={l}");
             }
         }
-        let (major, minor) = {
-            let mut it = m.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-            (it.next().unwrap_or(3), it.next().unwrap_or(0))
-        };
-        println!("cargo::rustc-check-cfg=cfg(py_immortal)");
         println!("cargo::rustc-check-cfg=cfg(capisan_asan)");
         if m.variant == Variant::Asan {
             println!("cargo:rustc-cfg=capisan_asan");
-        }
-        if (major, minor) >= (3, 12) {
-            println!("cargo:rustc-cfg=py_immortal");
         }
         println!(
             "cargo:rustc-env=CAPISAN_MANIFEST_PATH={}",
             m.dir().join("manifest.json").display()
         );
         println!("cargo:rustc-env=CAPISAN_BUILT_VARIANT={}", m.variant);
-        println!("cargo:rustc-env=CAPISAN_PY_VERSION={}", m.version);
     }
 }
