@@ -44,8 +44,9 @@ fn fuzz(func: &str, variant: &str, time: u64, extra: &[&str]) -> Vec<Value> {
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", r.stdout));
     let totals = capisan::campaign::Totals::load(&out).expect("summary.json");
     assert!(
-        // memcheck runs a few inputs a second where ASan runs hundreds.
-        !buckets.is_empty() || totals.execs >= if variant == "valgrind" { 10 } else { 500 },
+        // memcheck runs a few inputs a second where ASan runs hundreds (fewer on a loaded
+        // machine: 359 in one clean-twin campaign at a load average of 5).
+        !buckets.is_empty() || totals.execs >= if variant == "valgrind" { 10 } else { 250 },
         "{func}: the campaign barely ran ({} inputs)",
         totals.execs
     );
