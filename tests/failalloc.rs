@@ -176,7 +176,8 @@ fn clean_twins_give_no_findings_either_way() {
         false,
     );
     let totals = Totals::load(&out).expect("summary.json");
-    assert!(totals.execs > 1000, "the campaign barely ran: {totals:?}");
+    // Thousands on a quiet machine; a loaded 2-core machine runs a few hundred.
+    assert!(totals.execs > 300, "the campaign barely ran: {totals:?}");
     assert!(buckets.is_empty(), "{buckets:#?}");
 }
 

@@ -176,7 +176,8 @@ fn clean_twins_give_no_finding() {
         "make_box_clean,NodeClean,HalfBuiltClean,pymem_leak_clean,malloc_leak_clean",
         45,
     );
-    assert!(totals.execs > 1000, "the campaign barely ran: {totals:?}");
+    // Thousands on a quiet machine; a loaded 2-core machine runs a few hundred.
+    assert!(totals.execs > 300, "the campaign barely ran: {totals:?}");
     assert!(buckets.is_empty(), "{buckets:#?}");
     assert_eq!(
         totals.leak_stats.confirmed, 0,
