@@ -336,3 +336,55 @@ fn bad_requirements_fail_with_one_clear_line() {
         );
     }
 }
+
+/// A fuzz-pkg finding goes through repro and confirm: markupsafe 3.0.4's `_escape_inner`
+/// returns NULL without an exception for a non-str (a real bug of the latest release, also in
+/// 3.0.2). The reproducer knows the package's venv; confirm builds the package for every other
+/// variant (pkg-build, cached) and each one sees it.
+#[test]
+fn a_package_finding_is_reproduced_and_confirmed_on_every_variant() {
+    let out = tempfile::tempdir().unwrap();
+    let camp = out.path().join("camp");
+    let r = xtask(
+        &[
+            "fuzz-pkg",
+            "markupsafe==3.0.4",
+            "--time",
+            "60",
+            "--stop-at-first-finding",
+            "--json",
+            "--out",
+            camp.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let dir = camp.join("markupsafe._speedups");
+    let buckets: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("buckets.json")).unwrap()).unwrap();
+    let b = buckets
+        .iter()
+        .find(|b| b["class"] == "exception state")
+        .unwrap_or_else(|| panic!("no exception-state bucket: {buckets:#?}"));
+    let artifact = b["artifacts"][0].as_str().unwrap();
+    let bundle = out.path().join("repro");
+    let r = xtask(&["repro", artifact, "--out", bundle.to_str().unwrap()], &[]);
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let env = std::fs::read_to_string(bundle.join("campaign.env")).unwrap();
+    assert!(env.contains("/venv/lib/python3"), "{env}");
+    let r = xtask(&["confirm", bundle.to_str().unwrap()], &[]);
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let rows: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains("malloc") || l.contains("default"))
+        .collect();
+    assert!(rows.len() >= 2, "{}", r.stdout);
+    for row in rows {
+        assert!(
+            row.contains(" true "),
+            "not reproduced: {row}\n{}",
+            r.stdout
+        );
+    }
+}

@@ -1,11 +1,12 @@
-//! Confirm a reproducer outside the fuzzer: rebuild its extension for each built variant,
+//! Confirm a reproducer outside the fuzzer: rebuild its extension (or, for a fuzz-pkg finding,
+//! its package) for each built variant,
 //! build `repro.c` with the bundle's `build.sh`, run it in a fresh process (under memcheck for
 //! valgrind) and record which variants see the finding's class.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use capisan_build::{extension, BuildError, Cache, Manifest, Variant};
+use capisan_build::{extension, package, BuildError, Cache, Manifest, Variant};
 use serde::Serialize;
 
 use crate::detect::{self, BugClass, Finding, Tool};
@@ -36,6 +37,12 @@ pub enum ConfirmError {
     Extension {
         variant: Variant,
         source: BuildError,
+    },
+    /// The package could not be rebuilt for a variant.
+    #[error("rebuilding the package for {variant}: {source}")]
+    Package {
+        variant: Variant,
+        source: capisan_build::package::PackageError,
     },
     /// `build.sh` failed.
     #[error("build.sh {variant} failed:\n{output}")]
@@ -106,6 +113,7 @@ pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
     };
     let ext_src = PathBuf::from(get("EXT_PATH")).join(extension::SOURCE_FILE);
     let ext_src = fs::read_to_string(&ext_src).ok();
+    let package = package_of(Path::new(&get("EXT_PATH")));
     let mut out = Vec::new();
     for (variant, pm) in RUNS {
         let Ok(m) = Manifest::find(cache, variant, None) else {
@@ -118,6 +126,11 @@ pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
             extension::build_extension(cache, &m, Path::new(src.trim()), Some(&o))
                 .map_err(|source| ConfirmError::Extension { variant, source })?;
             ext_path = o.display().to_string();
+        } else if let Some(p) = &package {
+            // A fuzz-pkg finding: the same package built for this variant (cached by pkg-build).
+            let built = package::build_package(cache, &m, &p.requirement, &mut |_| {})
+                .map_err(|source| ConfirmError::Package { variant, source })?;
+            ext_path = built.package().site_packages.display().to_string();
         }
         let build_sh = dir.join("build.sh");
         let b = io(
@@ -188,6 +201,15 @@ pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
 
 /// The variant's run-time environment with the extension first on PYTHONPATH and `pm` (when
 /// set) as PYTHONMALLOC. One list, applied once: duct gives inner `.env` calls precedence.
+/// The package record (`pkg-build`) whose venv holds `site_packages`, if it is one:
+/// `<package dir>/venv/lib/python3.X/site-packages`, with `package.json` in the package dir.
+fn package_of(site_packages: &Path) -> Option<package::PackageBuild> {
+    let dir = site_packages.ancestors().nth(4)?;
+    package::PackageBuild::load(&dir.join(package::FILE_NAME))
+        .ok()
+        .filter(|p| p.site_packages == site_packages)
+}
+
 fn run_env(m: &Manifest, ext_path: &str, pm: &str) -> Vec<(String, String)> {
     let mut env = m.env();
     for (k, v) in env.iter_mut() {
