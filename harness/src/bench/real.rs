@@ -3,10 +3,8 @@
 //! release that has it, the release that fixed it and the public evidence for both. The bench
 //! downloads and builds the releases itself; nothing is vendored.
 //!
-//! The file is read as the small subset of TOML it is written in (comments, `[[bug]]` tables,
-//! `key = value` with basic or literal strings, booleans, integers and arrays of those) into
-//! JSON values, then deserialized into [`RealBug`] with serde. The workspace has no TOML crate,
-//! and this subset is all the data file needs; anything outside it is an error with its line.
+//! The file is TOML (one `[[bug]]` table per bug), read with the `toml` crate and deserialized
+//! into [`RealBug`] with serde; an error names its line, or the entry and the field.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +14,7 @@ use std::time::SystemTime;
 use capisan_build::package::{build_package, Requirement};
 use capisan_build::Variant;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
 use super::{Bench, BenchError, Table};
 use crate::campaign::CampaignRequest;
@@ -167,11 +165,8 @@ pub enum RealBugsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A line is outside the TOML subset the file is written in.
-    #[error(
-        "{path}:{line}: {message} (the file is read as a TOML subset: comments, [[bug]] tables, \
-         key = string / bool / integer / array)"
-    )]
+    /// The file is not TOML with `[[bug]]` tables.
+    #[error("{path}:{line}: {message}")]
     Syntax {
         path: PathBuf,
         line: usize,
@@ -183,7 +178,7 @@ pub enum RealBugsError {
         path: PathBuf,
         index: usize,
         id: String,
-        source: serde_json::Error,
+        source: toml::de::Error,
     },
     /// The entries parse but break a rule of the set (duplicate id, buggy == fixed, no URL).
     #[error("{path}: {message}; fix the entry in the file")]
@@ -204,28 +199,51 @@ pub fn load(path: &Path) -> Result<Vec<RealBug>, RealBugsError> {
     parse(&text, path)
 }
 
-/// Parse and check the text of a real-bug file; `origin` names it in errors.
+/// Parse and check the text of a real-bug file (TOML, one `[[bug]]` table per bug, read with
+/// the `toml` crate); `origin` names it in errors.
 pub fn parse(text: &str, origin: &Path) -> Result<Vec<RealBug>, RealBugsError> {
-    let tables = subset::read(text).map_err(|(line, message)| RealBugsError::Syntax {
+    let syntax = |line: usize, message: String| RealBugsError::Syntax {
         path: origin.to_path_buf(),
         line,
         message,
+    };
+    let doc: toml::Table = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+        syntax(line, e.message().to_string())
     })?;
+    if let Some(other) = doc.keys().find(|k| *k != "bug") {
+        return Err(syntax(
+            0,
+            format!("only [[bug]] tables belong in the file, not `{other}`"),
+        ));
+    }
+    let tables = match doc.get("bug") {
+        Some(toml::Value::Array(a)) => a.clone(),
+        Some(_) => {
+            return Err(syntax(
+                0,
+                "`bug` must be an array of tables ([[bug]])".into(),
+            ))
+        }
+        None => Vec::new(),
+    };
     let mut bugs = Vec::with_capacity(tables.len());
     for (i, table) in tables.into_iter().enumerate() {
         let id = table
             .get("id")
-            .and_then(Value::as_str)
+            .and_then(toml::Value::as_str)
             .unwrap_or("no id")
             .to_string();
-        let bug = serde_json::from_value(Value::Object(table)).map_err(|source| {
-            RealBugsError::Schema {
+        let bug = table
+            .try_into::<RealBug>()
+            .map_err(|source| RealBugsError::Schema {
                 path: origin.to_path_buf(),
                 index: i + 1,
                 id,
                 source,
-            }
-        })?;
+            })?;
         bugs.push(bug);
     }
     check(&bugs).map_err(|message| RealBugsError::Invalid {
@@ -826,308 +844,6 @@ fn campaign_rows(t: &mut Table, done: &RunCache, secs: u64) {
     t.data("campaigns", json!(data));
 }
 
-/// The TOML subset reader: `[[bug]]` tables of `key = value` lines into JSON objects.
-mod subset {
-    use super::{Map, Value};
-
-    /// A line number and what is wrong there.
-    pub(super) type SyntaxError = (usize, String);
-
-    /// Every `[[bug]]` table of `text`, in order.
-    pub(super) fn read(text: &str) -> Result<Vec<Map<String, Value>>, SyntaxError> {
-        let mut c = Cursor {
-            chars: text.chars().collect(),
-            pos: 0,
-            line: 1,
-        };
-        let mut tables: Vec<Map<String, Value>> = Vec::new();
-        loop {
-            c.skip_trivia();
-            let Some(ch) = c.peek() else { break };
-            if ch == '[' {
-                let header = c.header()?;
-                if header != "bug" {
-                    return Err(
-                        c.error(format!("table [[{header}]]: only [[bug]] tables are read"))
-                    );
-                }
-                tables.push(Map::new());
-            } else {
-                let line = c.line;
-                let key = c.key()?;
-                c.skip_spaces();
-                c.expect('=')?;
-                c.skip_spaces();
-                let value = c.value()?;
-                let Some(table) = tables.last_mut() else {
-                    return Err((line, format!("key {key:?} before the first [[bug]]")));
-                };
-                if table.insert(key.clone(), value).is_some() {
-                    return Err((line, format!("key {key:?} given twice in one [[bug]]")));
-                }
-            }
-            c.end_of_line()?;
-        }
-        Ok(tables)
-    }
-
-    struct Cursor {
-        chars: Vec<char>,
-        pos: usize,
-        line: usize,
-    }
-
-    impl Cursor {
-        fn peek(&self) -> Option<char> {
-            self.chars.get(self.pos).copied()
-        }
-
-        fn bump(&mut self) -> Option<char> {
-            let ch = self.peek()?;
-            self.pos += 1;
-            if ch == '\n' {
-                self.line += 1;
-            }
-            Some(ch)
-        }
-
-        fn error(&self, message: String) -> SyntaxError {
-            (self.line, message)
-        }
-
-        fn expect(&mut self, want: char) -> Result<(), SyntaxError> {
-            match self.bump() {
-                Some(ch) if ch == want => Ok(()),
-                Some(ch) => Err(self.error(format!("expected {want:?}, found {ch:?}"))),
-                None => Err(self.error(format!("expected {want:?}, found the end of the file"))),
-            }
-        }
-
-        /// Spaces and tabs.
-        fn skip_spaces(&mut self) {
-            while matches!(self.peek(), Some(' ' | '\t')) {
-                self.bump();
-            }
-        }
-
-        /// A `#` comment up to (not including) its newline.
-        fn skip_comment(&mut self) {
-            if self.peek() == Some('#') {
-                while !matches!(self.peek(), None | Some('\n')) {
-                    self.bump();
-                }
-            }
-        }
-
-        /// Whitespace, newlines and comments.
-        fn skip_trivia(&mut self) {
-            loop {
-                self.skip_spaces();
-                self.skip_comment();
-                match self.peek() {
-                    Some('\n') | Some('\r') => {
-                        self.bump();
-                    }
-                    _ => return,
-                }
-            }
-        }
-
-        /// After a statement: spaces, an optional comment, then a newline or the end.
-        fn end_of_line(&mut self) -> Result<(), SyntaxError> {
-            self.skip_spaces();
-            self.skip_comment();
-            if self.peek() == Some('\r') {
-                self.bump();
-            }
-            match self.peek() {
-                None => Ok(()),
-                Some('\n') => {
-                    self.bump();
-                    Ok(())
-                }
-                Some(ch) => Err(self.error(format!("unexpected {ch:?} after the value"))),
-            }
-        }
-
-        /// `[[name]]`, returning `name`.
-        fn header(&mut self) -> Result<String, SyntaxError> {
-            self.expect('[')?;
-            if self.peek() != Some('[') {
-                return Err(self.error("only [[bug]] array tables are read, not [tables]".into()));
-            }
-            self.bump();
-            let name = self.key()?;
-            self.expect(']')?;
-            self.expect(']')?;
-            Ok(name)
-        }
-
-        /// A bare key: ASCII letters, digits, `_` and `-`.
-        fn key(&mut self) -> Result<String, SyntaxError> {
-            let mut key = String::new();
-            while let Some(ch) = self.peek() {
-                if ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' {
-                    key.push(ch);
-                    self.bump();
-                } else {
-                    break;
-                }
-            }
-            if key.is_empty() {
-                let found = self
-                    .peek()
-                    .map_or("the end of the file".into(), |c| format!("{c:?}"));
-                return Err(self.error(format!("expected a bare key, found {found}")));
-            }
-            Ok(key)
-        }
-
-        fn value(&mut self) -> Result<Value, SyntaxError> {
-            match self.peek() {
-                Some('"') => self.basic_string().map(Value::String),
-                Some('\'') => self.literal_string().map(Value::String),
-                Some('[') => self.array(),
-                Some('t' | 'f') => self.boolean(),
-                Some(ch) if ch.is_ascii_digit() || ch == '-' || ch == '+' => self.integer(),
-                Some(ch) => Err(self.error(format!("a value cannot start with {ch:?}"))),
-                None => Err(self.error("expected a value, found the end of the file".into())),
-            }
-        }
-
-        fn reject_multiline(&self, quote: char) -> Result<(), SyntaxError> {
-            let three = self.chars.get(self.pos..self.pos + 3);
-            if three == Some(&[quote, quote, quote][..]) {
-                return Err(self.error("multi-line strings are not read; use one line".into()));
-            }
-            Ok(())
-        }
-
-        fn basic_string(&mut self) -> Result<String, SyntaxError> {
-            self.reject_multiline('"')?;
-            self.expect('"')?;
-            let mut s = String::new();
-            loop {
-                if matches!(self.peek(), None | Some('\n')) {
-                    return Err(self.error("unterminated string".into()));
-                }
-                match self.bump() {
-                    None => unreachable!("peeked above"),
-                    Some('"') => return Ok(s),
-                    Some('\\') => s.push(self.escape()?),
-                    Some(ch) => s.push(ch),
-                }
-            }
-        }
-
-        fn escape(&mut self) -> Result<char, SyntaxError> {
-            let ch = match self.bump() {
-                Some('"') => '"',
-                Some('\\') => '\\',
-                Some('n') => '\n',
-                Some('t') => '\t',
-                Some('r') => '\r',
-                Some('b') => '\u{8}',
-                Some('f') => '\u{c}',
-                Some('u') => return self.unicode_escape(4),
-                Some('U') => return self.unicode_escape(8),
-                Some(ch) => return Err(self.error(format!("unknown escape \\{ch}"))),
-                None => return Err(self.error("unterminated string".into())),
-            };
-            Ok(ch)
-        }
-
-        fn unicode_escape(&mut self, digits: usize) -> Result<char, SyntaxError> {
-            let mut code = 0u32;
-            for _ in 0..digits {
-                let d = self
-                    .bump()
-                    .and_then(|c| c.to_digit(16))
-                    .ok_or_else(|| self.error(format!("\\u escape needs {digits} hex digits")))?;
-                code = code * 16 + d;
-            }
-            char::from_u32(code).ok_or_else(|| self.error(format!("U+{code:X} is not a char")))
-        }
-
-        fn literal_string(&mut self) -> Result<String, SyntaxError> {
-            self.reject_multiline('\'')?;
-            self.expect('\'')?;
-            let mut s = String::new();
-            loop {
-                if matches!(self.peek(), None | Some('\n')) {
-                    return Err(self.error("unterminated string".into()));
-                }
-                match self.bump() {
-                    None => unreachable!("peeked above"),
-                    Some('\'') => return Ok(s),
-                    Some(ch) => s.push(ch),
-                }
-            }
-        }
-
-        /// `[v, v, ...]`, over several lines, with comments and a trailing comma allowed.
-        fn array(&mut self) -> Result<Value, SyntaxError> {
-            self.expect('[')?;
-            let mut items = Vec::new();
-            loop {
-                self.skip_trivia();
-                if self.peek() == Some(']') {
-                    self.bump();
-                    return Ok(Value::Array(items));
-                }
-                items.push(self.value()?);
-                self.skip_trivia();
-                match self.bump() {
-                    Some(',') => {}
-                    Some(']') => return Ok(Value::Array(items)),
-                    Some(ch) => {
-                        return Err(self.error(format!("expected ',' or ']', found {ch:?}")))
-                    }
-                    None => return Err(self.error("unterminated array".into())),
-                }
-            }
-        }
-
-        fn boolean(&mut self) -> Result<Value, SyntaxError> {
-            for (word, value) in [("true", true), ("false", false)] {
-                let end = self.pos + word.len();
-                if self
-                    .chars
-                    .get(self.pos..end)
-                    .is_some_and(|w| w.iter().copied().eq(word.chars()))
-                {
-                    for _ in 0..word.len() {
-                        self.bump();
-                    }
-                    return Ok(Value::Bool(value));
-                }
-            }
-            Err(self.error("expected true or false".into()))
-        }
-
-        fn integer(&mut self) -> Result<Value, SyntaxError> {
-            let mut digits = String::new();
-            if let Some(sign @ ('-' | '+')) = self.peek() {
-                digits.push(sign);
-                self.bump();
-            }
-            while let Some(ch) = self.peek() {
-                if ch.is_ascii_digit() {
-                    digits.push(ch);
-                } else if ch != '_' {
-                    break;
-                }
-                self.bump();
-            }
-            digits.parse::<i64>().map(Value::from).map_err(|_| {
-                self.error(format!(
-                    "{digits:?} is not an integer (floats and dates are not read)"
-                ))
-            })
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1278,10 +994,13 @@ mod tests {
     #[test]
     fn class_names_are_the_ones_the_file_uses() {
         for class in BugClass::ALL {
-            let json = Value::String(class.name().into());
+            let json = serde_json::Value::String(class.name().into());
             assert_eq!(serde_json::from_value::<BugClass>(json).unwrap(), class);
         }
-        assert!(serde_json::from_value::<BugClass>(Value::String("memory-leak".into())).is_err());
+        assert!(
+            serde_json::from_value::<BugClass>(serde_json::Value::String("memory-leak".into()))
+                .is_err()
+        );
     }
 
     const ONE: &str = r#"
@@ -1305,7 +1024,7 @@ build = "c"
 "#;
 
     #[test]
-    fn the_subset_reader_reads_what_the_file_uses() {
+    fn the_file_reads_strings_escapes_and_optional_fields() {
         let bugs = parse(ONE, Path::new("one.toml")).unwrap();
         assert_eq!(bugs.len(), 1);
         let b = &bugs[0];
@@ -1316,32 +1035,18 @@ build = "c"
         assert_eq!(b.changelog, "Fix a \"crash\" in f\u{e9}\\");
         assert_eq!(b.fixed_requirement().as_deref(), Some("x==1.1"));
         assert!(b.notes.is_none() && b.verified.is_none());
-        let tables = subset::read("[[bug]]\nn = -1_000\nok = true\nl = []\n").unwrap();
-        assert_eq!(tables[0]["n"], Value::from(-1000));
-        assert_eq!(tables[0]["ok"], Value::Bool(true));
-        assert_eq!(tables[0]["l"], Value::Array(Vec::new()));
     }
 
     #[test]
-    fn syntax_outside_the_subset_is_an_error_with_its_line() {
-        let cases = [
-            ("[bug]\nid = \"a\"\n", 1, "array tables"),
-            ("[[other]]\n", 1, "only [[bug]]"),
-            ("id = \"a\"\n", 1, "before the first"),
-            ("[[bug]]\nid = \"a\"\nid = \"b\"\n", 3, "twice"),
-            ("[[bug]]\n\nid = \"a\n", 3, "unterminated"),
-            ("[[bug]]\nid = \"\"\"a\"\"\"\n", 2, "multi-line"),
-            ("[[bug]]\nx = 1.5\n", 2, "after the value"),
-            ("[[bug]]\nx = { a = 1 }\n", 2, "cannot start"),
-        ];
-        for (text, line, what) in cases {
+    fn bad_toml_and_foreign_tables_are_errors_with_their_line() {
+        for (text, line) in [
+            ("[[bug]]\n\nid = \"a\n", 3),
+            ("[[bug]]\nid = \"a\"\nid = \"b\"\n", 3),
+            ("[[other]]\nid = \"a\"\n", 0),
+            ("[bug]\nid = \"a\"\n", 0),
+        ] {
             match parse(text, Path::new("t.toml")) {
-                Err(RealBugsError::Syntax {
-                    line: l, message, ..
-                }) => {
-                    assert_eq!(l, line, "{text:?}: {message}");
-                    assert!(message.contains(what), "{text:?}: {message}");
-                }
+                Err(RealBugsError::Syntax { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
                 other => panic!("{text:?}: {other:?}"),
             }
         }
