@@ -178,7 +178,7 @@ pub enum RealBugsError {
         path: PathBuf,
         index: usize,
         id: String,
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     /// The entries parse but break a rule of the set (duplicate id, buggy == fixed, no URL).
     #[error("{path}: {message}; fix the entry in the file")]
@@ -242,7 +242,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Vec<RealBug>, RealBugsError> {
                 path: origin.to_path_buf(),
                 index: i + 1,
                 id,
-                source,
+                source: Box::new(source),
             })?;
         bugs.push(bug);
     }
