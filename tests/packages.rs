@@ -115,7 +115,14 @@ fn fuzz_pkg_min(req: &str, modules: &[&str], min_execs: u64) -> Vec<u64> {
         );
         // Past start-up: the extension's code was reached (a harness that dies at start-up
         // covers nothing).
-        let cov = summary["cov"].as_u64().unwrap_or(0);
+        // The summary's coverage, or libFuzzer's own `cov: N` lines in its log.
+        let logged = log
+            .split("cov: ")
+            .skip(1)
+            .filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let cov = summary["cov"].as_u64().unwrap_or(0).max(logged);
         assert!(
             cov > 0,
             "{m}: no coverage after {execs} inputs\n{}",
