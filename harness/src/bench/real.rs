@@ -56,19 +56,22 @@ impl BugClass {
         BugClass::NullDerefCrash,
     ];
 
-    /// The name the data file uses.
+    /// The name the data file uses: capisan's finding class id ([`crate::detect::BugClass::id`]),
+    /// except the one class the table merges (a NULL dereference or another crash).
     pub fn name(self) -> &'static str {
-        match self {
-            BugClass::ReferenceLeak => "reference-leak",
-            BugClass::UseAfterFree => "use-after-free",
-            BugClass::DoubleFree => "double-free",
-            BugClass::BufferOverflow => "buffer-overflow",
-            BugClass::UninitializedRead => "uninitialized-read",
-            BugClass::AllocatorMismatch => "allocator-mismatch",
-            BugClass::GcTraversal => "gc-traversal",
-            BugClass::BorrowedRefMisuse => "borrowed-ref-misuse",
-            BugClass::NullDerefCrash => "null-deref/crash",
-        }
+        use crate::detect::BugClass as Found;
+        let found = match self {
+            BugClass::ReferenceLeak => Found::ReferenceLeak,
+            BugClass::UseAfterFree => Found::UseAfterFree,
+            BugClass::DoubleFree => Found::DoubleFree,
+            BugClass::BufferOverflow => Found::BufferOverflow,
+            BugClass::UninitializedRead => Found::UninitializedRead,
+            BugClass::AllocatorMismatch => Found::AllocatorMismatch,
+            BugClass::GcTraversal => Found::GcTraversal,
+            BugClass::BorrowedRefMisuse => Found::BorrowedRefMisuse,
+            BugClass::NullDerefCrash => return "null-deref/crash",
+        };
+        found.id()
     }
 }
 
