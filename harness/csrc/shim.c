@@ -54,3 +54,13 @@ Py_ssize_t shim_total_refcount(void) {
 const char *__asan_default_options(void) { return CAPISAN_ASAN_DEFAULTS; }
 const char *__ubsan_default_options(void) { return CAPISAN_UBSAN_DEFAULTS; }
 #endif
+/* The GC slots and the deallocator of type `t`: out[0] tp_traverse, out[1] tp_clear,
+   out[2] tp_dealloc (NULL when the type has none). */
+void shim_type_slots(PyObject *t, void **out) {
+    PyTypeObject *tp = (PyTypeObject *)t;
+    out[0] = (void *)tp->tp_traverse;
+    out[1] = (void *)tp->tp_clear;
+    out[2] = (void *)tp->tp_dealloc;
+}
+/* ((PyTypeObject *)t)->tp_name: the name of type object `t` itself */
+const char *shim_type_name(PyObject *t) { return ((PyTypeObject *)t)->tp_name; }

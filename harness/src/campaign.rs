@@ -398,6 +398,12 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
         env.push(("PYTHONMALLOC".into(), pm.clone()));
     }
     env.extend(harness.to_env());
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        + spec.seconds;
+    env.push((crate::env::names::CAMPAIGN_END.into(), end.to_string()));
     let campaign = Campaign {
         target: spec.target.clone(),
         variant: spec.manifest.variant,

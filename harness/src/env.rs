@@ -43,6 +43,9 @@ pub mod names {
     pub const REPLAY_RSS_MB: &str = "CAPISAN_REPLAY_RSS_MB";
     /// Inputs per forked replay child (default 100, at least 1).
     pub const REPLAY_BATCH: &str = "CAPISAN_REPLAY_BATCH";
+    /// Unix time (seconds) at which a fork-mode campaign's fuzzing ends: no job libFuzzer
+    /// spawns is given time past it (see `capisan::exec::fork_job_budget`).
+    pub const CAMPAIGN_END: &str = "CAPISAN_CAMPAIGN_END";
 }
 
 /// Everything a harness process reads from its environment.

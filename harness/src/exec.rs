@@ -113,6 +113,9 @@ pub fn op_log_text() -> String {
         text.push_str(&format!("==capisan== #{i} {}\n", describe_at(op, i)));
     }
     text.push_str("==capisan== op-log end\n");
+    // The extension types met so far by their GC slot functions (`detect` names a crash in
+    // one of them after its type).
+    text.push_str(&crate::gcslots::lines());
     text.push_str(&format!(
         "==capisan== current-op #{idx} {}\n",
         describe_at(&ops[idx], idx)
@@ -191,6 +194,86 @@ fn record_fatal(log: &str) {
     }
 }
 
+/// The fuzz target's init hook, called by libFuzzer with its own `argc`/`argv` before it
+/// parses its flags and before its clock starts:
+/// - a replay request runs and exits ([`crate::replay::maybe_replay`]);
+/// - a job a fork-mode campaign spawned gets a useful time budget ([`fork_job_budget`]);
+/// - the interpreter starts and the extension under test is imported here, not in the first
+///   input, so a job's budget is spent fuzzing. The fork-mode parent runs no input and starts
+///   no interpreter.
+///
+/// # Safety
+/// `argc`/`argv` are libFuzzer's (`LLVMFuzzerInitialize`'s arguments), not yet read by it.
+pub unsafe fn fuzzer_init(argc: *mut libc::c_int, argv: *mut *mut *mut libc::c_char) {
+    crate::replay::maybe_replay();
+    // SAFETY: the caller's contract: argv holds argc NUL-terminated strings.
+    let args: Vec<String> = (0..unsafe { *argc }.max(0) as usize)
+        .map(|i| {
+            // SAFETY: i < argc.
+            let p = unsafe { *(*argv).add(i) };
+            // SAFETY: libFuzzer's argv strings are NUL-terminated.
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let end = std::env::var(crate::env::names::CAMPAIGN_END)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some((i, flag)) = fork_job_budget(&args, end.map(|e| e.saturating_sub(now))) {
+        // The string lives as long as the process: libFuzzer keeps pointers into argv.
+        let flag = CString::new(flag).expect("no NUL").into_raw();
+        // SAFETY: i < argc (an index into `args`); libFuzzer reads argv only after this hook.
+        unsafe { *(*argv).add(i) = flag };
+    }
+    if !is_fork_parent(args.into_iter()) {
+        init();
+    }
+}
+
+/// The least time a fork-mode job fuzzes, seconds. libFuzzer gives job N `min(N, 300)`
+/// seconds, and every job pays a fixed cost first: the interpreter and the extension's
+/// imports, its share of the corpus run again, and the parent's merge run of what it found.
+/// On a slow target (contourpy imports numpy under ASan; ~30 inputs/s) that cost took most of
+/// the first jobs of a short campaign.
+pub const FORK_JOB_MIN_SECONDS: u64 = 10;
+
+/// The rewritten `-max_total_time=` flag of a job libFuzzer's fork mode spawned (its command
+/// line has `-stop_file=`): at least [`FORK_JOB_MIN_SECONDS`], and never past the campaign's
+/// end (`remaining` seconds, at least 1), so the campaign is not stretched by a job started
+/// late and the last job's inputs are still merged. `(index in args, new flag)`, or `None`
+/// when nothing changes.
+pub fn fork_job_budget(args: &[String], remaining: Option<u64>) -> Option<(usize, String)> {
+    if !args.iter().any(|a| a.starts_with("-stop_file=")) {
+        return None;
+    }
+    // The last one counts: a job's command line is the parent's (with the campaign's own
+    // `-max_total_time`) plus libFuzzer's flags for the job.
+    let (i, n) = args.iter().enumerate().rev().find_map(|(i, a)| {
+        a.strip_prefix("-max_total_time=")
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| (i, n))
+    })?;
+    let mut budget = n.max(FORK_JOB_MIN_SECONDS);
+    if let Some(r) = remaining {
+        budget = budget.min(r.max(1));
+    }
+    (budget != n).then(|| (i, format!("-max_total_time={budget}")))
+}
+
+/// A libFuzzer command line of a fork-mode parent (`-fork=N`, N > 0): it only spawns jobs.
+pub fn is_fork_parent(mut args: impl Iterator<Item = String>) -> bool {
+    args.any(|a| {
+        a.strip_prefix("-fork=")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    })
+}
+
 /// The fuzz target's body: decode, run with the checks the environment asks for, and handle a
 /// violation ([`handle_violation`]).
 pub fn fuzz_one(data: &[u8]) {
@@ -238,7 +321,13 @@ fn fail_alloc_mode() -> crate::env::FailAlloc {
 pub fn init() -> &'static Interp {
     let i = interp::get();
     static HOOKED: std::sync::Once = std::sync::Once::new();
-    HOOKED.call_once(install_abort_hook);
+    HOOKED.call_once(|| {
+        install_abort_hook();
+        for &(_, f) in &i.ext {
+            // SAFETY: GIL held; the prelude keeps the extension's callables alive.
+            unsafe { crate::gcslots::note_if_type(f) };
+        }
+    });
     if fail_alloc_mode() != crate::env::FailAlloc::Off {
         crate::failalloc::install();
     }
@@ -1070,6 +1159,10 @@ impl<'a> Executor<'a> {
                     Ret::Object(true) | Ret::Lookup(true) | Ret::Status(true)
                 )
             };
+            if !done.result.is_null() {
+                // SAFETY: GIL held; the result was just returned, so it is live.
+                unsafe { crate::gcslots::note(done.result) };
+            }
             // Result of a new-reference call: +1 on an object we already knew.
             if !done.result.is_null() && plan.result == Some(crate::ops::model::ResultKind::New) {
                 pred.add(done.result, 1);
@@ -2554,4 +2647,68 @@ unsafe fn type_name(o: *mut PyObject) -> String {
     unsafe { std::ffi::CStr::from_ptr(shim_tp_name(o)) }
         .to_string_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fork_job_budget, is_fork_parent, FORK_JOB_MIN_SECONDS};
+
+    fn args(a: &[&str]) -> impl Iterator<Item = String> {
+        a.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn only_a_fork_mode_parent_skips_the_interpreter() {
+        assert!(is_fork_parent(args(&["fuzz", "-fork=1", "corpus"])));
+        assert!(is_fork_parent(args(&[
+            "fuzz",
+            "-max_total_time=9",
+            "-fork=2"
+        ])));
+        // A job libFuzzer spawned (no -fork), a one-process campaign, an explicit -fork=0.
+        assert!(!is_fork_parent(args(&[
+            "fuzz",
+            "-max_total_time=3",
+            "-stop_file=x"
+        ])));
+        assert!(!is_fork_parent(args(&["fuzz", "-fork=0"])));
+        assert!(!is_fork_parent(args(&["fuzz", "-fork_corpus_groups=1"])));
+    }
+
+    #[test]
+    fn a_fork_job_fuzzes_at_least_the_minimum_and_never_past_the_campaign() {
+        let job = |n: u64| -> Vec<String> {
+            [
+                "fuzz",
+                &format!("-max_total_time={n}"),
+                "-stop_file=/tmp/x/STOP",
+                "C1",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        let min = FORK_JOB_MIN_SECONDS;
+        // An early job is lengthened; a late one is left alone.
+        assert_eq!(
+            fork_job_budget(&job(1), None),
+            Some((2, format!("-max_total_time={min}")))
+        );
+        assert_eq!(fork_job_budget(&job(min + 5), None), None);
+        assert_eq!(fork_job_budget(&job(min + 5), Some(1000)), None);
+        // Capped by the campaign's end, at least one second.
+        assert_eq!(
+            fork_job_budget(&job(200), Some(30)),
+            Some((2, "-max_total_time=30".into()))
+        );
+        assert_eq!(
+            fork_job_budget(&job(3), Some(0)),
+            Some((2, "-max_total_time=1".into()))
+        );
+        // Not a fork-mode job: the user's own command line is not touched.
+        let own = ["fuzz", "-max_total_time=1"].map(String::from).to_vec();
+        assert_eq!(fork_job_budget(&own, Some(0)), None);
+    }
 }

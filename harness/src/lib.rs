@@ -43,6 +43,8 @@ pub mod failalloc;
 #[cfg(feature = "cpython")]
 pub mod ffi;
 #[cfg(feature = "cpython")]
+pub mod gcslots;
+#[cfg(feature = "cpython")]
 pub mod interp;
 #[cfg(feature = "cpython")]
 pub mod rawmem;

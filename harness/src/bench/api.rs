@@ -120,12 +120,7 @@ pub const GC_BUGS: [(&str, &str, &str, &str); 6] = [
         "make_box_clean",
     ),
     ("Node", "gc traversal", "Node", "NodeClean"),
-    (
-        "HalfBuilt",
-        "gc traversal",
-        "half_traverse",
-        "HalfBuiltClean",
-    ),
+    ("HalfBuilt", "gc traversal", "HalfBuilt", "HalfBuiltClean"),
     (
         "pymem_leak",
         "reference leak",

@@ -8,6 +8,7 @@
 //! ==capisan== #0 <op text>
 //! ==capisan== op-log end
 //! ==capisan== current-op #<idx> <op text>
+//! ==capisan== gc-slot <function> <module.Type> [<module.Type2> …]
 //! ```
 //!
 //! Op log entries and the current op are kept as `#<idx> <op text>`.
@@ -26,6 +27,9 @@ const PREFIX: &str = "==capisan== ";
 pub(super) struct Context {
     pub op_log: Vec<String>,
     pub current_op: Option<String>,
+    /// `(slot function, types it serves)` of the extension types the harness met (`gc-slot`
+    /// lines).
+    pub gc_slots: Vec<(String, Vec<String>)>,
 }
 
 fn body(line: &str) -> Option<&str> {
@@ -47,6 +51,14 @@ pub(super) fn parse_context(lines: &[&str]) -> Context {
             _ => {
                 if let Some(op) = rest.strip_prefix("current-op ") {
                     ctx.current_op = Some(op.trim().to_string());
+                } else if let Some(slot) = rest.strip_prefix("gc-slot ") {
+                    let mut words = slot.split_whitespace().map(String::from);
+                    if let Some(function) = words.next() {
+                        let types: Vec<String> = words.collect();
+                        if !types.is_empty() && !ctx.gc_slots.iter().any(|(f, _)| *f == function) {
+                            ctx.gc_slots.push((function, types));
+                        }
+                    }
                 }
             }
         }

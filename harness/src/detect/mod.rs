@@ -201,6 +201,10 @@ pub struct Finding {
     pub python_frames: Vec<String>,
     /// Why this class was chosen, so an ambiguous classification can be audited.
     pub reason: String,
+    /// For a crash inside a GC slot function: the extension type the function belongs to
+    /// (the harness's `==capisan== gc-slot` lines), which names the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_type: Option<String>,
 }
 
 /// The key findings are bucketed and minimized by:
@@ -231,6 +235,7 @@ impl Finding {
             current_op: None,
             python_frames: Vec::new(),
             reason: String::new(),
+            gc_type: None,
         }
     }
 
@@ -260,6 +265,10 @@ impl Finding {
     /// Dotted names (`bugzoo.extra_decref`, `bugzoo.Holder`) keep only their last part, so a
     /// bug named by a stack frame and by the op log lands in the same bucket.
     pub fn culprit(&self) -> Option<String> {
+        if let Some(types) = &self.gc_type {
+            let short = types.split(',').map(|t| t.rsplit('.').next().unwrap_or(t));
+            return Some(short.collect::<Vec<_>>().join(","));
+        }
         let top = self.top_frame();
         let top_is_core = top.is_none_or(frames::is_interpreter_core);
         let callee = self
@@ -396,6 +405,22 @@ pub fn parse(text: &str) -> Vec<Finding> {
         }
         if finding.python_frames.is_empty() {
             finding.python_frames.clone_from(&python_frames);
+        }
+        if finding.class == BugClass::GcTraversal && finding.gc_type.is_none() {
+            // Every type the function serves, so one bug in a slot several types share
+            // (multidict's `multidict_tp_traverse`) is one bucket whichever type hit it.
+            finding.gc_type = finding.top_frame().and_then(|top| {
+                let (_, types) = context
+                    .gc_slots
+                    .iter()
+                    .find(|(function, _)| *function == top.function)?;
+                let mut types = types.clone();
+                types.sort();
+                Some(types.join(","))
+            });
+            if let Some(t) = &finding.gc_type {
+                finding.reason = format!("{}; the slot is type {t}'s", finding.reason);
+            }
         }
     }
     findings
@@ -782,6 +807,26 @@ mod tests {
             assert!(f.reason.contains("subtract_refs"), "{}", f.reason);
             assert_eq!(top(&f), "half_traverse");
             assert_eq!(f.signature().0, "gc-traversal|half_traverse|-");
+        }
+        // With the harness's gc-slot lines (the types it met), the bucket is the type's.
+        for text in [
+            fixture!("asan_null_deref_traverse.txt"),
+            fixture!("ubsan_null_member_traverse.txt"),
+        ] {
+            let text = format!(
+                "{text}==capisan== gc-slot other_traverse gcext.Other\n==capisan== gc-slot half_traverse gcext.HalfBuilt gcext.Half2\n"
+            );
+            let f = only(&text);
+            // A slot function several types share: one bucket naming them all.
+            assert_eq!(f.gc_type.as_deref(), Some("gcext.Half2,gcext.HalfBuilt"));
+            assert_eq!(f.signature().0, "gc-traversal|Half2,HalfBuilt|-");
+            assert!(
+                f.reason.contains("type gcext.Half2,gcext.HalfBuilt"),
+                "{}",
+                f.reason
+            );
+            let one = text.replace(" gcext.Half2", "");
+            assert_eq!(only(&one).signature().0, "gc-traversal|HalfBuilt|-");
         }
         let f = only(fixture!("asan_null_deref_traverse.txt"));
         assert_eq!(f.summary, "SEGV on the zero page (address 0x8)");

@@ -42,4 +42,8 @@ extern "C" {
     pub fn shim_Py_IsImmortal(o: *mut PyObject) -> c_int;
     /// `sys.gettotalrefcount()`, or -1 without `Py_REF_DEBUG`.
     pub fn shim_total_refcount() -> Py_ssize_t;
+    /// Type object `t`'s `tp_traverse`, `tp_clear`, `tp_dealloc` into `out[0..3]`.
+    pub fn shim_type_slots(t: *mut PyObject, out: *mut *mut c_void);
+    /// Type object `t`'s own `tp_name`.
+    pub fn shim_type_name(t: *mut PyObject) -> *const c_char;
 }
