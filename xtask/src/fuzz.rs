@@ -40,6 +40,10 @@ pub struct CampaignArgs {
     /// Campaign length in seconds (per module, for fuzz-pkg).
     #[arg(long, default_value_t = 60)]
     pub time: u64,
+    /// Also end the campaign once it has run this many inputs (checked between fork-mode
+    /// jobs, so it may run a few more): "at least N inputs, at most --time seconds".
+    #[arg(long, value_name = "N")]
+    pub runs: Option<u64>,
     /// Variant to fuzz against: asan (libFuzzer + ASan) or valgrind (libFuzzer under memcheck).
     #[arg(long, default_value = "asan")]
     pub variant: Variant,
@@ -83,6 +87,7 @@ impl CampaignArgs {
         (r.out, r.seed, r.seed_corpus) = (self.out.clone(), self.seed, !self.no_seeds);
         (r.jobs, r.known, r.fail_alloc) = (self.jobs, self.known.clone(), self.fail_alloc);
         r.stop_at_first_finding = self.stop_at_first_finding;
+        r.libfuzzer.extend(self.runs.map(|n| format!("-runs={n}")));
         r
     }
 }
@@ -203,8 +208,8 @@ impl FuzzArgs {
         let mut r = self.run.request(&self.target);
         (r.ext, r.ext_path) = (self.ext.ext.clone(), self.ext.ext_path.clone());
         (r.funcs, r.pythonmalloc) = (self.ext.funcs.clone(), self.ext.pythonmalloc.clone());
-        (r.checks, r.collect, r.libfuzzer) =
-            (!self.no_checks, self.collect, self.libfuzzer.clone());
+        (r.checks, r.collect) = (!self.no_checks, self.collect);
+        r.libfuzzer.extend(self.libfuzzer.iter().cloned());
         r
     }
 }
