@@ -68,13 +68,13 @@ fn assert_instrumented(so: &Path) {
 
 /// `fuzz-pkg REQ --runs 1000 --time 180` into a temporary directory: each module must run the
 /// issue's 1,000 inputs (a quiet machine does in 20-45 s; the time cap is for a loaded one)
-/// and reach coverage, and the summary names it; returns each module's bucket count.
-fn fuzz_pkg(req: &str, modules: &[&str]) -> Vec<u64> {
+/// and reach coverage, and the summary names it; returns each module's bucket signatures.
+fn fuzz_pkg(req: &str, modules: &[&str]) -> Vec<Vec<String>> {
     fuzz_pkg_min(req, modules, 180, 1000)
 }
 
 /// [`fuzz_pkg`] for at most `seconds`, ending once `min_execs` inputs ran, which it must reach.
-fn fuzz_pkg_min(req: &str, modules: &[&str], seconds: u64, min_execs: u64) -> Vec<u64> {
+fn fuzz_pkg_min(req: &str, modules: &[&str], seconds: u64, min_execs: u64) -> Vec<Vec<String>> {
     let mut buckets = Vec::new();
     let out = tempfile::tempdir().unwrap();
     let (time, runs) = (seconds.to_string(), min_execs.to_string());
@@ -134,7 +134,12 @@ fn fuzz_pkg_min(req: &str, modules: &[&str], seconds: u64, min_execs: u64) -> Ve
         let found: Vec<serde_json::Value> =
             serde_json::from_slice(&std::fs::read(dir.join("buckets.json")).unwrap_or_default())
                 .unwrap_or_default();
-        buckets.push(found.len() as u64);
+        buckets.push(
+            found
+                .iter()
+                .map(|b| b["signature"].as_str().unwrap_or("?").to_string())
+                .collect(),
+        );
         if !found.is_empty() {
             eprintln!("{m}: {}", r.stdout);
         }
@@ -224,11 +229,21 @@ fn frozenlist_cython_builds_imports_and_fuzzes_clean() {
     assert_instrumented(&p.modules[0].path);
     assert_imports(&p, &["frozenlist", "frozenlist._frozenlist"]);
     let buckets = fuzz_pkg("frozenlist==1.8.0", &["frozenlist._frozenlist"]);
-    assert_eq!(buckets, [0], "frozenlist 1.8.0 has no known memory bug");
+    assert_eq!(
+        buckets,
+        [Vec::<String>::new()],
+        "frozenlist 1.8.0 has no known memory bug"
+    );
 }
 
 /// C++ (clang++ with the same flags) through Cython: `editdistance.bycython` wraps a C++
-/// implementation.
+/// implementation. Its latest release has real bugs, each reproduced with the PyPI wheel on
+/// plain python: `eval`, `eval_dp` and `eval_criterion` malloc their item arrays and leak them
+/// when an item's `__getitem__` or `hash` raises (`eval([[1]] * 1000, 'x')` leaves 8,016 bytes
+/// a call); and the malloc is unchecked and its size `len(a) * 8` unchecked for overflow (a
+/// `__len__` of 2**61 wraps to malloc(0), then a heap overflow; 2**31 - 1 under a 4-GiB
+/// address-space limit: a NULL store) — both segfault. The campaign must find them, and
+/// report nothing else.
 #[test]
 fn editdistance_cplusplus_builds_imports_and_fuzzes() {
     let (p, _) = pkg_build("editdistance==0.8.1");
@@ -243,7 +258,20 @@ fn editdistance_cplusplus_builds_imports_and_fuzzes() {
     );
     assert_instrumented(&p.modules[0].path);
     assert_imports(&p, &["editdistance", "editdistance.bycython"]);
-    fuzz_pkg("editdistance==0.8.1", &["editdistance.bycython"]);
+    let buckets = fuzz_pkg("editdistance==0.8.1", &["editdistance.bycython"]);
+    let real = |s: &&String| {
+        let mut parts = s.split('|');
+        let (class, culprit) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+        ["reference-leak", "null-deref", "buffer-overflow"].contains(&class)
+            && culprit.contains("eval")
+    };
+    assert!(
+        buckets[0]
+            .iter()
+            .any(|s| s.starts_with("reference-leak|eval")),
+        "{buckets:?}"
+    );
+    assert!(buckets[0].iter().all(|s| real(&s)), "{buckets:?}");
 }
 
 /// meson-python (a PEP 517 backend that drives meson and ninja, not setuptools) and C++ with
@@ -397,4 +425,72 @@ fn a_package_finding_is_reproduced_and_confirmed_on_every_variant() {
             r.stdout
         );
     }
+}
+
+/// A spec file (capisan.toml) on a real package: markupsafe 3.0.4's `_escape_inner` returns
+/// NULL without an exception for a non-str argument (found within seconds by a plain
+/// campaign, see above). Told that its argument is a `str`, the campaign calls it only with
+/// strings of the vocabulary and reports nothing in 1,000 inputs; a typo in the spec is one
+/// clear line before anything runs.
+#[test]
+fn a_spec_gives_argument_kinds_and_catches_typos() {
+    let out = tempfile::tempdir().unwrap();
+    let spec = out.path().join("capisan.toml");
+    std::fs::write(
+        &spec,
+        "[modules.\"markupsafe._speedups\".args]\n_escape_inner = [\"str\"]\n",
+    )
+    .unwrap();
+    let camp = out.path().join("camp");
+    let r = xtask(
+        &[
+            "fuzz-pkg",
+            "markupsafe==3.0.4",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--time",
+            "180",
+            "--runs",
+            "1000",
+            "--json",
+            "--out",
+            camp.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let dir = camp.join("markupsafe._speedups");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["execs"].as_u64().unwrap() >= 1000, "{summary:#}");
+    let env = std::fs::read_to_string(dir.join("campaign.json")).unwrap();
+    assert!(env.contains("CAPISAN_EXT_ARGS"), "{env}");
+    let buckets: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(dir.join("buckets.json")).unwrap()).unwrap();
+    assert!(buckets.is_empty(), "{buckets:#?}");
+
+    std::fs::write(
+        &spec,
+        "[modules.\"markupsafe._speedups\"]\nskip = [\"escape_inner\"]\n",
+    )
+    .unwrap();
+    let r = xtask(
+        &[
+            "fuzz-pkg",
+            "markupsafe==3.0.4",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--time",
+            "5",
+        ],
+        &[],
+    );
+    assert!(!r.ok);
+    let err: Vec<&str> = r.stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(err.len(), 1, "{}", r.stderr);
+    assert!(
+        err[0].contains("has no callable `escape_inner`") && err[0].contains("_escape_inner"),
+        "{}",
+        r.stderr
+    );
 }

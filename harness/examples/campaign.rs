@@ -81,6 +81,7 @@ fn run() -> Result<bool, Error> {
         stop_at_first_finding: true,
         seeds: vec![seeds, root.join("corpora/capi_sequences")],
         libfuzzer: Vec::new(),
+        spec_file: None,
     };
     let outcome = campaign::run(&spec, |_| {})?;
 

@@ -57,6 +57,9 @@ pub enum CampaignError {
     /// memcheck was run but wrote no XML.
     #[error("valgrind wrote no XML to {0}; see fuzz.log beside it")]
     NoValgrindXml(PathBuf),
+    /// The spec file cannot be used.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
 }
 
 type Result<T> = std::result::Result<T, CampaignError>;
@@ -239,6 +242,8 @@ pub struct CampaignSpec {
     pub seeds: Vec<PathBuf>,
     /// Extra libFuzzer arguments.
     pub libfuzzer: Vec<String>,
+    /// `capisan.toml` ([`crate::spec`]): narrows the callables and gives argument kinds.
+    pub spec_file: Option<PathBuf>,
 }
 
 /// The default campaign directory: `<root>/target/capisan/<target>[-<module>]-<variant>`, one
@@ -388,9 +393,12 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
     }
     io(&artifacts, fs::create_dir_all(&artifacts))?;
     let store = io(&findings, FindingStore::open(&findings))?;
-    check_import(&spec.manifest, &spec.harness)?;
-
     let mut harness = spec.harness.clone();
+    if let Some(file) = &spec.spec_file {
+        crate::spec::apply(file, &spec.manifest, &mut harness)?;
+    }
+    check_import(&spec.manifest, &harness)?;
+
     harness.findings = Some(findings.clone());
     let mut env = spec.manifest.env();
     if let Some(pm) = &spec.pythonmalloc {

@@ -14,6 +14,10 @@ pub mod names {
     pub const EXT_PATH: &str = "CAPISAN_EXT_PATH";
     /// Comma-separated callables of the extension to drive (all public ones when empty).
     pub const EXT_FUNCS: &str = "CAPISAN_EXT_FUNCS";
+    /// Argument kinds by position, by callable short name, as JSON (`{"f": ["int", "str"]}`,
+    /// from a spec file, see `capisan::spec`); the prelude replaces an argument of another
+    /// kind by a vocabulary value of that kind.
+    pub const EXT_ARGS: &str = "CAPISAN_EXT_ARGS";
     /// `0` turns the per-op property checks off.
     pub const CHECKS: &str = "CAPISAN_CHECKS";
     /// `0` turns the repeated extension calls (stage 1 of the leak verdict) off.
@@ -57,6 +61,8 @@ pub struct HarnessEnv {
     pub ext_path: Option<PathBuf>,
     /// See [`names::EXT_FUNCS`].
     pub ext_funcs: Vec<String>,
+    /// See [`names::EXT_ARGS`]; empty: none.
+    pub ext_args: String,
     /// See [`names::CHECKS`]; default on.
     pub checks: bool,
     /// See [`names::EXT_REPEATS`]; default on.
@@ -114,6 +120,7 @@ impl Default for HarnessEnv {
             ext: None,
             ext_path: None,
             ext_funcs: Vec::new(),
+            ext_args: String::new(),
             checks: true,
             ext_repeats: true,
             totals: true,
@@ -151,6 +158,7 @@ impl HarnessEnv {
                         .collect()
                 })
                 .unwrap_or_default(),
+            ext_args: text(names::EXT_ARGS).unwrap_or_default(),
             checks: flag(get(names::CHECKS), d.checks),
             ext_repeats: flag(get(names::EXT_REPEATS), d.ext_repeats),
             totals: flag(get(names::TOTALS), d.totals),
@@ -177,6 +185,7 @@ impl HarnessEnv {
             (names::TOTALS, bit(self.totals)),
             (names::COLLECT, bit(self.collect)),
             (names::EXT_FUNCS, self.ext_funcs.join(",")),
+            (names::EXT_ARGS, self.ext_args.clone()),
             (names::EXT, self.ext.clone().unwrap_or_default()),
             (names::EXT_PATH, opt(&self.ext_path).unwrap_or_default()),
             (names::FINDINGS, opt(&self.findings).unwrap_or_default()),
@@ -278,6 +287,7 @@ mod tests {
             ext: Some("pkg._speedups".into()),
             ext_path: Some("/v/site-packages".into()),
             ext_funcs: vec!["a".into(), "b".into()],
+            ext_args: r#"{"a": ["int"]}"#.into(),
             checks: false,
             ext_repeats: true,
             totals: false,

@@ -2237,9 +2237,30 @@ impl<'a> Executor<'a> {
             Op::CallExt { kw: 0, .. } => self.fail_next.take(),
             _ => None,
         };
+        crate::pycall::take();
         // SAFETY: GIL held; `callable` and `tuple` alive (caller's contract).
         let (first, fail_note) = unsafe { self.call_failing(callable, tuple, fail) };
         let done = Done::object(first);
+        // Extension code a Python helper called (keywords, methods, evil hooks) through
+        // `_capisan_call`: a bad result is the same finding as from a direct call.
+        if let Some(p) = crate::pycall::take().filter(|_| self.config.checks) {
+            // SAFETY: GIL held; the helper's SystemError (or nothing) is dropped; `tuple` and
+            // `first` (if not NULL) are new references owned here.
+            unsafe {
+                raw::PyErr_Clear();
+                shim_Py_DECREF(tuple);
+                if !first.is_null() {
+                    shim_Py_DECREF(first);
+                }
+            }
+            return Err(Violation {
+                kind: ViolationKind::ExceptionState,
+                op_index: CURRENT_INDEX.load(Ordering::SeqCst),
+                op: describe_at(op, CURRENT_INDEX.load(Ordering::SeqCst)),
+                detail: format!("{name} {p}{}", fail_note.as_deref().unwrap_or("")),
+                at: Some(name.clone()),
+            });
+        }
         if !(self.config.checks && self.config.ext_repeats && leak_checks) {
             // SAFETY: GIL held; `tuple` is ours (caller's contract), given up here.
             unsafe {

@@ -175,6 +175,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
     };
     // SAFETY: GIL held; `globals` is a live dict.
     unsafe {
+        crate::pycall::install(globals)?;
         run_code(crate::PRELUDE_PY, globals)?;
         run_code(crate::REGRTEST_CLEANUP_PY, globals)?;
     }

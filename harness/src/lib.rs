@@ -23,6 +23,7 @@ pub mod oom;
 pub mod ops;
 pub mod report;
 pub mod repro;
+pub mod spec;
 pub mod stdlib;
 pub mod testpkg;
 
@@ -46,6 +47,8 @@ pub mod ffi;
 pub mod gcslots;
 #[cfg(feature = "cpython")]
 pub mod interp;
+#[cfg(feature = "cpython")]
+pub mod pycall;
 #[cfg(feature = "cpython")]
 pub mod rawmem;
 pub mod replay;
@@ -89,5 +92,49 @@ print(ext_arities(pairs), ext_keywords(pairs))
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{text}");
         assert_eq!(text.trim(), "[(0, 3), (1, 2)] [[], ['a', 'b']]", "{text}");
+    }
+
+    /// A spec's argument kinds (`CAPISAN_EXT_ARGS`, see [`crate::spec`]) reach every call of
+    /// the callable through the prelude: an argument of another kind is replaced by a vocabulary
+    /// value of the kind; `any` and unnamed callables keep what the fuzzer drew.
+    #[test]
+    fn spec_argument_kinds_replace_arguments_of_other_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kindmod.py"),
+            "def f(a, b, c):\n    return (a, b, c)\ndef g(a):\n    return a\n",
+        )
+        .unwrap();
+        let code = format!(
+            "{}\n{}",
+            crate::PRELUDE_PY,
+            r#"
+import sys
+c = dict(ext_callables('kindmod', sys.argv[1], []))
+f, g = c['kindmod.f'], c['kindmod.g']
+drawn = [make_value(i) for i in range(value_count())] + [None, 3, 'x', b'y']
+seen = set()
+for a in drawn:
+    x, y, z = api_call(f, [a, a, a], 0, [])
+    assert isinstance(x, int) and not isinstance(x, bool), (a, x)
+    assert isinstance(y, (bytes, bytearray, memoryview)) or type(y).__name__ == 'array', (a, y)
+    assert z is a, (a, z)
+    assert api_call(g, [a], 0, []) is a
+    seen.add(repr(x))
+print('ok', len(seen))
+"#
+        );
+        let out = duct::cmd!("python3", "-c", code, dir.path())
+            .env("CAPISAN_EXT_ARGS", r#"{"f": ["int", "buffer", "any"]}"#)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        // Several ints, not one default: the vocabulary's own boundary values.
+        let n: usize = text.trim().strip_prefix("ok ").unwrap().parse().unwrap();
+        assert!(n >= 5, "{text}");
     }
 }

@@ -53,4 +53,10 @@ def ext_callables(modname, path, only):
     subs = evil_subclasses(modname, out)
     if only:
         subs = [s for s in subs if s[0].rsplit('.', 1)[-1].split('~')[0] in only]
+    # Argument kinds from a spec file (CAPISAN_EXT_ARGS, by short name): api.py's calls
+    # replace an argument of another kind by a vocabulary value of that kind.
+    import json, os
+    kinds = json.loads(os.environ.get('CAPISAN_EXT_ARGS') or '{}')
+    set_arg_kinds([(f, kinds[q.rsplit('.', 1)[-1]]) for q, f in out
+                   if q.rsplit('.', 1)[-1] in kinds])
     return out + subs

@@ -441,6 +441,7 @@ pub fn run(opts: &StdlibOptions, say: &mut dyn FnMut(&str)) -> Result<StdlibOutc
                 vec![opts.root.join("corpora").join(TARGET)]
             },
             libfuzzer: Vec::new(),
+            spec_file: None,
         };
         let done = campaign::run(&spec, |st| {
             say(&format!(

@@ -74,6 +74,11 @@ pub struct CampaignArgs {
     /// collects every bucket.
     #[arg(long)]
     pub stop_at_first_finding: bool,
+    /// Spec file (capisan.toml): per module, `only` / `skip` callables and argument kinds by
+    /// position (`[modules."pkg._mod".args] f = ["int", "str"]`); see the README. Discovery
+    /// works without one.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
     /// Allocation-failure injection: inputs arm failures of the Nth allocation (or N..) inside
     /// extension calls often, so error paths run and every check applies there (see FailNext).
     #[arg(long)]
@@ -88,6 +93,7 @@ impl CampaignArgs {
         (r.jobs, r.known, r.fail_alloc) = (self.jobs, self.known.clone(), self.fail_alloc);
         r.stop_at_first_finding = self.stop_at_first_finding;
         r.libfuzzer.extend(self.runs.map(|n| format!("-runs={n}")));
+        r.spec_file = self.spec.clone();
         r
     }
 }

@@ -345,6 +345,7 @@ pub fn campaign_spec(
         stop_at_first_finding: true,
         seeds: Vec::new(),
         libfuzzer: Vec::new(),
+        spec_file: None,
     }
 }
 

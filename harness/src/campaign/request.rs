@@ -45,6 +45,8 @@ pub struct CampaignRequest {
     pub fail_alloc: bool,
     /// Extra libFuzzer arguments.
     pub libfuzzer: Vec<String>,
+    /// `capisan.toml` ([`crate::spec`]).
+    pub spec_file: Option<PathBuf>,
 }
 
 impl CampaignRequest {
@@ -68,6 +70,7 @@ impl CampaignRequest {
             stop_at_first_finding: false,
             fail_alloc: false,
             libfuzzer: Vec::new(),
+            spec_file: None,
         }
     }
 
@@ -125,6 +128,7 @@ impl CampaignRequest {
             stop_at_first_finding: self.stop_at_first_finding,
             seeds,
             libfuzzer: self.libfuzzer.clone(),
+            spec_file: self.spec_file.clone(),
         }
     }
 }

@@ -10,6 +10,16 @@
 import sys as _sys
 
 _victims = []
+
+try:
+    _capisan_call
+except NameError:
+    # Outside the harness (a plain python running the prelude): a plain call. The harness
+    # defines it in C (capisan::pycall) so a C function's NULL without an exception becomes a
+    # finding instead of ceval's fatal assertion.
+    def _capisan_call(f, args, kwargs):
+        return f(*args, **(kwargs or {}))
+
 _big = {}
 
 # CPython leaks the result of a __hash__ that returns a non-int (gh-140406, fixed in 3.13.10 and
@@ -430,7 +440,7 @@ def evil_subclasses(modname, callables):
                     if _s == 'wrong':
                         return 'capisan: wrong type from ' + _n
                     _act(2)
-                    return getattr(_c, _n)(self, *a, **k)
+                    return _capisan_call(getattr(_c, _n), (self,) + a, k or None)
                 # The extension's module: the subclass is the extension's type to the checks
                 # that concern its own types (methods called, tp_clear audited).
                 ns = {name: hook, '__module__': cls.__module__}
@@ -443,7 +453,63 @@ def evil_subclasses(modname, callables):
     return out
 
 
+# Argument kinds a spec gives (capisan.toml, see capisan::spec): id(callable) -> kinds by
+# position. An argument of another kind is replaced by a vocabulary value of that kind, picked
+# by the argument's type name and position (the same input always calls with the same values).
+_ARG_KINDS = {}
+_KIND_TEST = {
+    'any': lambda a: True,
+    'int': lambda a: isinstance(a, int) and not isinstance(a, bool),
+    'float': lambda a: isinstance(a, float),
+    'str': lambda a: isinstance(a, str),
+    'bytes': lambda a: isinstance(a, (bytes, bytearray)),
+    'buffer': lambda a: isinstance(a, (bytes, bytearray, memoryview)) or type(a).__name__ == 'array',
+    'list': lambda a: isinstance(a, list),
+    'tuple': lambda a: isinstance(a, tuple),
+    'dict': lambda a: isinstance(a, dict),
+    'callable': callable,
+    'file': lambda a: hasattr(a, 'read') or hasattr(a, 'write'),
+    'none': lambda a: a is None,
+}
+_KIND_VALUES = {}
+
+
+def set_arg_kinds(pairs):
+    """Register (callable, kinds) pairs, and index the vocabulary by kind."""
+    for f, kinds in pairs:
+        _ARG_KINDS[id(f)] = list(kinds)
+    if pairs and not _KIND_VALUES:
+        for k, test in _KIND_TEST.items():
+            _KIND_VALUES[k] = [i for i, make in enumerate(_VALUES) if _kind_of(make, test)]
+        # Values the vocabulary lacks as plain objects.
+        _KIND_VALUES['callable'] = _KIND_VALUES['callable'] or [None]
+
+
+def _kind_of(make, test):
+    try:
+        return test(make())
+    except Exception:
+        return False
+
+
+def _of_kinds(f, args):
+    kinds = _ARG_KINDS.get(id(f))
+    if not kinds:
+        return args
+    import zlib
+    out = list(args)
+    for i, a in enumerate(out):
+        k = kinds[i] if i < len(kinds) else 'any'
+        if _KIND_TEST[k](a):
+            continue
+        idx = _KIND_VALUES.get(k) or [None]
+        pick = idx[(zlib.crc32(type(a).__name__.encode()) + i) % len(idx)]
+        out[i] = None if pick is None else _VALUES[pick]()
+    return out
+
+
 def _call(f, recv, args, kwmask, kwnames):
+    args = _of_kinds(f, args)
     pos, kw = [], {}
     for i, a in enumerate(args):
         if kwmask >> i & 1 and kwnames:
@@ -454,7 +520,7 @@ def _call(f, recv, args, kwmask, kwnames):
         kw['capisan_unknown_keyword'] = None
     _victims[:] = [x for x in (recv,) + tuple(args) if x is not None]
     try:
-        return f(*pos, **kw)
+        return _capisan_call(f, tuple(pos), kw or None)
     finally:
         _victims.clear()
 
@@ -492,7 +558,7 @@ def method_call(recv, idx, args, kwmask):
     name = method_name(recv, idx)
     if name is None:
         raise TypeError('capisan: no public method')
-    attr = getattr(recv, name)
+    attr = _capisan_call(getattr, (recv, name), None)
     if not callable(attr):
         return attr
     return _call(attr, recv, args, kwmask, _method_info_of(recv, name, attr)[1])
