@@ -20,6 +20,10 @@ pub mod names {
     pub const EXT_ARGS: &str = "CAPISAN_EXT_ARGS";
     /// `0` turns the per-op property checks off.
     pub const CHECKS: &str = "CAPISAN_CHECKS";
+    /// With the checks on, `0` turns off only the GC and raw-memory checks of what calls
+    /// return (the GC audit of returned objects, the raw-memory leak verdict, the collection
+    /// after a failing call), to measure their cost; default on.
+    pub const GC_RAW: &str = "CAPISAN_GC_RAW";
     /// `0` turns the repeated extension calls (stage 1 of the leak verdict) off.
     pub const EXT_REPEATS: &str = "CAPISAN_EXT_REPEATS";
     /// `0` turns the end-of-sequence total-refcount check off.
@@ -79,6 +83,8 @@ pub struct HarnessEnv {
     pub dump_resolved: Option<PathBuf>,
     /// See [`names::FAIL_ALLOC`]; default off.
     pub fail_alloc: FailAlloc,
+    /// See [`names::GC_RAW`]; default on.
+    pub gc_raw: bool,
 }
 
 /// Allocation-failure injection in a harness process ([`names::FAIL_ALLOC`]). In every mode a
@@ -129,6 +135,7 @@ impl Default for HarnessEnv {
             known: None,
             dump_resolved: None,
             fail_alloc: FailAlloc::Off,
+            gc_raw: true,
         }
     }
 }
@@ -167,6 +174,7 @@ impl HarnessEnv {
             known: text(names::KNOWN).map(PathBuf::from),
             dump_resolved: text(names::DUMP_RESOLVED).map(PathBuf::from),
             fail_alloc: FailAlloc::parse(get(names::FAIL_ALLOC)),
+            gc_raw: flag(get(names::GC_RAW), d.gc_raw),
         }
     }
 
@@ -195,6 +203,7 @@ impl HarnessEnv {
                 opt(&self.dump_resolved).unwrap_or_default(),
             ),
             (names::FAIL_ALLOC, self.fail_alloc.word().to_string()),
+            (names::GC_RAW, bit(self.gc_raw)),
         ];
         env.sort();
         env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
@@ -296,6 +305,7 @@ mod tests {
             known: None,
             dump_resolved: Some("/tmp/r.json".into()),
             fail_alloc: FailAlloc::On,
+            gc_raw: false,
         };
         let map: HashMap<String, String> = e.to_env().into_iter().collect();
         assert_eq!(map["CAPISAN_EXT"], "pkg._speedups");

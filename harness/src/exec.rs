@@ -31,6 +31,8 @@ pub struct Config {
     pub totals: bool,
     /// `PyGC_Collect()` after every sequence.
     pub collect: bool,
+    /// The GC and raw-memory checks of what calls return (see `CAPISAN_GC_RAW`).
+    pub gc_raw: bool,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             ext_repeats: true,
             totals: true,
             collect: false,
+            gc_raw: true,
         }
     }
 }
@@ -379,6 +382,7 @@ impl Config {
             ext_repeats: e.ext_repeats,
             totals: e.totals && e.checks,
             collect: e.collect,
+            gc_raw: e.gc_raw,
         }
     }
 }
@@ -2264,7 +2268,7 @@ impl<'a> Executor<'a> {
         if !(self.config.checks && self.config.ext_repeats && leak_checks) {
             // SAFETY: GIL held; `tuple` is ours (caller's contract), given up here.
             unsafe {
-                if self.config.checks && first.is_null() {
+                if self.config.checks && self.config.gc_raw && first.is_null() {
                     collect_young_after_failure();
                 }
                 shim_Py_DECREF(tuple);
@@ -2415,14 +2419,16 @@ impl<'a> Executor<'a> {
                 return give_up(v);
             }
         }
-        // SAFETY: GIL held.
-        if let Err(v) = unsafe { raw_leak_verdict(&byte_deltas, call_once, &violation, name) } {
-            return give_up(v);
-        }
-        // SAFETY: GIL held; `first` NULL or a new reference of ours, `callable` and `tuple`
-        // alive.
-        if let Err(v) = unsafe { self.audit_returned(first, callable, tuple, &violation) } {
-            return give_up(v);
+        if self.config.gc_raw {
+            // SAFETY: GIL held.
+            if let Err(v) = unsafe { raw_leak_verdict(&byte_deltas, call_once, &violation, name) } {
+                return give_up(v);
+            }
+            // SAFETY: GIL held; `first` NULL or a new reference of ours, `callable` and `tuple`
+            // alive.
+            if let Err(v) = unsafe { self.audit_returned(first, callable, tuple, &violation) } {
+                return give_up(v);
+            }
         }
         // SAFETY: `tuple` is ours (caller's contract), given up here.
         unsafe { shim_Py_DECREF(tuple) };

@@ -30,6 +30,11 @@ pub struct BenchArgs {
     /// (median of 3 seeds, 1 with --quick; 90-s cap).
     #[arg(long)]
     pub failalloc: bool,
+    /// Only the cost rows of the GC and raw-memory checks (also part of --api), written to
+    /// bench/gc-cost.md and .json: exec/s of tests/gcext's clean twins with every check, with
+    /// every check but those, and with none (alternated 30-s campaigns, 3 rounds).
+    #[arg(long)]
+    pub gc_cost: bool,
     /// Only the real-bug rows (bench/real.md, .json): bench/real-bugs.toml's package bugs.
     #[arg(long)]
     pub real: bool,
@@ -47,7 +52,7 @@ pub struct BenchArgs {
 pub fn bench(args: BenchArgs) -> Result<()> {
     let suite = match args.real {
         true => Suite::Real(RealOptions::new(args.time, args.real_runs, args.real_only)),
-        false => Suite::from_flags(args.trust, args.api, args.failalloc, args.zoo),
+        false => Suite::from_flags(args.trust, args.api, args.failalloc, args.gc_cost, args.zoo),
     };
     let (root, cache) = (crate::fuzz::workspace_root(), crate::cache().resolve());
     let log = &mut |s: &str| eprintln!("bench: {s}");

@@ -222,19 +222,22 @@ pub enum Suite {
     Api,
     /// [`failalloc::rows`]: `bench/failalloc.md` and `.json`.
     Failalloc,
+    /// [`api::gc_cost_rows`] alone: `bench/gc-cost.md` and `.json`.
+    GcCost,
     /// [`real::rows`] with its options: `bench/real.md` and `.json`.
     Real(real::RealOptions),
 }
 
 impl Suite {
-    /// The suite of `cargo xtask bench`'s flags: `--trust`, `--api` and `--failalloc` each
-    /// measure only their rows (the first given wins); without them, the full run (with the
-    /// zoo's time-to-detect when `zoo`).
-    pub fn from_flags(trust: bool, api: bool, failalloc: bool, zoo: bool) -> Suite {
-        match (trust, api, failalloc) {
-            (true, _, _) => Suite::Trust,
-            (_, true, _) => Suite::Api,
-            (_, _, true) => Suite::Failalloc,
+    /// The suite of `cargo xtask bench`'s flags: `--trust`, `--api`, `--failalloc` and
+    /// `--gc-cost` each measure only their rows (the first given wins); without them, the full
+    /// run (with the zoo's time-to-detect when `zoo`).
+    pub fn from_flags(trust: bool, api: bool, failalloc: bool, gc_cost: bool, zoo: bool) -> Suite {
+        match (trust, api, failalloc, gc_cost) {
+            (true, ..) => Suite::Trust,
+            (_, true, ..) => Suite::Api,
+            (_, _, true, _) => Suite::Failalloc,
+            (.., true) => Suite::GcCost,
             _ => Suite::Full { zoo },
         }
     }
@@ -307,6 +310,7 @@ pub fn run(
         Suite::Trust => trust::rows(&bench, log),
         Suite::Api => api::rows(&bench, log),
         Suite::Failalloc => failalloc::rows(&bench, log),
+        Suite::GcCost => api::gc_cost_rows(&bench, log),
         Suite::Real(opts) => real::rows(&bench, &opts, log),
     }
 }
@@ -640,14 +644,24 @@ mod tests {
 
     #[test]
     fn the_first_suite_flag_wins() {
-        assert_eq!(Suite::from_flags(true, true, true, false), Suite::Trust);
-        assert_eq!(Suite::from_flags(false, true, true, false), Suite::Api);
         assert_eq!(
-            Suite::from_flags(false, false, true, true),
+            Suite::from_flags(true, true, true, true, false),
+            Suite::Trust
+        );
+        assert_eq!(
+            Suite::from_flags(false, true, true, true, false),
+            Suite::Api
+        );
+        assert_eq!(
+            Suite::from_flags(false, false, false, true, true),
+            Suite::GcCost
+        );
+        assert_eq!(
+            Suite::from_flags(false, false, true, true, true),
             Suite::Failalloc
         );
         assert_eq!(
-            Suite::from_flags(false, false, false, true),
+            Suite::from_flags(false, false, false, false, true),
             Suite::Full { zoo: true }
         );
     }
