@@ -2185,7 +2185,23 @@ impl<'a> Executor<'a> {
         // INCREF'd for the callable and the keyword names (borrowed from the prelude) and new
         // ones for the mask and an empty name list.
         let (callable, call) = unsafe {
-            let tuple = tuple_of(&argv);
+            let mut tuple = tuple_of(&argv);
+            if !self.interp.kinds_tuple.is_null() {
+                // A spec's argument kinds: kinds_tuple(f, args), a new tuple (or NULL: the
+                // arguments as drawn).
+                let k = raw::PyObject_CallFunctionObjArgs(
+                    self.interp.kinds_tuple,
+                    self.interp.ext[f].1,
+                    tuple,
+                    std::ptr::null_mut::<PyObject>(),
+                );
+                if k.is_null() {
+                    raw::PyErr_Clear();
+                } else {
+                    shim_Py_DECREF(tuple);
+                    tuple = k;
+                }
+            }
             if kw == 0 {
                 (self.interp.ext[f].1, tuple)
             } else {

@@ -34,6 +34,10 @@ pub struct Interp {
     pub method_name: *mut PyObject,
     pub protocol: *mut PyObject,
     pub protocol_name: *mut PyObject,
+    /// `kinds_tuple(f, args)` (py/api.py) when a spec gives argument kinds
+    /// (`CAPISAN_EXT_ARGS`), else NULL: the positional arguments of a direct extension call,
+    /// with those of another kind replaced.
+    pub kinds_tuple: *mut PyObject,
     /// Keyword parameter names of each `ext` callable (a list of str, kept alive by globals).
     pub ext_kw: Vec<*mut PyObject>,
     /// (fewest, most) arguments of each `ext` callable (py/api.py `_arity`).
@@ -274,6 +278,11 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         method_name: get(c"method_name")?,
         protocol: get(c"protocol")?,
         protocol_name: get(c"protocol_name")?,
+        kinds_tuple: if env.ext_args.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            get(c"kinds_tuple")?
+        },
         ext_kw,
         ext_arity,
         method_arity: get(c"method_arity")?,

@@ -95,7 +95,8 @@ print(ext_arities(pairs), ext_keywords(pairs))
     }
 
     /// A spec's argument kinds (`CAPISAN_EXT_ARGS`, see [`crate::spec`]) reach every call of
-    /// the callable through the prelude: an argument of another kind is replaced by a vocabulary
+    /// the callable through the prelude (keyword calls through `api_call`, direct calls from C
+    /// through `kinds_tuple`): an argument of another kind is replaced by a vocabulary
     /// value of the kind; `any` and unnamed callables keep what the fuzzer drew.
     #[test]
     fn spec_argument_kinds_replace_arguments_of_other_kinds() {
@@ -116,6 +117,8 @@ drawn = [make_value(i) for i in range(value_count())] + [None, 3, 'x', b'y']
 seen = set()
 for a in drawn:
     x, y, z = api_call(f, [a, a, a], 0, [])
+    assert kinds_tuple(f, (a, a, a))[2] is a
+    assert isinstance(kinds_tuple(f, (a, a, a))[0], int)
     assert isinstance(x, int) and not isinstance(x, bool), (a, x)
     assert isinstance(y, (bytes, bytearray, memoryview)) or type(y).__name__ == 'array', (a, y)
     assert z is a, (a, z)

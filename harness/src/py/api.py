@@ -508,6 +508,12 @@ def _of_kinds(f, args):
     return out
 
 
+def kinds_tuple(f, args):
+    """The positional arguments of a direct call of `f` (the harness calls the extension from
+    C without keywords), those of another kind than the spec's replaced."""
+    return tuple(_of_kinds(f, args))
+
+
 def _call(f, recv, args, kwmask, kwnames):
     args = _of_kinds(f, args)
     pos, kw = [], {}
