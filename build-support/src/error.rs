@@ -11,6 +11,12 @@ pub enum BuildError {
         requested: String,
         available: String,
     },
+    /// A version the harness does not bind (see [`crate::versions::SUPPORTED_LINES`]).
+    #[error("CPython {requested} is not supported: capisan binds {supported}; pass one of those to --version")]
+    UnsupportedVersion {
+        requested: String,
+        supported: String,
+    },
     /// A version string that is not `X.Y` or `X.Y.Z`.
     #[error("'{0}' is not a CPython version: expected X.Y or X.Y.Z, e.g. 3.13.5")]
     BadVersion(String),
@@ -81,8 +87,12 @@ pub enum BuildError {
     #[error("unknown variant '{0}': expected one of pydebug, asan, valgrind, release")]
     UnknownVariant(String),
     /// A variant that downstream code needs but that has not been built.
-    #[error("variant {variant} is not built in {cache}; run `cargo xtask build-{variant}`")]
-    NotBuilt { variant: String, cache: PathBuf },
+    #[error("variant {variant} of CPython {version} is not built in {cache}; run `cargo xtask build-{variant} --version {version}`")]
+    NotBuilt {
+        variant: String,
+        version: String,
+        cache: PathBuf,
+    },
     /// Another process holds the build lock of this variant.
     #[error("another capisan build of {0} is running (lock held); wait for it or kill it")]
     Locked(PathBuf),
