@@ -45,6 +45,10 @@ fn short_campaign(version: &str) -> Totals {
 }
 
 fn assert_ran(version: &str, t: &Totals) {
+    eprintln!(
+        "{version}: {} inputs, {} edges, corpus {}, {} bucket(s) in {:.0} s",
+        t.execs, t.cov, t.corpus, t.buckets, t.seconds
+    );
     // capi_sequences on 3.13: ~700 inputs and ~6,000 edges in 20 s on a quiet 2-core machine.
     assert!(t.execs > 100, "{version}: the campaign barely ran: {t:?}");
     assert!(t.cov > 1000, "{version}: little coverage of CPython: {t:?}");
