@@ -62,8 +62,8 @@ fn capi_sequences_runs_on_3_11_2() {
 }
 
 #[test]
-#[ignore = "Debian's pool serves no python3.14 source here (apt-get source: 404 for every \
-            3.14 version sid lists); run with --ignored where it does"]
+#[ignore = "Debian's mirror here serves no python3.14 source (HTTP 404 for every 3.14 version \
+            sid's index lists: build-asan says so in one line); run with --ignored where it does"]
 fn capi_sequences_runs_on_3_14() {
     let t = short_campaign("3.14");
     assert_ran("3.14", &t);

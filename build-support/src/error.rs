@@ -17,6 +17,9 @@ pub enum BuildError {
         requested: String,
         supported: String,
     },
+    /// Debian's indexes list the version, but the mirror serves none of its files.
+    #[error("Debian's source indexes list {package} {versions}, but the mirror serves none of their files (HTTP 404); pass another --version, or a CPython tree of that version with --src PATH")]
+    NotServed { package: String, versions: String },
     /// A version string that is not `X.Y` or `X.Y.Z`.
     #[error("'{0}' is not a CPython version: expected X.Y or X.Y.Z, e.g. 3.13.5")]
     BadVersion(String),
