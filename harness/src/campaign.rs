@@ -73,6 +73,10 @@ pub(crate) fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
 pub struct Campaign {
     pub target: String,
     pub variant: Variant,
+    /// The CPython version of the variant's build (`3.11.2`), so commands that read the
+    /// campaign find the same build; absent in campaigns written before it was recorded.
+    #[serde(default)]
+    pub version: Option<String>,
     pub binary: PathBuf,
     pub env: Vec<(String, String)>,
 }
@@ -418,6 +422,7 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
     let campaign = Campaign {
         target: spec.target.clone(),
         variant: spec.manifest.variant,
+        version: Some(spec.manifest.version.clone()),
         binary: spec.binary.clone(),
         env: env.clone(),
     };
