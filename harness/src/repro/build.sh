@@ -3,8 +3,10 @@
 set -e
 cd "$(dirname "$0")"
 VARIANT=${1:-asan}
-M=$(ls -t "${CAPISAN_CACHE:-$HOME/.cache/capisan}"/variants/"$VARIANT"-*/manifest.json | head -n 1)
-[ -f "$M" ] || { echo "no $VARIANT variant built: run cargo xtask build-$VARIANT" >&2; exit 2; }
+# The CPython version the finding was made on (campaign.env), unless CAPISAN_VERSION names one.
+[ -n "$CAPISAN_VERSION" ] || CAPISAN_VERSION=$(sed -n 's/^CAPISAN_VERSION=//p' campaign.env 2>/dev/null)
+M=$(ls -t "${CAPISAN_CACHE:-$HOME/.cache/capisan}"/variants/"$VARIANT"-"$CAPISAN_VERSION"*/manifest.json | head -n 1)
+[ -f "$M" ] || { echo "no $VARIANT variant${CAPISAN_VERSION:+ of CPython $CAPISAN_VERSION} built: run cargo xtask${CAPISAN_VERSION:+ --version $CAPISAN_VERSION} build-$VARIANT" >&2; exit 2; }
 eval "$(python3 - "$M" <<'PY'
 import json, shlex, sys
 m = json.load(open(sys.argv[1]))
