@@ -1,12 +1,24 @@
 //! With feature `cpython`: bind and link the CPython variant named by `CAPISAN_VARIANT`
-//! (default `asan`), read from its manifest (`CAPISAN_MANIFEST` names one explicitly).
+//! (default `asan`) of the line `CAPISAN_VERSION` (default: the default version's line), read
+//! from its manifest (`CAPISAN_MANIFEST` names one explicitly).
 //! bindgen covers the C API's functions; `csrc/shim.c` exports the static inline functions and
 //! macros (Py_INCREF, Py_REFCNT, ...) compiled with the variant's own sanitizer flags.
 
 fn main() {
-    for var in ["CAPISAN_VARIANT", "CAPISAN_MANIFEST", "CAPISAN_CACHE"] {
+    for var in [
+        "CAPISAN_VARIANT",
+        "CAPISAN_VERSION",
+        "CAPISAN_MANIFEST",
+        "CAPISAN_CACHE",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
+    // pyo3-ffi's version cfgs: `Py_3_N` is set (feature `cpython`) for every N up to the bound
+    // minor version ("at least 3.N"), so code newer than a line is `#[cfg(Py_3_N)]`.
+    for n in 8..=16 {
+        println!("cargo::rustc-check-cfg=cfg(Py_3_{n})");
+    }
+    println!("cargo::rustc-check-cfg=cfg(capisan_asan)");
     #[cfg(feature = "cpython")]
     cpython::bind_and_link();
 }
@@ -25,7 +37,9 @@ mod cpython {
             .unwrap_or_else(|_| "asan".into())
             .parse()
             .unwrap_or_else(|e| panic!("CAPISAN_VARIANT: {e}"));
-        Manifest::find(&Cache::resolve(None), variant, None)
+        let version = std::env::var("CAPISAN_VERSION").ok();
+        let cache = Cache::resolve(None).with_version(version.as_deref());
+        Manifest::find(&cache, variant, None)
             .unwrap_or_else(|e| panic!("capisan needs a built CPython: {e}"))
     }
 
@@ -54,7 +68,10 @@ mod cpython {
         bindgen::Builder::default()
             .header("csrc/wrapper.h")
             .clang_args(&includes)
-            .allowlist_function("Py.*|_Py_GetGlobalRefTotal|_Py_GetRefTotal|_PyObject_GC_.*")
+            // `_Py_BuildValue_SizeT`: what `Py_BuildValue` names under PY_SSIZE_T_CLEAN before 3.13.
+            .allowlist_function(
+                "Py.*|_Py_GetGlobalRefTotal|_Py_GetRefTotal|_PyObject_GC_.*|_Py_BuildValue_SizeT",
+            )
             .allowlist_var("Py.*|_Py_.*Struct")
             .allowlist_type("PyObject|PyTypeObject|Py_ssize_t|visitproc")
             .layout_tests(false)
@@ -121,7 +138,11 @@ mod cpython {
                 println!("cargo:rustc-link-lib={l}");
             }
         }
-        println!("cargo::rustc-check-cfg=cfg(capisan_asan)");
+        let (_, minor) = capisan_build::source::validate_version(&m.version)
+            .unwrap_or_else(|e| panic!("manifest version: {e}"));
+        for n in 8..=minor {
+            println!("cargo:rustc-cfg=Py_3_{n}");
+        }
         if m.variant == Variant::Asan {
             println!("cargo:rustc-cfg=capisan_asan");
         }
@@ -130,5 +151,6 @@ mod cpython {
             m.dir().join("manifest.json").display()
         );
         println!("cargo:rustc-env=CAPISAN_BUILT_VARIANT={}", m.variant);
+        println!("cargo:rustc-env=CAPISAN_BUILT_VERSION={}", m.version);
     }
 }

@@ -6,9 +6,15 @@ use std::path::{Path, PathBuf};
 ///
 /// Layout: `sources/<package>_<version>/` (downloads + unpacked tree), `apt/` (private apt
 /// state for deb-src look-ups), `variants/<variant>-<version>-<key>/` (one build each).
+///
+/// A cache also carries the CPython line its user chose (`--version`): every lookup through it
+/// ([`crate::Manifest::find`]) then picks a build of that line, so a library call deep inside a
+/// command honours the choice without each function taking a version. Without a choice, lookups
+/// use [`crate::versions::default_line`], never whichever build is newest.
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
+    version: Option<String>,
 }
 
 impl Cache {
@@ -21,12 +27,33 @@ impl Cache {
             })
             .or_else(|| home::home_dir().map(|h| h.join(".cache").join("capisan")))
             .unwrap_or_else(|| std::env::temp_dir().join("capisan-cache"));
-        Cache { root }
+        Cache {
+            root,
+            version: None,
+        }
     }
 
     /// A cache rooted exactly at `root` (tests use temporary roots).
     pub fn at(root: impl Into<PathBuf>) -> Cache {
-        Cache { root: root.into() }
+        Cache {
+            root: root.into(),
+            version: None,
+        }
+    }
+
+    /// The same cache, with lookups choosing builds of `version` (`X.Y` or `X.Y.Z`; `None`:
+    /// the default line). The caller checks the version ([`crate::versions::check_supported`]).
+    pub fn with_version(mut self, version: Option<&str>) -> Cache {
+        self.version = version.map(str::to_string);
+        self
+    }
+
+    /// The version lookups in this cache choose: the one given to [`Cache::with_version`], else
+    /// [`crate::versions::default_line`].
+    pub fn version(&self) -> &str {
+        self.version
+            .as_deref()
+            .unwrap_or(crate::versions::default_line())
     }
 
     /// The root directory.

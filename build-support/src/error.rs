@@ -11,6 +11,15 @@ pub enum BuildError {
         requested: String,
         available: String,
     },
+    /// A version the harness does not bind (see [`crate::versions::SUPPORTED_LINES`]).
+    #[error("CPython {requested} is not supported: capisan binds {supported}; pass one of those to --version")]
+    UnsupportedVersion {
+        requested: String,
+        supported: String,
+    },
+    /// Debian's indexes list the version, but the mirror serves none of its files.
+    #[error("Debian's source indexes list {package} {versions}, but the mirror serves none of their files (HTTP 404); pass another --version, or a CPython tree of that version with --src PATH")]
+    NotServed { package: String, versions: String },
     /// A version string that is not `X.Y` or `X.Y.Z`.
     #[error("'{0}' is not a CPython version: expected X.Y or X.Y.Z, e.g. 3.13.5")]
     BadVersion(String),
@@ -81,8 +90,12 @@ pub enum BuildError {
     #[error("unknown variant '{0}': expected one of pydebug, asan, valgrind, release")]
     UnknownVariant(String),
     /// A variant that downstream code needs but that has not been built.
-    #[error("variant {variant} is not built in {cache}; run `cargo xtask build-{variant}`")]
-    NotBuilt { variant: String, cache: PathBuf },
+    #[error("variant {variant} of CPython {version} is not built in {cache}; run `cargo xtask build-{variant} --version {version}`")]
+    NotBuilt {
+        variant: String,
+        version: String,
+        cache: PathBuf,
+    },
     /// Another process holds the build lock of this variant.
     #[error("another capisan build of {0} is running (lock held); wait for it or kill it")]
     Locked(PathBuf),

@@ -10,7 +10,6 @@ use crate::error::{BuildError, Result};
 use crate::manifest::Manifest;
 use crate::package::extension_cflags;
 use crate::source::tail_lines;
-use crate::variant::Variant;
 
 /// Written beside the built module: the absolute path of its source, so `confirm` can rebuild
 /// it for other variants.
@@ -28,20 +27,35 @@ pub struct BuiltExtension {
 }
 
 impl BuiltExtension {
-    /// What `cargo xtask ext-build` prints: the shared object, and how to fuzz it on `variant`.
-    pub fn text(&self, variant: Variant) -> String {
+    /// What `cargo xtask ext-build` prints: the shared object, and how to fuzz it on the build
+    /// of `manifest` (its `--version` named off the default line).
+    pub fn text(&self, manifest: &Manifest) -> String {
+        let version = if manifest.line() == crate::versions::default_line() {
+            String::new()
+        } else {
+            format!("--version {} ", manifest.line())
+        };
         format!(
-            "built {}\nfuzz it with: cargo xtask fuzz-ext {} --ext-path {} --variant {variant}\n",
+            "built {}\nfuzz it with: cargo xtask {version}fuzz-ext {} --ext-path {} --variant {}\n",
             self.so.display(),
             self.module,
-            self.dir.display()
+            self.dir.display(),
+            manifest.variant
         )
     }
 }
 
-/// The default output directory of a build: `<cache>/ext/<variant>/<module>`.
-pub fn default_dir(cache: &Cache, variant: Variant, module: &str) -> PathBuf {
-    cache.root().join("ext").join(variant.name()).join(module)
+/// The default output directory of a build against `manifest`:
+/// `<cache>/ext/<variant>[-<X.Y> off the default line]/<module>`, so builds for two CPython
+/// lines (different ABIs) never overwrite each other.
+pub fn default_dir(cache: &Cache, manifest: &Manifest, module: &str) -> PathBuf {
+    let variant = manifest.variant.name();
+    let dir = if manifest.line() == crate::versions::default_line() {
+        variant.to_string()
+    } else {
+        format!("{variant}-{}", manifest.line())
+    };
+    cache.root().join("ext").join(dir).join(module)
 }
 
 /// The module name and C sources of `path`: a file is its own module, a directory's `.c`
@@ -78,10 +92,7 @@ pub fn build_extension(
     out: Option<&Path>,
 ) -> Result<BuiltExtension> {
     let (module, sources) = module_sources(path)?;
-    let dir = out.map_or_else(
-        || default_dir(cache, manifest.variant, &module),
-        Path::to_path_buf,
-    );
+    let dir = out.map_or_else(|| default_dir(cache, manifest, &module), Path::to_path_buf);
     fs::create_dir_all(&dir).map_err(BuildError::io(format!("creating {}", dir.display())))?;
     let so = dir.join(format!("{module}{}", ext_suffix(manifest)?));
     let mut argv: Vec<String> = vec!["-shared".into(), "-fPIC".into()];
@@ -153,9 +164,22 @@ mod tests {
             dir: "/e/zoo".into(),
             so: "/e/zoo/zoo.so".into(),
         };
+        let mut m = crate::manifest::fixture();
         assert_eq!(
-            b.text(Variant::Asan),
+            b.text(&m),
             "built /e/zoo/zoo.so\nfuzz it with: cargo xtask fuzz-ext zoo --ext-path /e/zoo --variant asan\n"
+        );
+        assert_eq!(
+            default_dir(&Cache::at("/c"), &m, "zoo"),
+            Path::new("/c/ext/asan/zoo")
+        );
+        m.version = "3.11.2".into();
+        assert!(b
+            .text(&m)
+            .contains("cargo xtask --version 3.11 fuzz-ext zoo"));
+        assert_eq!(
+            default_dir(&Cache::at("/c"), &m, "zoo"),
+            Path::new("/c/ext/asan-3.11/zoo")
         );
     }
 

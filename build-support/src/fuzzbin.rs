@@ -3,8 +3,8 @@
 //! it runs without the capisan cache (ClusterFuzzLite / OSS-Fuzz `$OUT`).
 //!
 //! The harness's build script reads the variant from `CAPISAN_MANIFEST` / `CAPISAN_VARIANT`, so
-//! one target directory per variant (`fuzz/target/<variant>`) keeps builds from evicting each
-//! other.
+//! one target directory per variant and CPython line ([`target_dir`]) keeps builds from evicting
+//! each other.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use crate::error::{BuildError, Result};
 use crate::manifest::{self, Manifest};
 use crate::source::tail_lines;
 use crate::variant::Variant;
+use crate::versions;
 
 /// The Rust target triple every fuzz binary is built for (cargo-fuzz builds for the host triple
 /// explicitly, so build scripts and proc macros are not instrumented).
@@ -40,6 +41,20 @@ pub fn fuzz_dir(workspace_root: &Path) -> PathBuf {
     workspace_root.join("fuzz")
 }
 
+/// The cargo target directory of the fuzz crate's binaries for `manifest`'s build:
+/// `fuzz/target/<variant>` for the default line ([`versions::default_line`]), and
+/// `fuzz/target/<variant>-<X.Y>` for any other (`asan-3.14`), so versions never overwrite each
+/// other's binaries.
+pub fn target_dir(workspace_root: &Path, manifest: &Manifest) -> PathBuf {
+    let variant = manifest.variant.name();
+    let name = if manifest.line() == versions::default_line() {
+        variant.to_string()
+    } else {
+        format!("{variant}-{}", manifest.line())
+    };
+    fuzz_dir(workspace_root).join("target").join(name)
+}
+
 /// Build fuzz target `target` (a file `fuzz/fuzz_targets/<target>.rs`) against the variant of
 /// `manifest`; returns the binary. Fails with [`BuildError::NoFuzzTarget`] for an unknown name.
 pub fn build_fuzz_binary(
@@ -59,11 +74,11 @@ pub fn build_fuzz_binary(
 
 /// Build one binary of the fuzz crate (a fuzz target, or `capisan-replay`) against the variant
 /// of `manifest`, with the fuzz targets' flags so the harness build is shared; returns its path.
-/// cargo's output goes to `fuzz/target/<variant>/build-<bin>.log`, whose tail a failure shows.
+/// cargo's output goes to `build-<bin>.log` in its [`target_dir`], whose tail a failure shows.
 pub fn build_bin(workspace_root: &Path, bin: &str, manifest: &Manifest) -> Result<PathBuf> {
     let variant = manifest.variant;
     let fuzz = fuzz_dir(workspace_root);
-    let target_dir = fuzz.join("target").join(variant.name());
+    let target_dir = target_dir(workspace_root, manifest);
     fs::create_dir_all(&target_dir)
         .map_err(BuildError::io(format!("creating {}", target_dir.display())))?;
     let args = [
@@ -213,5 +228,20 @@ mod tests {
             assert!(rustflags(v).contains("--cfg fuzzing"));
         }
         assert!(!rustflags(Variant::Valgrind).contains("-Zsanitizer"));
+    }
+
+    #[test]
+    fn each_line_but_the_default_has_its_own_target_dir() {
+        let mut m = crate::manifest::fixture();
+        let root = Path::new("/w");
+        assert_eq!(target_dir(root, &m), Path::new("/w/fuzz/target/asan"));
+        m.version = "3.14.9".into();
+        assert_eq!(target_dir(root, &m), Path::new("/w/fuzz/target/asan-3.14"));
+        m.version = "3.11.2".into();
+        m.variant = Variant::Pydebug;
+        assert_eq!(
+            target_dir(root, &m),
+            Path::new("/w/fuzz/target/pydebug-3.11")
+        );
     }
 }

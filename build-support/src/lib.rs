@@ -16,6 +16,7 @@ pub mod setup;
 pub mod source;
 pub mod toolchain;
 pub mod variant;
+pub mod versions;
 
 pub use cache::Cache;
 pub use error::BuildError;

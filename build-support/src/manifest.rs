@@ -11,6 +11,7 @@ use crate::error::{BuildError, Result};
 use crate::source::{write_atomic, Origin};
 use crate::toolchain::Compiler;
 use crate::variant::Variant;
+use crate::versions;
 
 /// Bumped when a field changes meaning; older manifests are then rebuilt.
 pub const SCHEMA: u32 = 1;
@@ -155,19 +156,24 @@ impl Manifest {
         all
     }
 
-    /// The newest good build of `variant` (of `version`, if given).
+    /// The newest good build of `variant` of `version` (`X.Y` or `X.Y.Z`); without one, of the
+    /// cache's chosen version ([`Cache::version`]: `--version`, else the default line), so a
+    /// build of another line never becomes every command's variant by being the newest.
     pub fn find(cache: &Cache, variant: Variant, version: Option<&str>) -> Result<Manifest> {
+        let version = version.unwrap_or_else(|| cache.version());
         Manifest::all(cache)
             .into_iter()
-            .find(|m| {
-                m.variant == variant
-                    && version
-                        .is_none_or(|v| m.version == v || m.version.starts_with(&format!("{v}.")))
-            })
+            .find(|m| m.variant == variant && versions::is_of_line(&m.version, version))
             .ok_or_else(|| BuildError::NotBuilt {
                 variant: variant.to_string(),
+                version: version.to_string(),
                 cache: cache.root().to_path_buf(),
             })
+    }
+
+    /// `X.Y` of this build's version (`3.13` for 3.13.5).
+    pub fn line(&self) -> &str {
+        versions::line_of(&self.version)
     }
 }
 
@@ -225,6 +231,31 @@ mod tests {
         let row: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
         assert_eq!(row, ["asan", "3.13.5", "k", "1", "/c/v/build/python"]);
         assert!(table(&[], Path::new("/c")).starts_with("no variants built in /c;"));
+    }
+
+    /// Two builds of asan in a temporary cache, the 3.14 one newer: lookups without a version
+    /// take the default line's, `--version` (the cache's or the call's) picks the other.
+    #[test]
+    fn find_defaults_to_the_default_line_not_the_newest_build() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::at(root.path());
+        for (version, built_at) in [("3.13.5", 1), ("3.14.9", 2)] {
+            let dir = cache.variants_dir().join(format!("asan-{version}-k"));
+            fs::create_dir_all(dir.join("build")).unwrap();
+            fs::write(dir.join("build/python"), "").unwrap();
+            let mut m = fixture();
+            (m.version, m.built_at) = (version.into(), built_at);
+            (m.build_dir, m.python) = (dir.join("build"), dir.join("build/python"));
+            m.save(&dir.join(FILE_NAME)).unwrap();
+        }
+        let found = |c: &Cache, v| Manifest::find(c, Variant::Asan, v).map(|m| m.version);
+        assert_eq!(found(&cache, None).unwrap(), "3.13.5");
+        assert_eq!(found(&cache, Some("3.14")).unwrap(), "3.14.9");
+        let chosen = cache.clone().with_version(Some("3.14"));
+        assert_eq!(found(&chosen, None).unwrap(), "3.14.9");
+        assert_eq!(found(&chosen, Some("3.13.5")).unwrap(), "3.13.5");
+        let e = found(&cache.with_version(Some("3.11")), None).unwrap_err();
+        assert!(e.to_string().contains("build-asan --version 3.11"), "{e}");
     }
 
     /// A manifest written before variants were installed still loads; the next build installs.

@@ -379,13 +379,16 @@ pub fn is_test_helper(dotted: &str) -> bool {
 }
 
 /// Where `cargo xtask fuzz-pkg` puts the campaigns of requirement `req` by default:
-/// `<root>/target/capisan/pkg-<req, other than letters, digits and dots as ->-<variant>`.
-pub fn campaigns_dir(root: &Path, req: &str, variant: Variant) -> PathBuf {
+/// `<root>/target/capisan/pkg-<req, other than letters, digits and dots as ->-<variant>`, with
+/// `-<X.Y>` on a CPython line (`line`) other than the default one.
+pub fn campaigns_dir(root: &Path, req: &str, variant: Variant, line: &str) -> PathBuf {
     let keep = |c: char| c.is_ascii_alphanumeric() || c == '.';
     let label: String = req.chars().map(|c| if keep(c) { c } else { '-' }).collect();
-    root.join("target")
-        .join("capisan")
-        .join(format!("pkg-{label}-{variant}"))
+    let mut name = format!("pkg-{label}-{variant}");
+    if line != crate::versions::default_line() {
+        name = format!("{name}-{line}");
+    }
+    root.join("target").join("capisan").join(name)
 }
 
 /// What [`build_package`] did.
@@ -1002,8 +1005,12 @@ mod tests {
         assert!(text.starts_with("p 1.0 (asan): built in 12 s, /c/p\n"));
         assert!(text.contains("  module         p._b (does not import: ImportError: x)\n"));
         assert_eq!(
-            campaigns_dir(Path::new("/r"), "markupsafe==3.0.2", Variant::Asan),
+            campaigns_dir(Path::new("/r"), "markupsafe==3.0.2", Variant::Asan, "3.13"),
             Path::new("/r/target/capisan/pkg-markupsafe--3.0.2-asan")
+        );
+        assert_eq!(
+            campaigns_dir(Path::new("/r"), "markupsafe==3.0.2", Variant::Asan, "3.11"),
+            Path::new("/r/target/capisan/pkg-markupsafe--3.0.2-asan-3.11")
         );
     }
 

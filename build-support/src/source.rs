@@ -168,7 +168,8 @@ pub fn fetch_debian(cache: &Cache, version: &str) -> Result<CpythonSource> {
     let package = format!("python{major}.{minor}");
     let apt = PrivateApt::prepare(cache, Path::new("/etc/apt"))?;
     let offered = apt.source_versions(&package)?;
-    let Some(debian_version) = pick_version(&offered, version) else {
+    let candidates = matching_versions(&offered, version);
+    if candidates.is_empty() {
         let mut available = Vec::new();
         for m in 9..=16 {
             available.extend(
@@ -186,13 +187,33 @@ pub fn fetch_debian(cache: &Cache, version: &str) -> Result<CpythonSource> {
                 available.join(", ")
             },
         });
+    }
+    // Newest first; a mirror whose files lag its index answers 404 for some: take the newest
+    // it serves.
+    let mut served = None;
+    for debian_version in &candidates {
+        let download = cache
+            .sources_dir()
+            .join(format!("{package}_{debian_version}"));
+        fs::create_dir_all(&download)
+            .map_err(BuildError::io(format!("creating {}", download.display())))?;
+        match apt.download_source(&package, debian_version, &download) {
+            Ok(()) => {
+                served = Some((debian_version.clone(), download));
+                break;
+            }
+            Err(BuildError::CommandFailed { tail, .. }) if tail.contains("404") => {
+                let _ = fs::remove_dir_all(&download);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((debian_version, download)) = served else {
+        return Err(BuildError::NotServed {
+            package,
+            versions: candidates.join(", "),
+        });
     };
-    let download = cache
-        .sources_dir()
-        .join(format!("{package}_{debian_version}"));
-    fs::create_dir_all(&download)
-        .map_err(BuildError::io(format!("creating {}", download.display())))?;
-    apt.download_source(&package, &debian_version, &download)?;
     let (tarball, expected) = orig_tarball_from_dsc(&download)?;
     let actual = sha256_file(&tarball)?;
     if actual != expected {
@@ -262,12 +283,21 @@ fn upstream_of(debian_version: &str) -> &str {
 }
 
 /// The newest Debian version whose upstream part matches `requested` (exactly, or as X.Y prefix).
+#[cfg(test)]
 fn pick_version(offered: &[String], requested: &str) -> Option<String> {
-    offered
+    matching_versions(offered, requested).into_iter().next()
+}
+
+/// Every Debian version whose upstream part matches `requested` (exactly, or as X.Y prefix),
+/// newest first.
+fn matching_versions(offered: &[String], requested: &str) -> Vec<String> {
+    let mut found: Vec<String> = offered
         .iter()
         .filter(|v| version_matches(upstream_of(v), requested))
-        .max_by(|a, b| release_key(upstream_of(a)).cmp(&release_key(upstream_of(b))))
         .cloned()
+        .collect();
+    found.sort_by_key(|v| std::cmp::Reverse(release_key(upstream_of(v))));
+    found
 }
 
 /// apt with its own lists and cache under the capisan cache, and deb-src lines for [`SUITES`].
@@ -613,6 +643,11 @@ mod tests {
         assert_eq!(pick_version(&offered, "3.13").as_deref(), Some("3.13.9-1"));
         assert_eq!(pick_version(&offered, "3.13.1"), None);
         assert_eq!(pick_version(&offered, "3.1"), None);
+        // Newest first, so a version the mirror does not serve falls back to the next one.
+        assert_eq!(
+            matching_versions(&offered, "3.13"),
+            ["3.13.9-1", "3.13.5-2+deb13u5"]
+        );
     }
 
     #[test]

@@ -264,8 +264,9 @@ pub fn write_bundle(m: &Minimized, c: &Campaign, out: &Path) -> Result<()> {
     write(
         "campaign.env",
         format!(
-            "EXT_PATH={ext_path}\nPYTHONMALLOC_OVERRIDE={pythonmalloc}\nVARIANT={}\n",
-            c.variant
+            "EXT_PATH={ext_path}\nPYTHONMALLOC_OVERRIDE={pythonmalloc}\nVARIANT={}\nCAPISAN_VERSION={}\n",
+            c.variant,
+            c.version.as_deref().unwrap_or_default()
         )
         .as_bytes(),
     )?;

@@ -76,6 +76,10 @@ pub(crate) fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
 pub struct Campaign {
     pub target: String,
     pub variant: Variant,
+    /// The CPython version of the variant's build (`3.11.2`), so commands that read the
+    /// campaign find the same build; absent in campaigns written before it was recorded.
+    #[serde(default)]
+    pub version: Option<String>,
     pub binary: PathBuf,
     pub env: Vec<(String, String)>,
 }
@@ -247,12 +251,23 @@ pub struct CampaignSpec {
 }
 
 /// The default campaign directory: `<root>/target/capisan/<target>[-<module>]-<variant>`, one
-/// per target and extension module, so campaigns of different targets never share artifacts.
-pub fn default_dir(root: &Path, target: &str, module: Option<&str>, variant: Variant) -> PathBuf {
-    let name = match module {
+/// per target and extension module, so campaigns of different targets never share artifacts;
+/// on a CPython line other than the default one (`line`, `X.Y`) suffixed `-<X.Y>`, as the fuzz
+/// binaries are ([`capisan_build::fuzzbin::target_dir`]).
+pub fn default_dir(
+    root: &Path,
+    target: &str,
+    module: Option<&str>,
+    variant: Variant,
+    line: &str,
+) -> PathBuf {
+    let mut name = match module {
         Some(m) => format!("{target}-{m}-{variant}"),
         None => format!("{target}-{variant}"),
     };
+    if line != capisan_build::versions::default_line() {
+        name = format!("{name}-{line}");
+    }
     root.join("target").join("capisan").join(name)
 }
 
@@ -415,6 +430,7 @@ pub fn run(spec: &CampaignSpec, mut on_status: impl FnMut(&Status)) -> Result<Ou
     let campaign = Campaign {
         target: spec.target.clone(),
         variant: spec.manifest.variant,
+        version: Some(spec.manifest.version.clone()),
         binary: spec.binary.clone(),
         env: env.clone(),
     };
@@ -867,9 +883,17 @@ mod tests {
     #[test]
     fn one_directory_per_target_and_module() {
         let root = Path::new("/w");
-        let a = default_dir(root, "capi_sequences", Some("pkg._speedups"), Variant::Asan);
-        let b = default_dir(root, "capi_sequences", None, Variant::Asan);
+        let a = default_dir(
+            root,
+            "capi_sequences",
+            Some("pkg._speedups"),
+            Variant::Asan,
+            "3.13",
+        );
+        let b = default_dir(root, "capi_sequences", None, Variant::Asan, "3.13");
         assert_ne!(a, b);
         assert!(a.ends_with("capi_sequences-pkg._speedups-asan"));
+        let c = default_dir(root, "capi_sequences", None, Variant::Asan, "3.11");
+        assert!(c.ends_with("capi_sequences-asan-3.11"));
     }
 }

@@ -114,9 +114,12 @@ pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
     let ext_src = PathBuf::from(get("EXT_PATH")).join(extension::SOURCE_FILE);
     let ext_src = fs::read_to_string(&ext_src).ok();
     let package = package_of(Path::new(&get("EXT_PATH")));
+    // The CPython version the finding was made on, when the bundle records it.
+    let version = get("CAPISAN_VERSION");
+    let version = Some(version.as_str()).filter(|v| !v.is_empty());
     let mut out = Vec::new();
     for (variant, pm) in RUNS {
-        let Ok(m) = Manifest::find(cache, variant, None) else {
+        let Ok(m) = Manifest::find(cache, variant, version) else {
             continue;
         };
         // Without a recorded source the campaign's own build is all there is (right for its variant).
@@ -137,6 +140,9 @@ pub fn confirm_dir(dir: &Path, cache: &Cache) -> Result<Vec<Confirmation>> {
             &build_sh,
             duct::cmd!(&build_sh, variant.name())
                 .dir(dir)
+                // The script finds the same build as `m`: this cache, this version.
+                .env("CAPISAN_CACHE", cache.root())
+                .env("CAPISAN_VERSION", &m.version)
                 .stderr_to_stdout()
                 .stdout_capture()
                 .unchecked()

@@ -341,6 +341,7 @@ pub fn call_campaign(
     Campaign {
         target: "capi_sequences".into(),
         variant: manifest.variant,
+        version: Some(manifest.version.clone()),
         binary: binary.to_path_buf(),
         env,
     }

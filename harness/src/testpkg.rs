@@ -287,9 +287,11 @@ pub fn parse_refleak(text: &str) -> Result<(u32, u32), String> {
     Ok((w, r))
 }
 
-/// Where `test-pkg REQ` writes by default: `test-pkg/` inside the package's campaigns directory.
-pub fn default_dir(root: &Path, req: &str, variant: Variant) -> PathBuf {
-    capisan_build::package::campaigns_dir(root, req, variant).join("test-pkg")
+/// Where `test-pkg REQ` writes by default: `test-pkg/` inside the package's campaigns directory
+/// for the build of `manifest`.
+pub fn default_dir(root: &Path, req: &str, manifest: &Manifest) -> PathBuf {
+    capisan_build::package::campaigns_dir(root, req, manifest.variant, manifest.line())
+        .join("test-pkg")
 }
 
 /// The tests directory of an unpacked source tree: `tests/`, `test/` or `testing/` at the top

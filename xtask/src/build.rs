@@ -4,9 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use capisan_build::builder::{self, BuildRequest};
-use capisan_build::{
-    manifest, setup, source, toolchain, Cache, Manifest, Variant, DEFAULT_VERSION,
-};
+use capisan_build::{manifest, setup, source, toolchain, Cache, Manifest, Variant};
 use clap::Args;
 
 use crate::ui::{self, spinning};
@@ -20,12 +18,9 @@ pub struct SetupArgs {
     dry_run: bool,
 }
 
-/// Which source to use.
+/// Which source to use (the version is the global `--version`).
 #[derive(Args, Clone)]
 pub struct SourceArgs {
-    /// CPython version to fetch from Debian's source packages (X.Y or X.Y.Z).
-    #[arg(long, default_value = DEFAULT_VERSION)]
-    version: String,
     /// Use this CPython source tree (checkout or unpacked tarball) instead of Debian's package.
     #[arg(long, env = "CPYTHON_SRC")]
     src: Option<PathBuf>,
@@ -63,7 +58,8 @@ pub fn setup(args: SetupArgs) -> Result<()> {
 }
 
 fn resolve_source(args: &SourceArgs) -> Result<(Cache, source::CpythonSource)> {
-    let (cache, src, version) = (crate::cache().resolve(), args.src.as_deref(), &args.version);
+    let (cache, src) = (crate::cache().resolve(), args.src.as_deref());
+    let version = crate::cache().build_version();
     let found = spinning(source::resolving(src, version), || {
         source::resolve(&cache, src, version)
     })?;

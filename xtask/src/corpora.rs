@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use capisan::corpus;
 use capisan::replay::Limits;
 use capisan::replay_report::{self, Format, ReplayRequest};
-use capisan_build::{Cache, Manifest, Variant};
+use capisan_build::Variant;
 use clap::{Args, Subcommand};
 
 use crate::fuzz::workspace_root;
@@ -46,7 +46,7 @@ pub enum CorpusAction {
 
 pub fn corpus_cmd(args: CorpusArgs) -> Result<()> {
     let root = workspace_root();
-    let asan = || Manifest::find(&Cache::resolve(None), Variant::Asan, None);
+    let asan = || crate::cache().manifest(Variant::Asan).map(|(_, m)| m);
     let text = match args.action {
         CorpusAction::Merge { name, dirs } => {
             corpus::merge(&root, &asan()?, &name, &dirs)?.text(&name, false)

@@ -285,7 +285,7 @@ pub fn fuzz_ext(args: FuzzExtArgs) -> Result<()> {
 pub fn ext_build(args: ExtBuildArgs) -> Result<()> {
     let (cache, m) = crate::cache().manifest(args.variant)?;
     let built = extension::build_extension(&cache, &m, &args.path, args.out.as_deref())?;
-    print!("{}", built.text(args.variant));
+    print!("{}", built.text(&m));
     Ok(())
 }
 

@@ -16,7 +16,7 @@ mod ui;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use capisan_build::{Cache, Manifest, Variant};
+use capisan_build::{versions, Cache, Manifest, Variant, DEFAULT_VERSION};
 use clap::{Args, Parser, Subcommand};
 
 /// Hunt memory bugs in CPython and its C extensions.
@@ -25,7 +25,7 @@ use clap::{Args, Parser, Subcommand};
 /// cached outside the checkout under ~/.cache/capisan (or $CAPISAN_CACHE).
 #[derive(Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask")]
-#[command(version, about, long_about)]
+#[command(about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,12 +33,16 @@ struct Cli {
     cache: CacheArgs,
 }
 
-/// The cache options of this run (`--cache` / $CAPISAN_CACHE, accepted by every command).
+/// The cache options of this run (`--cache` / $CAPISAN_CACHE and `--version` /
+/// $CAPISAN_VERSION, accepted by every command).
 static CACHE: std::sync::OnceLock<CacheArgs> = std::sync::OnceLock::new();
 
-/// The cache options every command uses.
+/// The cache options every command uses: the one way a command reads `--cache` and `--version`.
 pub fn cache() -> &'static CacheArgs {
-    CACHE.get_or_init(|| CacheArgs { cache: None })
+    CACHE.get_or_init(|| CacheArgs {
+        cache: None,
+        version: None,
+    })
 }
 
 #[derive(Subcommand)]
@@ -124,18 +128,46 @@ pub struct CacheArgs {
     /// Cache directory for sources and built variants; default ~/.cache/capisan.
     #[arg(long, env = "CAPISAN_CACHE", global = true)]
     pub cache: Option<std::path::PathBuf>,
+    /// CPython version, X.Y or X.Y.Z. fetch-cpython and build-* fetch it from Debian's source
+    /// packages (default 3.13.5); every other command uses the newest build of that line
+    /// (default 3.13: never merely the newest build), one of 3.11, 3.13, 3.14.
+    #[arg(long, env = "CAPISAN_VERSION", global = true)]
+    pub version: Option<String>,
 }
 
 impl CacheArgs {
-    /// The cache these options name.
+    /// The cache these options name, its lookups choosing builds of `--version`.
     pub fn resolve(&self) -> Cache {
-        Cache::resolve(self.cache.clone())
+        Cache::resolve(self.cache.clone()).with_version(self.version.as_deref())
     }
 
-    /// The cache and the newest build of `variant` in it.
+    /// The version to build: `--version`, else [`DEFAULT_VERSION`].
+    pub fn build_version(&self) -> &str {
+        self.version.as_deref().unwrap_or(DEFAULT_VERSION)
+    }
+
+    /// The cache and the newest build of `variant` of the chosen line in it.
     pub fn manifest(&self, variant: Variant) -> Result<(Cache, Manifest)> {
         let cache = self.resolve();
         Ok((cache.clone(), Manifest::find(&cache, variant, None)?))
+    }
+}
+
+impl Command {
+    /// Whether the command builds (or fetches) a version rather than choosing among built
+    /// variants: those take any version Debian offers, the others only a supported line.
+    fn builds(&self) -> bool {
+        matches!(
+            self,
+            Command::Setup(_)
+                | Command::FetchCpython(_)
+                | Command::BuildPydebug(_)
+                | Command::BuildAsan(_)
+                | Command::BuildValgrind(_)
+                | Command::BuildRelease(_)
+                | Command::BuildAll(_)
+                | Command::Variants(_)
+        )
     }
 }
 
@@ -146,6 +178,12 @@ fn ran(r: Result<()>) -> Result<bool> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let (Some(v), false) = (&cli.cache.version, cli.command.builds()) {
+        if let Err(e) = versions::check_supported(v) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let _ = CACHE.set(cli.cache);
     let result = match cli.command {
         Command::Setup(a) => ran(build::setup(a)),

@@ -101,7 +101,8 @@ pub fn fuzz_pkg(args: FuzzPkgArgs) -> Result<()> {
     print!("{}", outcome.text());
     let p = outcome.package();
     let modules = p.modules_to_fuzz(&args.modules)?;
-    let dir = || package::campaigns_dir(&workspace_root(), &args.req, args.run.variant);
+    let (_, m) = crate::cache().manifest(args.run.variant)?;
+    let dir = || package::campaigns_dir(&workspace_root(), &args.req, m.variant, m.line());
     let out = args.run.out.clone().unwrap_or_else(dir);
     let mut r = args.run.request("capi_sequences");
     (r.ext_path, r.pythonmalloc) = (Some(p.site_packages.clone()), args.pythonmalloc);
@@ -123,7 +124,7 @@ pub fn fuzz_pkg(args: FuzzPkgArgs) -> Result<()> {
 pub fn test_pkg(a: TestPkgArgs) -> Result<bool> {
     let outcome = build(&a.req, a.variant, crate::cache())?;
     let (_, m) = crate::cache().manifest(a.variant)?;
-    let dir = || testpkg::default_dir(&workspace_root(), &a.req, a.variant);
+    let dir = || testpkg::default_dir(&workspace_root(), &a.req, &m);
     let mut r = TestPkgRequest::new(a.out.clone().unwrap_or_else(dir));
     (r.tests, r.with, r.pytest_args, r.refleak) = (a.tests, a.with, a.pytest_args, a.refleak);
     let o = testpkg::test_package(outcome.package(), &m, &r, &mut |l| eprintln!("{l}"))?;

@@ -26,7 +26,7 @@ pub struct FuzzStdlibArgs {
 }
 
 pub fn fuzz_stdlib(a: FuzzStdlibArgs) -> Result<()> {
-    let cache = capisan_build::Cache::resolve(crate::cache().cache.clone());
+    let cache = crate::cache().resolve();
     let mut o = StdlibOptions::new(crate::fuzz::workspace_root(), cache, a.variant);
     (o.modules, o.seconds, o.jobs, o.out) = (a.modules, a.time, a.jobs, a.out);
     let outcome = stdlib::run(&o, &mut |line| eprintln!("{line}"))?;

@@ -94,12 +94,12 @@ impl CampaignRequest {
         }
     }
 
-    /// The campaign directory in the checkout `root`, and its seed corpora.
-    pub fn dir_and_seeds(&self, root: &Path) -> (PathBuf, Vec<PathBuf>) {
-        let dir = self
-            .out
-            .clone()
-            .unwrap_or_else(|| default_dir(root, &self.target, self.ext.as_deref(), self.variant));
+    /// The campaign directory in the checkout `root` for a build of CPython line `line` (`X.Y`),
+    /// and its seed corpora.
+    pub fn dir_and_seeds(&self, root: &Path, line: &str) -> (PathBuf, Vec<PathBuf>) {
+        let dir = self.out.clone().unwrap_or_else(|| {
+            default_dir(root, &self.target, self.ext.as_deref(), self.variant, line)
+        });
         let seeds = root.join("corpora").join(&self.target);
         (
             dir,
@@ -114,7 +114,7 @@ impl CampaignRequest {
     /// The spec of this campaign in the checkout `root`, on `manifest` (of [`Self::variant`])
     /// with the fuzz `binary` built against it.
     pub fn spec(&self, root: &Path, manifest: Manifest, binary: PathBuf) -> CampaignSpec {
-        let (dir, seeds) = self.dir_and_seeds(root);
+        let (dir, seeds) = self.dir_and_seeds(root, manifest.line());
         CampaignSpec {
             target: self.target.clone(),
             manifest,
@@ -206,7 +206,7 @@ mod tests {
         let mut r = CampaignRequest::new("capi_sequences", Variant::Asan, 60);
         r.ext = Some("bugzoo".into());
         r.fail_alloc = true;
-        let (dir, seeds) = r.dir_and_seeds(root);
+        let (dir, seeds) = r.dir_and_seeds(root, "3.13");
         assert_eq!(
             dir,
             Path::new("/checkout/target/capisan/capi_sequences-bugzoo-asan")
@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(env.fail_alloc, FailAlloc::On);
         assert!(env.checks && env.totals && !env.collect);
         (r.seed_corpus, r.checks) = (false, false);
-        assert!(r.dir_and_seeds(root).1.is_empty() && !r.harness_env().totals);
+        assert!(r.dir_and_seeds(root, "3.13").1.is_empty() && !r.harness_env().totals);
     }
 
     #[test]

@@ -12,8 +12,20 @@
 #[allow(clippy::all)]
 pub mod raw {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+
+    // Functions newer than the bound CPython, backported by the C shim under the same names
+    // and contracts, so callers are written once against the newest API.
+    #[cfg(not(Py_3_13))]
+    pub use super::compat::{PyDict_GetItemRef, PyModule_Add, PyObject_GetOptionalAttr};
+    // Before 3.13, `Python.h` under PY_SSIZE_T_CLEAN renames `Py_BuildValue` with a macro.
+    #[cfg(not(Py_3_13))]
+    pub use self::_Py_BuildValue_SizeT as Py_BuildValue;
+    #[cfg(not(Py_3_12))]
+    pub use super::compat::{PyErr_GetRaisedException, PyErr_SetRaisedException};
 }
 
+#[cfg(not(Py_3_13))]
+mod compat;
 pub mod shim;
 
 pub use raw::PyObject;

@@ -38,7 +38,9 @@ extern "C" {
     pub fn shim_tp_traverse(o: *mut PyObject, visit: visitproc, arg: *mut c_void) -> c_int;
     /// `Py_TYPE(o)->tp_clear(o)` (-1 without tp_clear).
     pub fn shim_tp_clear(o: *mut PyObject) -> c_int;
-    /// `_Py_IsImmortal(o)` on 3.12+, else 0.
+    /// Whether `o` is immortal (3.12+), or on 3.11 one of the interpreter-wide shared objects
+    /// 3.12 made immortal (singletons, small ints, empty/one-character str and bytes, the empty
+    /// tuple, interned strings, static types), whose refcounts the ownership checks must skip alike.
     pub fn shim_Py_IsImmortal(o: *mut PyObject) -> c_int;
     /// `sys.gettotalrefcount()`, or -1 without `Py_REF_DEBUG`.
     pub fn shim_total_refcount() -> Py_ssize_t;

@@ -27,9 +27,18 @@ _big = {}
 # results are immortal (None), so the interpreter's own leak is not blamed on whatever op or
 # extension function hashed the value; the extension's handling of the failure is still
 # exercised.
+# Before 3.12 nothing is immortal, so any returned non-int leaks a counted reference: there the
+# bad __hash__ raises the TypeError the interpreter would raise, which every caller sees alike.
 _v = _sys.version_info[:3]
 _HASH_RESULT_LEAKS = _v < (3, 13, 10) or (3, 14, 0) <= _v < (3, 14, 1)
 _BAD_HASH = None if _HASH_RESULT_LEAKS else 'not an int'
+
+
+def _bad_hash():
+    """What a __hash__ that does not return an int gives (see _HASH_RESULT_LEAKS)."""
+    if _v < (3, 12):
+        raise TypeError('__hash__ method should return an integer')
+    return _BAD_HASH
 
 
 def _victim(k):
@@ -106,7 +115,7 @@ class _Evil:
 
     def __hash__(self):
         if self.how & 3 == 2:
-            return _BAD_HASH
+            return _bad_hash()
         return self._go(7)
 
     def __eq__(self, other):
@@ -136,7 +145,7 @@ class _Evil:
 
 class _HashNotInt:
     def __hash__(self):
-        return _BAD_HASH
+        return _bad_hash()
 
 
 class _EvilFile:

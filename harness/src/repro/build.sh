@@ -3,8 +3,14 @@
 set -e
 cd "$(dirname "$0")"
 VARIANT=${1:-asan}
-M=$(ls -t "${CAPISAN_CACHE:-$HOME/.cache/capisan}"/variants/"$VARIANT"-*/manifest.json | head -n 1)
-[ -f "$M" ] || { echo "no $VARIANT variant built: run cargo xtask build-$VARIANT" >&2; exit 2; }
+# The CPython version the finding was made on (campaign.env), unless CAPISAN_VERSION names one;
+# else capisan's default line (capisan_build::versions::default_line; a unit test keeps them equal).
+[ -n "$CAPISAN_VERSION" ] || CAPISAN_VERSION=$(sed -n 's/^CAPISAN_VERSION=//p' campaign.env 2>/dev/null)
+CAPISAN_VERSION=${CAPISAN_VERSION:-3.13}
+# Variant directories are <variant>-<X.Y.Z>-<key>: the exact version, or any of the X.Y line.
+V="${CAPISAN_CACHE:-$HOME/.cache/capisan}/variants/$VARIANT-$CAPISAN_VERSION"
+M=$(ls -t "$V"-*/manifest.json "$V".*/manifest.json 2>/dev/null | head -n 1)
+[ -f "$M" ] || { echo "no $VARIANT variant${CAPISAN_VERSION:+ of CPython $CAPISAN_VERSION} built: run cargo xtask${CAPISAN_VERSION:+ --version $CAPISAN_VERSION} build-$VARIANT" >&2; exit 2; }
 eval "$(python3 - "$M" <<'PY'
 import json, shlex, sys
 m = json.load(open(sys.argv[1]))

@@ -95,6 +95,9 @@ pub struct CampaignTarget {
     pub dir: PathBuf,
     /// The variant it fuzzed.
     pub variant: Variant,
+    /// The CPython version of that build, when the campaign recorded it (else the cache's
+    /// chosen line is used).
+    pub version: Option<String>,
     /// The environment of its runs (the variant's runtime environment plus `CAPISAN_*`).
     pub env: Vec<(String, String)>,
 }
@@ -132,9 +135,14 @@ impl CampaignTarget {
                 .collect(),
             _ => Vec::new(),
         };
+        let version = v
+            .get("version")
+            .and_then(|x| x.as_str())
+            .map(str::to_string);
         Ok(CampaignTarget {
             dir: dir.to_path_buf(),
             variant,
+            version,
             env,
         })
     }
@@ -163,7 +171,7 @@ impl CampaignTarget {
         let Some(ext) = self.ext() else {
             return Ok(Vec::new());
         };
-        let manifest = Manifest::find(cache, self.variant, None)?;
+        let manifest = Manifest::find(cache, self.variant, self.version.as_deref())?;
         callable_names(&manifest.python, &self.env, &ext)
     }
 }
@@ -296,12 +304,13 @@ mod tests {
         std::fs::write(&input, b"x").unwrap();
         std::fs::write(
             dir.path().join(CAMPAIGN_FILE),
-            r#"{"target": "capi_sequences", "variant": "asan", "binary": "/x",
+            r#"{"target": "capi_sequences", "variant": "asan", "version": "3.11.2", "binary": "/x",
                 "env": [["PYTHONMALLOC", "malloc"], ["CAPISAN_EXT", "bugzoo"]]}"#,
         )
         .unwrap();
         let c = CampaignTarget::of_input(&input).unwrap().unwrap();
         assert_eq!(c.variant, Variant::Asan);
+        assert_eq!(c.version.as_deref(), Some("3.11.2"));
         assert_eq!(c.ext().unwrap().module, "bugzoo");
         std::fs::write(
             dir.path().join(CAMPAIGN_FILE),
@@ -310,6 +319,7 @@ mod tests {
         .unwrap();
         let c = CampaignTarget::of_input(&input).unwrap().unwrap();
         assert_eq!(c.variant, Variant::Pydebug);
+        assert_eq!(c.version, None);
         assert_eq!(c.ext().unwrap().funcs, ["f"]);
         let lone = tempfile::tempdir().unwrap();
         let stray = lone.path().join("input");

@@ -77,6 +77,18 @@ pub fn callee(r: &Resolved, func: u8) -> (String, String) {
 
 #[cfg(test)]
 mod tests {
+    /// The scripts' fallback version is capisan's default line (shell cannot read the constant).
+    #[test]
+    fn scripts_default_to_the_default_line() {
+        let fallback = format!(
+            "CAPISAN_VERSION=${{CAPISAN_VERSION:-{}}}",
+            capisan_build::versions::default_line()
+        );
+        for script in [BUILD_SH, RUN_SH] {
+            assert!(script.contains(&fallback), "{script}");
+        }
+    }
+
     use super::*;
     use crate::ops::{CallableKind, Slot};
 

@@ -6,6 +6,38 @@
 #include <math.h>
 #include <stdio.h>
 
+/* The 3.12/3.13 functions this program and the ops below use, on older CPython lines: the same
+ * backports (same contracts) as capisan's shim, harness/csrc/shim.c. */
+#if PY_VERSION_HEX < 0x030C0000
+#define _Py_IsImmortal(o) 0 /* no immortal objects before 3.12 */
+#ifdef Py_REF_DEBUG
+#define _Py_GetGlobalRefTotal() _Py_GetRefTotal()
+#endif
+static inline PyObject *PyErr_GetRaisedException(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+#endif
+#if PY_VERSION_HEX < 0x030D0000
+static inline int PyDict_GetItemRef(PyObject *d, PyObject *key, PyObject **result) {
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    Py_XINCREF(v);
+    *result = v;
+    return v != NULL ? 1 : (PyErr_Occurred() ? -1 : 0);
+}
+static inline int PyModule_Add(PyObject *m, const char *name, PyObject *value) {
+    int r = PyModule_AddObjectRef(m, name, value);
+    Py_XDECREF(value);
+    return r;
+}
+#endif
+
 /* capisan's slot count (harness/src/ops/mod.rs NSLOTS; a unit test keeps them equal). */
 #define NSLOTS 8
 
