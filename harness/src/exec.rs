@@ -2261,36 +2261,6 @@ impl<'a> Executor<'a> {
         // SAFETY: GIL held; `callable` and `tuple` alive (caller's contract).
         let (first, fail_note) = unsafe { self.call_failing(callable, tuple, fail) };
         let done = Done::object(first);
-        // Extension code a Python helper called (keywords, methods, evil hooks) through
-        // `_capisan_call`: a bad result is the same finding as from a direct call.
-        if let Some(p) = crate::pycall::take().filter(|_| self.config.checks) {
-            // SAFETY: GIL held; the helper's SystemError (or nothing) is dropped; `tuple` and
-            // `first` (if not NULL) are new references owned here.
-            unsafe {
-                raw::PyErr_Clear();
-                shim_Py_DECREF(tuple);
-                if !first.is_null() {
-                    shim_Py_DECREF(first);
-                }
-            }
-            return Err(Violation {
-                kind: ViolationKind::ExceptionState,
-                op_index: CURRENT_INDEX.load(Ordering::SeqCst),
-                op: describe_at(op, CURRENT_INDEX.load(Ordering::SeqCst)),
-                detail: format!("{name} {p}{}", fail_note.as_deref().unwrap_or("")),
-                at: Some(name.clone()),
-            });
-        }
-        if !(self.config.checks && self.config.ext_repeats && leak_checks) {
-            // SAFETY: GIL held; `tuple` is ours (caller's contract), given up here.
-            unsafe {
-                if self.config.checks && self.config.gc_raw && first.is_null() {
-                    collect_young_after_failure();
-                }
-                shim_Py_DECREF(tuple);
-            }
-            return Ok(done);
-        }
         // On every violation below the first call's result is released: the campaign may keep
         // going after the violation, and the result has no slot to own it.
         let give_up = |v: Violation| {
@@ -2303,14 +2273,32 @@ impl<'a> Executor<'a> {
             }
             Err(v)
         };
+        let exception_state = |p: &str| Violation {
+            kind: ViolationKind::ExceptionState,
+            op_index: CURRENT_INDEX.load(Ordering::SeqCst),
+            op: describe_at(op, CURRENT_INDEX.load(Ordering::SeqCst)),
+            detail: format!("{name} {p}{}", fail_note.as_deref().unwrap_or("")),
+            at: Some(name.clone()),
+        };
+        // Extension code a Python helper called (keywords, methods, evil hooks) through
+        // `_capisan_call`: a bad result is the same finding as from a direct call.
+        if let Some(p) = crate::pycall::take().filter(|_| self.config.checks) {
+            // SAFETY: GIL held; the helper's SystemError (or nothing) is dropped.
+            unsafe { raw::PyErr_Clear() };
+            return give_up(exception_state(p));
+        }
+        if !(self.config.checks && self.config.ext_repeats && leak_checks) {
+            // SAFETY: GIL held; `tuple` is ours (caller's contract), given up here.
+            unsafe {
+                if self.config.checks && self.config.gc_raw && first.is_null() {
+                    collect_young_after_failure();
+                }
+                shim_Py_DECREF(tuple);
+            }
+            return Ok(done);
+        }
         if let Some(p) = check_and_clear(done.ret) {
-            return give_up(Violation {
-                kind: ViolationKind::ExceptionState,
-                op_index: CURRENT_INDEX.load(Ordering::SeqCst),
-                op: describe_at(op, CURRENT_INDEX.load(Ordering::SeqCst)),
-                detail: format!("{name} {p}{}", fail_note.as_deref().unwrap_or("")),
-                at: Some(name.clone()),
-            });
+            return give_up(exception_state(&p));
         }
         let distinct: Vec<*mut PyObject> = {
             let s: BTreeSet<usize> = argv.iter().map(|&a| a as usize).collect();

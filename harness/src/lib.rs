@@ -56,6 +56,22 @@ pub mod replay_report;
 
 #[cfg(test)]
 mod tests {
+    /// Run `code` (the prelude and a test's lines) in the system python with `args` and `env`;
+    /// its output, after asserting it exited 0.
+    fn prelude_then(code: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+        let mut cmd = duct::cmd("python3", ["-c", code].iter().chain(args))
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked();
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        let out = cmd.run().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        text
+    }
+
     /// The API discovery in the prelude (py/api.py) survives what real extension types define:
     /// wrapt's ObjectProxy has `__doc__` as a property, so its class attribute is a descriptor;
     /// reading it as a string once stopped every wrapt campaign at start-up. Run with the
@@ -83,14 +99,7 @@ pairs = [("m.ObjectProxy", ObjectProxy), ("m.Odd", Odd)]
 print(ext_arities(pairs), ext_keywords(pairs))
 "#
         );
-        let out = duct::cmd!("python3", "-c", code)
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked()
-            .run()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        let text = prelude_then(&code, &[], &[]);
         assert_eq!(text.trim(), "[(0, 3), (1, 2)] [[], ['a', 'b']]", "{text}");
     }
 
@@ -127,15 +136,11 @@ for a in drawn:
 print('ok', len(seen))
 "#
         );
-        let out = duct::cmd!("python3", "-c", code, dir.path())
-            .env("CAPISAN_EXT_ARGS", r#"{"f": ["int", "buffer", "any"]}"#)
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked()
-            .run()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        let text = prelude_then(
+            &code,
+            &[dir.path().to_str().unwrap()],
+            &[("CAPISAN_EXT_ARGS", r#"{"f": ["int", "buffer", "any"]}"#)],
+        );
         // Several ints, not one default: the vocabulary's own boundary values.
         let n: usize = text.trim().strip_prefix("ok ").unwrap().parse().unwrap();
         assert!(n >= 5, "{text}");
