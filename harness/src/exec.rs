@@ -202,8 +202,9 @@ fn record_fatal(log: &str) {
 /// - a replay request runs and exits ([`crate::replay::maybe_replay`]);
 /// - a job a fork-mode campaign spawned gets a useful time budget ([`fork_job_budget`]);
 /// - the interpreter starts and the extension under test is imported here, not in the first
-///   input, so a job's budget is spent fuzzing. The fork-mode parent runs no input and starts
-///   no interpreter.
+///   input, so a job's budget is spent fuzzing (the signal and sanitizer hooks still come with
+///   the first input, see [`init`]). The fork-mode parent runs no input and starts no
+///   interpreter.
 ///
 /// # Safety
 /// `argc`/`argv` are libFuzzer's (`LLVMFuzzerInitialize`'s arguments), not yet read by it.
@@ -234,7 +235,7 @@ pub unsafe fn fuzzer_init(argc: *mut libc::c_int, argv: *mut *mut *mut libc::c_c
         unsafe { *(*argv).add(i) = flag };
     }
     if !is_fork_parent(args.into_iter()) {
-        init();
+        start();
     }
 }
 
@@ -322,15 +323,12 @@ fn fail_alloc_mode() -> crate::env::FailAlloc {
 
 /// Initialize the interpreter and hook the op log into sanitizer reports.
 pub fn init() -> &'static Interp {
-    let i = interp::get();
+    let i = start();
+    // At the first input, not at start-up: libFuzzer installs its SIGABRT handler after its
+    // init hook only where none is installed yet, and the abort hook chains to it (installed
+    // first, it would chain to the default action and libFuzzer would save no crash input).
     static HOOKED: std::sync::Once = std::sync::Once::new();
-    HOOKED.call_once(|| {
-        install_abort_hook();
-        for &(_, f) in &i.ext {
-            // SAFETY: GIL held; the prelude keeps the extension's callables alive.
-            unsafe { crate::gcslots::note_if_type(f) };
-        }
-    });
+    HOOKED.call_once(install_abort_hook);
     if fail_alloc_mode() != crate::env::FailAlloc::Off {
         crate::failalloc::install();
     }
@@ -339,6 +337,20 @@ pub fn init() -> &'static Interp {
     unsafe {
         __asan_set_error_report_callback(Some(on_asan_report))
     };
+    i
+}
+
+/// The interpreter and the extension under test, started once (with the extension's types
+/// noted for [`crate::gcslots`]), without the process-wide hooks [`init`] adds.
+fn start() -> &'static Interp {
+    let i = interp::get();
+    static NOTED: std::sync::Once = std::sync::Once::new();
+    NOTED.call_once(|| {
+        for &(_, f) in &i.ext {
+            // SAFETY: GIL held; the prelude keeps the extension's callables alive.
+            unsafe { crate::gcslots::note_if_type(f) };
+        }
+    });
     i
 }
 
