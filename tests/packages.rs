@@ -7,6 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use capisan::campaign::Campaign;
 use capisan_build::package::{self, PackageBuild};
 use capisan_build::{Cache, Manifest, Variant};
 use common::xtask;
@@ -70,13 +71,20 @@ fn assert_instrumented(so: &Path) {
 /// issue's 1,000 inputs (a quiet machine does in 20-45 s; the time cap is for a loaded one)
 /// and reach coverage, and the summary names it; returns each module's bucket signatures.
 fn fuzz_pkg(req: &str, modules: &[&str]) -> Vec<Vec<String>> {
-    fuzz_pkg_min(req, modules, 180, 1000)
+    let out = tempfile::tempdir().unwrap();
+    fuzz_pkg_in(req, modules, 180, 1000, out.path())
 }
 
-/// [`fuzz_pkg`] for at most `seconds`, ending once `min_execs` inputs ran, which it must reach.
-fn fuzz_pkg_min(req: &str, modules: &[&str], seconds: u64, min_execs: u64) -> Vec<Vec<String>> {
+/// [`fuzz_pkg`] for at most `seconds`, ending once `min_execs` inputs ran, which it must reach,
+/// into `out` (one campaign directory per module), kept for the caller.
+fn fuzz_pkg_in(
+    req: &str,
+    modules: &[&str],
+    seconds: u64,
+    min_execs: u64,
+    out: &Path,
+) -> Vec<Vec<String>> {
     let mut buckets = Vec::new();
-    let out = tempfile::tempdir().unwrap();
     let (time, runs) = (seconds.to_string(), min_execs.to_string());
     let mut args = vec![
         "fuzz-pkg",
@@ -86,7 +94,7 @@ fn fuzz_pkg_min(req: &str, modules: &[&str], seconds: u64, min_execs: u64) -> Ve
         "--runs",
         &runs,
         "--out",
-        out.path().to_str().unwrap(),
+        out.to_str().unwrap(),
     ];
     for m in modules {
         args.extend(["--module", m]);
@@ -97,7 +105,7 @@ fn fuzz_pkg_min(req: &str, modules: &[&str], seconds: u64, min_execs: u64) -> Ve
         assert!(r.stdout.contains(&format!("  {m}: ")), "{}", r.stdout);
         // libFuzzer's final stats (one process), or the campaign's summary (fork mode, where
         // the parent prints none).
-        let dir: PathBuf = out.path().join(m);
+        let dir: PathBuf = out.join(m);
         let log = std::fs::read_to_string(dir.join("fuzz.log")).unwrap_or_default();
         let summary: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap_or_default())
@@ -220,7 +228,9 @@ fn markupsafe_builds_imports_and_fuzzes() {
 /// (`frozenlist._frozenlist`), built by a PEP 517 in-tree backend over setuptools. Its latest
 /// release has no known memory bug, so the campaign must report none: `FrozenList.append`
 /// keeps its argument (in the list it holds) on every call, which capisan once reported as a
-/// reference leak in the first 20 s.
+/// reference leak in the first 20 s; and `fl.extend(fl)` doubles the list it holds on every
+/// call, which capisan once reported as a raw-memory leak (the bytes a call's receiver holds
+/// are now subtracted, as its references are). That input is also run on its own.
 #[test]
 fn frozenlist_cython_builds_imports_and_fuzzes_clean() {
     let (p, _) = pkg_build("frozenlist==1.8.0");
@@ -228,11 +238,42 @@ fn frozenlist_cython_builds_imports_and_fuzzes_clean() {
     assert_eq!(names, ["frozenlist._frozenlist"]);
     assert_instrumented(&p.modules[0].path);
     assert_imports(&p, &["frozenlist", "frozenlist._frozenlist"]);
-    let buckets = fuzz_pkg("frozenlist==1.8.0", &["frozenlist._frozenlist"]);
+    let out = tempfile::tempdir().unwrap();
+    let buckets = fuzz_pkg_in(
+        "frozenlist==1.8.0",
+        &["frozenlist._frozenlist"],
+        180,
+        1000,
+        out.path(),
+    );
     assert_eq!(
         buckets,
         [Vec::<String>::new()],
         "frozenlist 1.8.0 has no known memory bug"
+    );
+    // fl = FrozenList([4 floats]); fl.extend(fl): callable 0 is the type, method 3 `extend`
+    // (public names sorted: append, clear, count, extend, ...); the resolved ops say so.
+    let camp = Campaign::load(&out.path().join("frozenlist._frozenlist")).unwrap();
+    let input = out.path().join("extend-self.json");
+    std::fs::write(
+        &input,
+        r#"[{"NewListOf":{"dst":1,"len":4}},{"CallExt":{"func":0,"nargs":1,"args":[1,1,1],"dst":0,"kw":0}},{"CallMethod":{"recv":0,"method":3,"nargs":1,"args":[0,0,0],"kw":0,"dst":2}}]"#,
+    )
+    .unwrap();
+    let resolved = out.path().join("resolved.json");
+    let (ok, text) = camp
+        .run_once(
+            &input,
+            &[("CAPISAN_DUMP_RESOLVED", resolved.display().to_string())],
+        )
+        .unwrap();
+    assert!(ok && !text.contains("VIOLATION"), "{text}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&resolved).unwrap()).unwrap();
+    assert_eq!(r["ext"][0], "frozenlist._frozenlist.FrozenList", "{r}");
+    assert_eq!(
+        r["ops"].as_array().map(Vec::len),
+        Some(3),
+        "all three ops ran: {r}"
     );
 }
 

@@ -431,11 +431,25 @@ fn regrtest_cleanup() {
     }
 }
 
-/// What the objects `objs` reach hold (py/regrtest_cleanup.py `held_refs`): how many references,
-/// and how many of them point at each of `objs`. A call that stores its argument in its
-/// receiver grows both by one; the leak verdict subtracts them. All zero if the helper fails.
-fn held(objs: &[*mut PyObject]) -> (i64, Vec<i64>) {
-    let zero = (0, vec![0; objs.len()]);
+/// What the objects `objs` reach hold (py/regrtest_cleanup.py `held_refs`).
+#[derive(Debug, Default)]
+struct Held {
+    /// References held by everything `objs` reach.
+    edges: i64,
+    /// How many of them point at each of `objs`.
+    counts: Vec<i64>,
+    /// Bytes of everything `objs` reach, as `sys.getsizeof` counts them.
+    bytes: i64,
+}
+
+/// What the objects `objs` reach hold: a call that stores its argument in its receiver grows
+/// the edges and the argument's count by one, one that grows its receiver grows the bytes; the
+/// leak verdicts subtract them. All zero if the helper fails.
+fn held(objs: &[*mut PyObject]) -> Held {
+    let zero = Held {
+        counts: vec![0; objs.len()],
+        ..Held::default()
+    };
     if objs.is_empty() {
         return zero;
     }
@@ -454,9 +468,14 @@ fn held(objs: &[*mut PyObject]) -> (i64, Vec<i64>) {
         let counts = (0..objs.len())
             .map(|k| raw::PyLong_AsLongLong(raw::PyList_GetItem(list, k as isize)) as i64)
             .collect();
+        let bytes = raw::PyLong_AsLongLong(raw::PyTuple_GetItem(r, 2)) as i64;
         shim_Py_DECREF(r);
         raw::PyErr_Clear();
-        (edges, counts)
+        Held {
+            edges,
+            counts,
+            bytes,
+        }
     }
 }
 
@@ -596,7 +615,7 @@ unsafe fn regrtest_repeat(
     let cleanup = regrtest_cleanup;
     // References the watched objects hold are not leaked (see [`held`]): subtracted.
     let read = || {
-        let (edges, counts) = held(watched);
+        let Held { edges, counts, .. } = held(watched);
         let t = interp::total_refcount().unwrap_or(0) as i64 - edges;
         // SAFETY: watched objects are alive (caller's contract).
         let a: Vec<i64> = watched
@@ -811,14 +830,17 @@ unsafe fn collect_young_after_failure() {
 /// nothing: stage 1 suspects a leak when the allocator's allocated bytes grew on both quick
 /// repeats (`deltas`); stage 2 reruns the call under regrtest's procedure (warm-ups, cache
 /// clearing and a collection after every run) and keeps the suspicion only if every measured
-/// run grows too. Reported as a leak with the bytes per call. Only the asan variant has the
-/// counters (no deltas elsewhere).
+/// run grows too. Both stages subtract the bytes the receiver and arguments hold (`watched`,
+/// see [`held`]): a call that grows its receiver holds its memory, it does not leak it.
+/// Reported as a leak with the bytes per call. Only the asan variant has the counters (no
+/// deltas elsewhere).
 ///
 /// # Safety
 /// GIL held.
 unsafe fn raw_leak_verdict(
     deltas: &[i64],
     mut rerun: impl FnMut() -> Result<(), Violation>,
+    watched: &[*mut PyObject],
     violation: &dyn Fn(ViolationKind, String) -> Violation,
     name: &str,
 ) -> Result<(), Violation> {
@@ -836,12 +858,17 @@ unsafe fn raw_leak_verdict(
     }
     let cleanup = regrtest_cleanup;
     let mut measured = Vec::with_capacity(STAGE2_RUNS);
+    // The bytes the receiver and arguments hold are not leaked (see [`held`]): subtracted.
+    let read = || {
+        let h = held(watched).bytes;
+        crate::rawmem::allocated_bytes().unwrap_or(0) - h
+    };
     cleanup();
-    let mut before = crate::rawmem::allocated_bytes().unwrap_or(0);
+    let mut before = read();
     for i in 0..STAGE2_WARMUPS + STAGE2_RUNS {
         rerun()?;
         cleanup();
-        let after = crate::rawmem::allocated_bytes().unwrap_or(0);
+        let after = read();
         if i >= STAGE2_WARMUPS {
             measured.push(after - before);
         }
@@ -2357,7 +2384,7 @@ impl<'a> Executor<'a> {
         // keeps it alive on purpose, see [`held`]).
         for _ in 0..2 {
             settle();
-            let (e0, c0) = held(&distinct);
+            let h0 = held(&distinct);
             let t0 = interp::total_refcount();
             // SAFETY: GIL held; the arguments are alive (held by `tuple`).
             let a0: Vec<isize> = distinct
@@ -2374,15 +2401,15 @@ impl<'a> Executor<'a> {
                 .iter()
                 .map(|&a| unsafe { shim_Py_REFCNT(a) })
                 .collect();
-            let (e1, c1) = held(&distinct);
+            let h1 = held(&distinct);
             if let (Some(b0), Some(b1)) = (b0, b1) {
-                byte_deltas.push(b1 - b0);
+                byte_deltas.push(b1 - b0 - (h1.bytes - h0.bytes));
             }
             if let (Some(t0), Some(t1)) = (t0, t1) {
-                total_deltas.push(t1 - t0 - (e1 - e0) as isize);
+                total_deltas.push(t1 - t0 - (h1.edges - h0.edges) as isize);
             }
             for k in 0..distinct.len() {
-                arg_deltas[k].push(a1[k] - a0[k] - (c1[k] - c0[k]) as isize);
+                arg_deltas[k].push(a1[k] - a0[k] - (h1.counts[k] - h0.counts[k]) as isize);
             }
         }
         let name = &name;
@@ -2437,7 +2464,9 @@ impl<'a> Executor<'a> {
         }
         if self.config.gc_raw {
             // SAFETY: GIL held.
-            if let Err(v) = unsafe { raw_leak_verdict(&byte_deltas, call_once, &violation, name) } {
+            if let Err(v) =
+                unsafe { raw_leak_verdict(&byte_deltas, call_once, &distinct, &violation, name) }
+            {
                 return give_up(v);
             }
             // SAFETY: GIL held; `first` NULL or a new reference of ours, `callable` and `tuple`
