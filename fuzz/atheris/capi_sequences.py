@@ -26,6 +26,21 @@ NSLOTS = 8
 MAX_OPS = 64
 NOPS = 39
 
+# An extension under test, named as capisan's target names it (CAPISAN_EXT, CAPISAN_EXT_PATH,
+# CAPISAN_EXT_FUNCS): one more op calls one of its functions with 0-3 slot arguments, as
+# capisan's CallExt does. Without it the ops are the C API's alone.
+EXT_FUNCS = []
+if os.environ.get("CAPISAN_EXT"):
+    import importlib
+    if os.environ.get("CAPISAN_EXT_PATH"):
+        sys.path.insert(0, os.environ["CAPISAN_EXT_PATH"])
+    _ext = importlib.import_module(os.environ["CAPISAN_EXT"])
+    _names = [n for n in os.environ.get("CAPISAN_EXT_FUNCS", "").split(",") if n]
+    if not _names:
+        _names = sorted(n for n in dir(_ext) if not n.startswith("_") and callable(getattr(_ext, n)))
+    EXT_FUNCS = [getattr(_ext, n) for n in _names]
+    NOPS += 1
+
 
 # The same prelude classes and callables capisan's harness uses (Plain, Evil, make_callable).
 _PRELUDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "harness", "src", "prelude.py")
@@ -166,12 +181,16 @@ def run(data):
             elif op in (35, 36):
                 o, name = s[slot()], ATTRS[fdp.ConsumeIntInRange(0, 2)]
                 setattr(SCRATCH, name, o)
+            elif op == 39:
+                f = EXT_FUNCS[fdp.ConsumeIntInRange(0, len(EXT_FUNCS) - 1)]
+                d, n = slot(), fdp.ConsumeIntInRange(0, 3)
+                s[d] = f(*[s[slot()] for _ in range(n)])
             elif op == 37:
                 try:
                     raise ValueError("capisan")
                 except ValueError as e:
                     s[slot()] = e
-            else:
+            elif op == 38:
                 gc.collect(fdp.ConsumeIntInRange(0, 255) % 3)
         except Exception:
             pass

@@ -55,6 +55,9 @@ pub enum StdlibError {
         variant: Variant,
         known: String,
     },
+    /// The chosen CPython build is not of the table's line.
+    #[error("{0}")]
+    Version(String),
     /// `--module` names a module the table excludes.
     #[error("{name} is excluded from fuzz-stdlib: {why} (harness/src/stdlib_modules.json)")]
     Excluded { name: String, why: String },
@@ -302,6 +305,11 @@ pub struct StdlibOptions {
     pub out: Option<PathBuf>,
     /// Start from an empty corpus instead of `corpora/capi_sequences/`.
     pub no_seeds: bool,
+    /// The CPython build to fuzz, `X.Y.Z` of the table's line; default the newest build of the
+    /// line ([`TABLE_VERSION`]).
+    pub version: Option<String>,
+    /// libFuzzer's seed; default its own (random).
+    pub seed: Option<u64>,
 }
 
 impl StdlibOptions {
@@ -316,6 +324,8 @@ impl StdlibOptions {
             jobs: 1,
             out: None,
             no_seeds: false,
+            version: None,
+            seed: None,
         }
     }
 }
@@ -362,7 +372,13 @@ pub fn first_cov(dir: &Path) -> Option<u64> {
 /// campaign per module; `say` gets the progress lines a user sees.
 pub fn run(opts: &StdlibOptions, say: &mut dyn FnMut(&str)) -> Result<StdlibOutcome> {
     let table = Table::builtin()?;
-    let manifest = Manifest::find(&opts.cache, opts.variant, Some(TABLE_VERSION))?;
+    let version = opts.version.as_deref().unwrap_or(TABLE_VERSION);
+    if !capisan_build::versions::is_of_line(version, TABLE_VERSION) {
+        return Err(StdlibError::Version(format!(
+            "the module table is for CPython {TABLE_VERSION}; {version} is not of that line"
+        )));
+    }
+    let manifest = Manifest::find(&opts.cache, opts.variant, Some(version))?;
     let listed = discover(&manifest, &[])?;
     let Plan {
         fuzz: modules,
@@ -432,7 +448,7 @@ pub fn run(opts: &StdlibOptions, say: &mut dyn FnMut(&str)) -> Result<StdlibOutc
             },
             pythonmalloc: None,
             seconds: opts.seconds,
-            seed: None,
+            seed: opts.seed,
             jobs: opts.jobs,
             stop_at_first_finding: false,
             seeds: if opts.no_seeds {

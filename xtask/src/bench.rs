@@ -35,23 +35,36 @@ pub struct BenchArgs {
     /// every check but those, and with none (alternated 30-s campaigns, 3 rounds).
     #[arg(long)]
     pub gc_cost: bool,
-    /// Only the real-bug rows (bench/real.md, .json): bench/real-bugs.toml's package bugs.
+    /// Only the real-bug rows (bench/real.md, .json): without --real-only, first the edges at
+    /// 30 s and 120 s against atheris (3 alternated pairs) and the zoo crashes' time-to-detect
+    /// against atheris, then every bug of bench/real-bugs.toml (package bugs with fuzz-pkg on
+    /// the buggy and the fixed release, CPython bugs with fuzz-stdlib on the CPython builds
+    /// found), then two packages' campaign speed and coverage.
     #[arg(long)]
     pub real: bool,
     /// With --real: seconds per campaign (buggy and fixed release, no seeds).
     #[arg(long, default_value_t = 60)]
     pub time: u64,
-    /// With --real: campaigns per release; time-to-detect is their median.
-    #[arg(long, default_value_t = 1)]
+    /// With --real: campaigns on each buggy release; time-to-detect is their median (the fixed
+    /// release gets one).
+    #[arg(long, default_value_t = 3)]
     pub real_runs: u64,
     /// With --real: only this bug id of bench/real-bugs.toml; repeatable.
     #[arg(long = "real-only", value_name = "ID")]
     pub real_only: Vec<String>,
+    /// With --real: another cache directory holding CPython builds for the CPython rows (e.g.
+    /// `cargo xtask --version 3.13.15 --cache DIR build-asan`, kept out of the default cache
+    /// whose newest 3.13 build every command would use); repeatable.
+    #[arg(long = "cpython-cache", value_name = "DIR")]
+    pub cpython_cache: Vec<std::path::PathBuf>,
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
     let suite = match args.real {
-        true => Suite::Real(RealOptions::new(args.time, args.real_runs, args.real_only)),
+        true => Suite::Real(RealOptions {
+            cpython_caches: args.cpython_cache,
+            ..RealOptions::new(args.time, args.real_runs, args.real_only)
+        }),
         false => Suite::from_flags(args.trust, args.api, args.failalloc, args.gc_cost, args.zoo),
     };
     let (root, cache) = (crate::fuzz::workspace_root(), crate::cache().resolve());

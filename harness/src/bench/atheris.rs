@@ -201,13 +201,59 @@ fn which(program: &str) -> Result<PathBuf> {
         .ok_or_else(|| BenchError::Unsupported(format!("{program} is not on PATH")))
 }
 
+/// What one atheris run left: its log, the edges at each checkpoint, how long it ran, and
+/// whether it ended at a crash (a sanitizer report, a fatal error or a deadly signal; libFuzzer
+/// then writes a `crash-` artifact).
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub log: String,
+    pub covs: Vec<u64>,
+    pub seconds: f64,
+    pub crashed: bool,
+}
+
 impl Atheris {
     /// One atheris campaign of the Python twin of `capi_sequences` (`harness`, a `.py` file;
     /// empty corpus, the same libFuzzer flags as capisan's campaigns); libFuzzer's final stats.
     pub fn campaign(&self, harness: &Path, time: u64, seed: u64) -> Result<Stats> {
+        Ok(self.campaign_at(harness, time, seed, &[])?.0)
+    }
+
+    /// [`Atheris::campaign`], also reading the edges its log shows at each of `checkpoints`
+    /// (seconds of wall time since the interpreter was started, start-up included, as for
+    /// capisan's campaigns in [`super::cov_at_checkpoints`]).
+    pub fn campaign_at(
+        &self,
+        harness: &Path,
+        time: u64,
+        seed: u64,
+        checkpoints: &[u64],
+    ) -> Result<(Stats, Vec<u64>)> {
+        let run = self.run(harness, time, seed, checkpoints, &[])?;
+        let stats = final_stats(&run.log).ok_or_else(|| BenchError::NoStats {
+            log: self.dir.join("last-campaign.log"),
+            tail: tail_lines(&run.log, 30),
+        })?;
+        Ok((stats, run.covs))
+    }
+
+    /// Run the harness for at most `time` seconds with `extra` environment (an extension under
+    /// test: `CAPISAN_EXT`, `CAPISAN_EXT_PATH`, `CAPISAN_EXT_FUNCS`, `PYTHONMALLOC`).
+    pub fn run(
+        &self,
+        harness: &Path,
+        time: u64,
+        seed: u64,
+        checkpoints: &[u64],
+        extra: &[(String, String)],
+    ) -> Result<Run> {
         let corpus = self.dir.join("corpus");
         let _ = fs::remove_dir_all(&corpus);
         io(&corpus, fs::create_dir_all(&corpus))?;
+        let artifacts = self.dir.join("artifacts");
+        let _ = fs::remove_dir_all(&artifacts);
+        io(&artifacts, fs::create_dir_all(&artifacts))?;
+        let log = self.dir.join("last-campaign.log");
         let cmd = duct::cmd!(
             &self.python,
             harness,
@@ -215,24 +261,52 @@ impl Atheris {
             format!("-max_total_time={time}"),
             format!("-seed={seed}"),
             "-print_final_stats=1",
-            format!("-artifact_prefix={}/", self.dir.display())
+            format!("-artifact_prefix={}/", artifacts.display())
         );
-        let out = with_env(cmd, &self.env)
+        // `extra` replaces the variant's settings of the same names (duct applies the innermost
+        // `env` last, so a later one would not win).
+        let env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .chain(extra)
+            .cloned()
+            .collect();
+        let cmd = with_env(cmd, &env);
+        let started = std::time::Instant::now();
+        let handle = cmd
             .dir(&self.dir)
             .stderr_to_stdout()
-            .stdout_capture()
+            .stdout_path(&log)
             .unchecked()
-            .run()
+            .start()
             .map_err(|source| BenchError::Io {
                 context: format!("running {}", self.python.display()),
                 source,
             })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let log = self.dir.join("last-campaign.log");
-        io(&log, fs::write(&log, text.as_bytes()))?;
-        final_stats(&text).ok_or_else(|| BenchError::NoStats {
-            log,
-            tail: tail_lines(&text, 30),
+        let read = || fs::read_to_string(&log).unwrap_or_default();
+        let covs = super::sample_cov(
+            started,
+            checkpoints,
+            || handle.try_wait().ok().flatten().is_some(),
+            read,
+        );
+        handle.wait().map_err(|source| BenchError::Io {
+            context: format!("running {}", self.python.display()),
+            source,
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        let crashed = fs::read_dir(&artifacts)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("crash-"))
+            })
+            .unwrap_or(false);
+        Ok(Run {
+            log: read(),
+            covs,
+            seconds,
+            crashed,
         })
     }
 }

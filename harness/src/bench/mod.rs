@@ -16,7 +16,7 @@ pub mod trust;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use capisan_build::builder::{self, BuildRequest};
 use capisan_build::source::tail_lines;
@@ -137,6 +137,77 @@ pub fn final_stats(log: &str) -> Option<Stats> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Some(Stats { exec_per_sec, cov })
+}
+
+/// The edges a libFuzzer log shows so far: the largest `cov: N` of its status lines (printed
+/// at every new edge, so the last one is the coverage at the time of reading); 0 before any.
+pub fn cov_so_far(log: &str) -> u64 {
+    log.split("cov: ")
+        .skip(1)
+        .filter_map(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Read a running campaign's edges at each of `checkpoints` (seconds since `started`): sleeps
+/// until each one, or until `done()` says the campaign ended (it stopped at a finding, or
+/// failed), then reads the log with `read`. A checkpoint past the end reads the final log.
+pub fn sample_cov(
+    started: Instant,
+    checkpoints: &[u64],
+    mut done: impl FnMut() -> bool,
+    read: impl Fn() -> String,
+) -> Vec<u64> {
+    let mut out = Vec::with_capacity(checkpoints.len());
+    for &at in checkpoints {
+        let at = Duration::from_secs(at);
+        while started.elapsed() < at && !done() {
+            std::thread::sleep(Duration::from_millis(200).min(at - started.elapsed()));
+        }
+        out.push(cov_so_far(&read()));
+    }
+    out
+}
+
+/// A bench campaign ([`campaign_spec`]: checks on, no seeds, one process stopping at its first
+/// finding) of `seconds`, with the edges its `fuzz.log` shows at each of `checkpoints`
+/// (seconds of wall time since it was started, start-up included); and libFuzzer's final
+/// stats.
+pub fn cov_at_checkpoints(spec: &CampaignSpec, checkpoints: &[u64]) -> Result<(Stats, Vec<u64>)> {
+    let _ = fs::remove_dir_all(&spec.dir);
+    let log_path = spec.dir.join("fuzz.log");
+    let started = Instant::now();
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let (run, covs) = std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            let r = campaign::run(spec, |_| {});
+            finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        let covs = sample_cov(
+            started,
+            checkpoints,
+            || finished.load(std::sync::atomic::Ordering::SeqCst),
+            || fs::read_to_string(&log_path).unwrap_or_default(),
+        );
+        (runner.join(), covs)
+    });
+    match run {
+        Ok(r) => {
+            r?;
+        }
+        Err(_) => {
+            return Err(BenchError::Unsupported(
+                "the campaign thread panicked".into(),
+            ))
+        }
+    }
+    let log = io(&log_path, fs::read_to_string(&log_path))?;
+    let stats = final_stats(&log).ok_or_else(|| BenchError::NoStats {
+        log: log_path,
+        tail: tail_lines(&log, 30),
+    })?;
+    Ok((stats, covs))
 }
 
 /// One row of the results table.
@@ -625,6 +696,34 @@ mod tests {
         assert_eq!(s.exec_per_sec, 616.0);
         assert_eq!(s.cov, 12690);
         assert!(final_stats("#1\tINITED cov: 3\n").is_none());
+    }
+
+    #[test]
+    fn coverage_at_a_checkpoint_is_the_last_status_line_read_then() {
+        assert_eq!(cov_so_far("INFO: Seed: 11\n"), 0);
+        let early = "#2\tINITED cov: 3 ft: 3 corp: 1/1b\n#8\tNEW    cov: 120 ft: 130 corp: 2/9b\n";
+        assert_eq!(cov_so_far(early), 120);
+        // A log read while a line is half written still counts the whole numbers before it.
+        assert_eq!(cov_so_far(&format!("{early}#16\tNEW    cov: 1")), 120);
+        // Checkpoints: the first read after 0 s, the second once the run says it ended (a
+        // stop at a finding), without waiting the 3,600 s.
+        let reads = std::cell::Cell::new(0);
+        let started = Instant::now();
+        let covs = sample_cov(
+            started,
+            &[0, 3600],
+            || reads.get() >= 1,
+            || {
+                reads.set(reads.get() + 1);
+                if reads.get() == 1 {
+                    early.to_string()
+                } else {
+                    format!("{early}#64\tDONE   cov: 400\n")
+                }
+            },
+        );
+        assert_eq!(covs, vec![120, 400]);
+        assert!(started.elapsed() < Duration::from_secs(60));
     }
 
     #[test]

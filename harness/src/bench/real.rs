@@ -302,6 +302,9 @@ pub struct RealOptions {
     pub runs: u64,
     /// Only these bug ids; empty: every bug of the file.
     pub only: Vec<String>,
+    /// More caches to find the CPython builds of the CPython rows in (a build of another
+    /// 3.13.y kept apart from the default cache, whose newest 3.13 build every command uses).
+    pub cpython_caches: Vec<PathBuf>,
 }
 
 impl RealOptions {
@@ -311,17 +314,14 @@ impl RealOptions {
             seconds,
             runs,
             only,
+            cpython_caches: Vec::new(),
         }
     }
 }
 
 impl Default for RealOptions {
     fn default() -> Self {
-        RealOptions {
-            seconds: 60,
-            runs: 1,
-            only: Vec::new(),
-        }
+        RealOptions::new(60, 1, Vec::new())
     }
 }
 
@@ -507,10 +507,6 @@ pub fn known_miss_reason(bug: &RealBug) -> &'static str {
     }
 }
 
-/// The row of a CPython bug: not run by this suite.
-pub const CPYTHON_NOT_RUN: &str =
-    "not run: needs fuzz-stdlib on the fixed CPython version, not built here";
-
 /// Run one campaign without seeds on `module` of the package built in `site_packages`, with
 /// `--fail-alloc` when asked, libFuzzer seed `seed`; keeps going across findings.
 fn release_campaign(
@@ -612,6 +608,95 @@ pub fn panic_message(log: &str) -> Option<String> {
 /// release share them.
 type RunCache = BTreeMap<(String, String, bool, u64), ReleaseRun>;
 
+/// `runs` `fuzz-stdlib --module M` campaigns without seeds (seeds 1..=runs) on CPython
+/// `version`'s asan build, found in the bench's cache or one of `opts.cpython_caches`; an
+/// error (the row's reason) when no cache has that build.
+fn cpython_runs(
+    bench: &Bench,
+    bug: &RealBug,
+    version: &str,
+    (opts, runs): (&RealOptions, u64),
+    done: &mut RunCache,
+    log: &mut dyn FnMut(&str),
+) -> std::result::Result<Vec<ReleaseRun>, String> {
+    let requirement = format!("cpython=={version}");
+    let caches: Vec<capisan_build::Cache> = std::iter::once(bench.cache.clone())
+        .chain(opts.cpython_caches.iter().map(capisan_build::Cache::at))
+        .collect();
+    let cache = caches
+        .iter()
+        .find(|c| capisan_build::Manifest::find(c, Variant::Asan, Some(version)).is_ok())
+        .ok_or_else(|| {
+            format!(
+                "CPython {version} (asan) is not built in {}: `cargo xtask --version {version} --cache DIR build-asan`, then `bench --real --cpython-cache DIR` (Debian's mirror here serves no source of 3.13.16 to 3.13.18 or of 3.14.x: 404)",
+                caches
+                    .iter()
+                    .map(|c| c.root().display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let mut out = Vec::new();
+    for seed in 1..=runs {
+        let key = (requirement.clone(), bug.module.clone(), false, seed);
+        if let Some(r) = done.get(&key) {
+            out.push(r.clone());
+            continue;
+        }
+        log(&format!(
+            "CPython {version} {}: fuzz-stdlib campaign {seed} of {runs}, {} s, no seeds",
+            bug.module, opts.seconds
+        ));
+        let dir = std::env::temp_dir().join(format!(
+            "capisan-bench-real-cpython-{version}-{}-{seed}",
+            bug.module
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut o =
+            crate::stdlib::StdlibOptions::new(bench.root.clone(), cache.clone(), Variant::Asan);
+        (o.modules, o.seconds, o.no_seeds) = (vec![bug.module.clone()], opts.seconds, true);
+        (o.out, o.version, o.seed) = (Some(dir.clone()), Some(version.to_string()), Some(seed));
+        let started = SystemTime::now();
+        let outcome = crate::stdlib::run(&o, &mut |_| {}).map_err(|e| {
+            format!(
+                "fuzz-stdlib --module {} on CPython {version} failed: {e}",
+                bug.module
+            )
+        })?;
+        let Some(m) = outcome.results.into_iter().next() else {
+            return Err(format!("fuzz-stdlib ran no campaign on {}", bug.module));
+        };
+        let buckets = m
+            .buckets
+            .iter()
+            .map(|b| SeenBucket {
+                signature: b.signature.clone(),
+                seconds: b
+                    .artifacts
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+                    .filter_map(|t| t.duration_since(started).ok())
+                    .map(|d| d.as_secs_f64())
+                    .min_by(f64::total_cmp),
+            })
+            .collect();
+        let run = ReleaseRun {
+            startup: None,
+            requirement: requirement.clone(),
+            module: bug.module.clone(),
+            fail_alloc: false,
+            dir: m.dir,
+            buckets,
+            exec_per_sec: m.totals.exec_per_sec,
+            cov: m.totals.cov,
+            execs: m.totals.execs,
+        };
+        done.insert(key, run.clone());
+        out.push(run);
+    }
+    Ok(out)
+}
+
 /// Build `requirement` on the asan variant (or find it cached) and run `runs` campaigns on
 /// `module`, reusing those already in `done`.
 fn release_runs(
@@ -619,12 +704,12 @@ fn release_runs(
     requirement: &str,
     module: &str,
     fail_alloc: bool,
-    opts: &RealOptions,
+    (seconds, runs): (u64, u64),
     done: &mut RunCache,
     log: &mut dyn FnMut(&str),
 ) -> std::result::Result<Vec<ReleaseRun>, String> {
     let mut out = Vec::new();
-    for seed in 1..=opts.runs {
+    for seed in 1..=runs {
         let key = (
             requirement.to_string(),
             module.to_string(),
@@ -640,21 +725,12 @@ fn release_runs(
             .map_err(|e| format!("pkg-build {requirement} failed: {e}"))?;
         let site = built.package().site_packages.clone();
         log(&format!(
-            "{requirement} {module}{}: campaign {seed} of {}, {} s, no seeds",
+            "{requirement} {module}{}: campaign {seed} of {runs}, {} s, no seeds",
             if fail_alloc { " --fail-alloc" } else { "" },
-            opts.runs,
-            opts.seconds
+            seconds
         ));
-        let run = release_campaign(
-            bench,
-            requirement,
-            &site,
-            module,
-            fail_alloc,
-            opts.seconds,
-            seed,
-        )
-        .map_err(|e| format!("campaign on {requirement} {module} failed: {e}"))?;
+        let run = release_campaign(bench, requirement, &site, module, fail_alloc, seconds, seed)
+            .map_err(|e| format!("campaign on {requirement} {module} failed: {e}"))?;
         done.insert(key, run.clone());
         out.push(run);
     }
@@ -663,11 +739,13 @@ fn release_runs(
 
 /// The real-bug rows (`cargo xtask bench --real`): for each package bug of `bench/real-bugs.toml`
 /// (those `opts.only` names), its buggy and fixed release built on the asan variant, `runs`
-/// campaigns each on the bug's module without seeds (`--fail-alloc` when the bug's signal is
+/// campaigns on the buggy one and one on the fixed one, on the bug's module without seeds (`--fail-alloc` when the bug's signal is
 /// fail-alloc); a row per bug with detected / class / culprit / median time-to-detect and the
-/// fixed release's buckets, then exec/s and coverage of two packages' campaigns. CPython rows
-/// are written as not run. Writes `bench/real.md` and `.json` after each bug; returns the
-/// Markdown.
+/// fixed release's buckets, then exec/s and coverage of two packages' campaigns; a run of the
+/// whole set starts with the edges at equal time and the zoo crashes' time-to-detect against
+/// atheris. CPython bugs run `fuzz-stdlib` on the builds of their buggy and fixed versions
+/// found in the caches, and say which is not built. Writes `bench/real.md` and `.json` after
+/// each bug; returns the Markdown.
 pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> super::Result<String> {
     let path = default_path(&bench.root);
     let bugs = load(&path).map_err(|e| BenchError::Unsupported(e.to_string()))?;
@@ -680,24 +758,80 @@ pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> sup
         "options",
         json!({"seconds": secs, "runs": runs, "only": opts.only}),
     );
+    // A run of the whole set starts with the comparison against atheris (~30 min), so a run
+    // cut short still has it.
+    if opts.only.is_empty() {
+        equal_time_rows(bench, &mut t, log)?;
+        bench.write(&t, "real")?;
+        zoo_vs_atheris_rows(bench, &mut t, log)?;
+        bench.write(&t, "real")?;
+    }
     for bug in chosen {
         let measure = format!(
-            "{} ({} {} -> {}, {}): detected (no seeds, {secs} s, median of {runs}; the issue asks for 3)",
-            bug.id, bug.package, bug.buggy, bug.fixed, bug.class.name()
+            "{} ({} {} -> {}, {}): detected (no seeds, {secs} s, median of {runs}{})",
+            bug.id,
+            bug.package,
+            bug.buggy,
+            bug.fixed,
+            bug.class.name(),
+            if runs < 3 {
+                "; the issue asks for 3"
+            } else {
+                ""
+            }
         );
         let (Some(buggy), Some(fixed)) = (bug.buggy_requirement(), bug.fixed_requirement()) else {
-            t.row(measure, "not run", CPYTHON_NOT_RUN);
-            data.push(json!({"id": bug.id, "not_run": CPYTHON_NOT_RUN}));
+            // CPython: fuzz-stdlib on the buggy build; the fixed one when it is built.
+            let on_buggy = match cpython_runs(bench, bug, &bug.buggy, (opts, runs), &mut done, log)
+            {
+                Ok(r) => r,
+                Err(why) => {
+                    log(&why);
+                    t.row(measure, "not run", why.clone());
+                    data.push(json!({"id": bug.id, "not_run": why}));
+                    t.data("bugs", json!(data.clone()));
+                    bench.write(&t, "real")?;
+                    continue;
+                }
+            };
+            let (on_fixed, fixed_not_run) =
+                match cpython_runs(bench, bug, &bug.fixed, (opts, 1), &mut done, log) {
+                    Ok(r) => (r, None),
+                    Err(why) => (Vec::new(), Some(why)),
+                };
+            let (value, notes, json) =
+                verdict_row(bug, runs, &on_buggy, &on_fixed, fixed_not_run.as_deref());
+            t.row(measure, value, notes);
+            data.push(json);
             t.data("bugs", json!(data.clone()));
             bench.write(&t, "real")?;
             continue;
         };
         let fail_alloc = bug.signal == Signal::FailAlloc;
-        let both = release_runs(bench, &buggy, &bug.module, fail_alloc, opts, &mut done, log)
-            .and_then(|b| {
-                let f = release_runs(bench, &fixed, &bug.module, fail_alloc, opts, &mut done, log)?;
-                Ok((b, f))
-            });
+        // The buggy release: `runs` campaigns (time-to-detect is their median); the fixed one:
+        // one, whose buckets are each investigated by hand (seed 1, shared with a bug for
+        // which that release is the buggy one).
+        let both = release_runs(
+            bench,
+            &buggy,
+            &bug.module,
+            fail_alloc,
+            (secs, runs),
+            &mut done,
+            log,
+        )
+        .and_then(|b| {
+            let f = release_runs(
+                bench,
+                &fixed,
+                &bug.module,
+                fail_alloc,
+                (secs, 1),
+                &mut done,
+                log,
+            )?;
+            Ok((b, f))
+        });
         let (on_buggy, on_fixed) = match both {
             Ok(v) => v,
             Err(why) => {
@@ -717,93 +851,298 @@ pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> sup
             bench.write(&t, "real")?;
             continue;
         }
-        let verdicts: Vec<Verdict> = on_buggy.iter().map(|r| judge(bug, &r.buckets)).collect();
-        let found = verdicts.iter().filter(|v| v.detected).count();
-        let times: Vec<f64> = verdicts
-            .iter()
-            .map(|v| match (v.detected, v.seconds) {
-                (true, Some(s)) => s,
-                _ => f64::INFINITY,
-            })
-            .collect();
-        let all = |f: &dyn Fn(&Verdict) -> bool| verdicts.iter().all(f);
-        let class_right = match verdicts
-            .iter()
-            .filter_map(|v| v.class_right)
-            .collect::<Vec<_>>()
-        {
-            v if v.is_empty() => "no bucket names the function".to_string(),
-            v if v.iter().all(|&r| r) => "right".to_string(),
-            _ => "WRONG (a bucket naming the function has another class)".to_string(),
-        };
-        let culprit = if all(&|v| v.culprit_right) {
-            "right"
-        } else {
-            "WRONG or none"
-        };
-        let mut fixed_sigs: Vec<String> = Vec::new();
-        for r in &on_fixed {
-            for b in &r.buckets {
-                if !fixed_sigs.contains(&b.signature) {
-                    fixed_sigs.push(b.signature.clone());
-                }
-            }
-        }
-        let still = on_fixed
-            .iter()
-            .flat_map(|r| &r.buckets)
-            .any(|b| b.class_matches(bug) && b.culprit_matches(bug));
-        let named = verdicts.iter().filter(|v| v.culprit_right).count();
-        let value = match (found, named) {
-            (0, _) => format!("missed (0 of {runs})"),
-            (_, 0) => format!(
-                "class only in {found} of {runs}, {:.0} s: no bucket of its class names the function",
-                super::median(times.clone())
-            ),
-            _ => format!(
-                "found in {found} of {runs} (named in {named}), {:.0} s",
-                super::median(times.clone())
-            ),
-        };
-        let mut notes = match verdicts.iter().find_map(|v| v.signature.clone()) {
-            Some(sig) => format!("{sig}; class {class_right}; culprit {culprit}"),
-            None => format!("why: {}", known_miss_reason(bug)),
-        };
-        notes.push_str(&format!(
-            "; runs {:?}; buggy buckets {:?}; fixed {}: {} bucket(s){}{}",
-            times
-                .iter()
-                .map(|s| (s * 10.0).round() / 10.0)
-                .collect::<Vec<_>>(),
-            on_buggy.iter().map(|r| r.buckets.len()).collect::<Vec<_>>(),
-            bug.fixed,
-            fixed_sigs.len(),
-            if fixed_sigs.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", shortlist(&fixed_sigs, 6))
-            },
-            if still {
-                " (the bug's own bucket on the fixed release!)"
-            } else {
-                ""
-            },
-        ));
-        if fail_alloc {
-            notes.push_str("; --fail-alloc");
-        }
+        let (value, notes, json) = verdict_row(bug, runs, &on_buggy, &on_fixed, None);
         t.row(measure, value, notes);
-        data.push(json!({
-            "id": bug.id, "package": bug.package, "class": bug.class.name(),
-            "verdicts": verdicts, "seconds": times.iter().map(|s| s.is_finite().then_some(*s)).collect::<Vec<_>>(),
-            "buggy": on_buggy, "fixed": on_fixed, "fixed_signatures": fixed_sigs,
-            "bug_on_fixed": still,
-        }));
+        data.push(json);
         t.data("bugs", json!(data.clone()));
         bench.write(&t, "real")?;
     }
     campaign_rows(&mut t, &done, secs);
     bench.write(&t, "real")
+}
+
+/// The row of one bug from its campaigns: the value (detected in how many runs, named, median
+/// time-to-detect), the notes (signature, class and culprit right, per-run times, buckets on
+/// the buggy and fixed release, or why the fixed one was not run) and the JSON record.
+fn verdict_row(
+    bug: &RealBug,
+    runs: u64,
+    on_buggy: &[ReleaseRun],
+    on_fixed: &[ReleaseRun],
+    fixed_not_run: Option<&str>,
+) -> (String, String, serde_json::Value) {
+    let verdicts: Vec<Verdict> = on_buggy.iter().map(|r| judge(bug, &r.buckets)).collect();
+    let found = verdicts.iter().filter(|v| v.detected).count();
+    let times: Vec<f64> = verdicts
+        .iter()
+        .map(|v| match (v.detected, v.seconds) {
+            (true, Some(s)) => s,
+            _ => f64::INFINITY,
+        })
+        .collect();
+    let all = |f: &dyn Fn(&Verdict) -> bool| verdicts.iter().all(f);
+    let class_right = match verdicts
+        .iter()
+        .filter_map(|v| v.class_right)
+        .collect::<Vec<_>>()
+    {
+        v if v.is_empty() => "no bucket names the function".to_string(),
+        v if v.iter().all(|&r| r) => "right".to_string(),
+        _ => "WRONG (a bucket naming the function has another class)".to_string(),
+    };
+    let culprit = if all(&|v| v.culprit_right) {
+        "right"
+    } else {
+        "WRONG or none"
+    };
+    let mut fixed_sigs: Vec<String> = Vec::new();
+    for r in on_fixed {
+        for b in &r.buckets {
+            if !fixed_sigs.contains(&b.signature) {
+                fixed_sigs.push(b.signature.clone());
+            }
+        }
+    }
+    let still = on_fixed
+        .iter()
+        .flat_map(|r| &r.buckets)
+        .any(|b| b.class_matches(bug) && b.culprit_matches(bug));
+    let named = verdicts.iter().filter(|v| v.culprit_right).count();
+    let value = match (found, named) {
+        (0, _) => format!("missed (0 of {runs})"),
+        (_, 0) => format!(
+            "class only in {found} of {runs}, {:.0} s: no bucket of its class names the function",
+            super::median(times.clone())
+        ),
+        _ => format!(
+            "found in {found} of {runs} (named in {named}), {:.0} s",
+            super::median(times.clone())
+        ),
+    };
+    let mut notes = match verdicts.iter().find_map(|v| v.signature.clone()) {
+        Some(sig) => format!("{sig}; class {class_right}; culprit {culprit}"),
+        None => format!("why: {}", known_miss_reason(bug)),
+    };
+    let fixed_text = match fixed_not_run {
+        Some(why) => format!("not run: {why}"),
+        None => format!("{} bucket(s)", fixed_sigs.len()),
+    };
+    notes.push_str(&format!(
+        "; runs {:?}; buggy buckets {:?}; fixed {}: {fixed_text}{}{}",
+        times
+            .iter()
+            .map(|s| (s * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        on_buggy.iter().map(|r| r.buckets.len()).collect::<Vec<_>>(),
+        bug.fixed,
+        if fixed_sigs.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", shortlist(&fixed_sigs, 6))
+        },
+        if still {
+            " (the bug's own bucket on the fixed release!)"
+        } else {
+            ""
+        },
+    ));
+    if bug.signal == Signal::FailAlloc {
+        notes.push_str("; --fail-alloc");
+    }
+    let json = json!({
+        "id": bug.id, "package": bug.package, "class": bug.class.name(),
+        "verdicts": verdicts, "seconds": times.iter().map(|s| s.is_finite().then_some(*s)).collect::<Vec<_>>(),
+        "buggy": on_buggy, "fixed": on_fixed, "fixed_signatures": fixed_sigs,
+        "bug_on_fixed": still, "fixed_not_run": fixed_not_run,
+    });
+    (value, notes, json)
+}
+
+/// The zoo bugs atheris can see too (a sanitizer report, a fatal error or a crash, not an
+/// ownership violation or a leak), with the PYTHONMALLOC each needs.
+pub const ZOO_CRASHES: [(&str, Option<&str>); 5] = [
+    ("extra_decref", None),
+    ("double_free", None),
+    ("overflow", None),
+    ("alloc_mismatch", Some("malloc_debug")),
+    ("borrowed_after_mutation", None),
+];
+
+/// The cap of a zoo time-to-detect campaign against atheris, seconds.
+pub const ZOO_CAP: u64 = 60;
+
+/// Time-to-detect of [`ZOO_CRASHES`], capisan against atheris on the same ops (atheris' twin
+/// harness with the extension call op, only the bug's function callable, the same
+/// PYTHONMALLOC), no seeds, 3 seeds each (1 with `--quick`), the order alternated; wall time
+/// from launch to capisan's first bucket / atheris' crash, `inf` when not within the cap.
+fn zoo_vs_atheris_rows(
+    bench: &Bench,
+    t: &mut Table,
+    log: &mut dyn FnMut(&str),
+) -> super::Result<()> {
+    let atheris = match super::atheris::setup(&bench.asan, &bench.cache, log) {
+        Ok(a) => a,
+        Err(e) => {
+            t.row(
+                "zoo time-to-detect, capisan vs atheris",
+                "not measured",
+                format!("atheris setup failed: {}", e.to_string().replace('\n', " ")),
+            );
+            return Ok(());
+        }
+    };
+    let harness = bench.root.join("fuzz/atheris/capi_sequences.py");
+    let zoo = bench.root.join("tests/bugzoo/bugzoo.c");
+    let ext = bench.cache.root().join("bench").join("bugzoo-asan");
+    capisan_build::extension::build_extension(&bench.cache, &bench.asan, &zoo, Some(&ext))?;
+    let seeds = if bench.quick { 1 } else { 3 };
+    let mut data = Vec::new();
+    for (func, pm) in ZOO_CRASHES {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut class = String::new();
+        for seed in 1..=seeds {
+            let mut run_ours = |log: &mut dyn FnMut(&str)| -> super::Result<()> {
+                log(&format!("zoo {func}: capisan, seed {seed}"));
+                let dir = std::env::temp_dir().join(format!("capisan-bench-zoo-vs-{func}-{seed}"));
+                let spec = super::campaign_spec(&bench.asan, &bench.binary, dir, ZOO_CAP, seed);
+                let spec = super::on_zoo(spec, &ext, func, pm);
+                let started = std::time::Instant::now();
+                let found = super::run_campaign(&spec)?
+                    .buckets
+                    .first()
+                    .map(|b| b.class.clone());
+                ours.push(
+                    found
+                        .as_ref()
+                        .map_or(f64::INFINITY, |_| started.elapsed().as_secs_f64()),
+                );
+                if let Some(c) = found {
+                    class = c;
+                }
+                Ok(())
+            };
+            let mut run_theirs = |log: &mut dyn FnMut(&str)| -> super::Result<()> {
+                log(&format!("zoo {func}: atheris, seed {seed}"));
+                let mut env = vec![
+                    ("CAPISAN_EXT".to_string(), "bugzoo".to_string()),
+                    ("CAPISAN_EXT_PATH".to_string(), ext.display().to_string()),
+                    ("CAPISAN_EXT_FUNCS".to_string(), func.to_string()),
+                ];
+                if let Some(pm) = pm {
+                    env.push(("PYTHONMALLOC".to_string(), pm.to_string()));
+                }
+                let r = atheris.run(&harness, ZOO_CAP, seed, &[], &env)?;
+                theirs.push(if r.crashed { r.seconds } else { f64::INFINITY });
+                Ok(())
+            };
+            if seed % 2 == 1 {
+                run_ours(log)?;
+                run_theirs(log)?;
+            } else {
+                run_theirs(log)?;
+                run_ours(log)?;
+            }
+        }
+        let (a, b) = (super::median(ours.clone()), super::median(theirs.clone()));
+        t.row(
+            format!("time-to-detect {func}, capisan vs atheris (no seeds, median of {seeds}, {ZOO_CAP}-s cap)"),
+            format!("{a:.0} s vs {b:.0} s"),
+            format!(
+                "capisan {:.1?} ({}), atheris {:.1?} (a crash: atheris has no ownership checks or bug classes); the same ops, the zoo's function alone, PYTHONMALLOC={}",
+                ours,
+                if class.is_empty() { "no bucket" } else { class.as_str() },
+                theirs,
+                pm.unwrap_or("malloc")
+            ),
+        );
+        data.push(json!({"func": func, "capisan": ours.iter().map(|s| s.is_finite().then_some(*s)).collect::<Vec<_>>(), "atheris": theirs.iter().map(|s| s.is_finite().then_some(*s)).collect::<Vec<_>>(), "class": class}));
+        t.data("zoo_vs_atheris", json!(data.clone()));
+        bench.write(t, "real")?;
+    }
+    Ok(())
+}
+
+/// Checkpoints of the equal-time comparison against atheris, in seconds of wall time.
+pub const EQUAL_TIME: [u64; 2] = [30, 120];
+
+/// Coverage against atheris at equal time: capisan's `capi_sequences` and its Python twin on
+/// atheris (the same ops, the same ASan interpreter relinked with libFuzzer), each a 120-s
+/// campaign without seeds stopping at its first finding, their edges read at 30 s and 120 s of
+/// wall time (start-up included); 3 pairs (1 with `--quick`), the order alternated (capisan
+/// first, then atheris first); medians. exec/s is kept as a secondary row.
+fn equal_time_rows(bench: &Bench, t: &mut Table, log: &mut dyn FnMut(&str)) -> super::Result<()> {
+    let atheris = match super::atheris::setup(&bench.asan, &bench.cache, log) {
+        Ok(a) => a,
+        Err(e) => {
+            t.row(
+                "edges at equal time, capisan vs atheris",
+                "not measured",
+                format!("atheris setup failed: {}", e.to_string().replace('\n', " ")),
+            );
+            return Ok(());
+        }
+    };
+    let harness = bench.root.join("fuzz/atheris/capi_sequences.py");
+    let end = EQUAL_TIME[EQUAL_TIME.len() - 1];
+    let rounds = if bench.quick { 1 } else { 3 };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut our_eps, mut their_eps) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let seed = 11 + round;
+        let mut run_ours = |log: &mut dyn FnMut(&str)| -> super::Result<()> {
+            log(&format!("equal time: capisan, {end} s, seed {seed}"));
+            let dir = std::env::temp_dir().join(format!("capisan-bench-equal-time-{seed}"));
+            let spec = super::campaign_spec(&bench.asan, &bench.binary, dir, end, seed);
+            let (stats, covs) = super::cov_at_checkpoints(&spec, &EQUAL_TIME)?;
+            ours.push(covs);
+            our_eps.push(stats.exec_per_sec);
+            Ok(())
+        };
+        let mut run_theirs = |log: &mut dyn FnMut(&str)| -> super::Result<()> {
+            log(&format!("equal time: atheris, {end} s, seed {seed}"));
+            let (stats, covs) = atheris.campaign_at(&harness, end, seed, &EQUAL_TIME)?;
+            theirs.push(covs);
+            their_eps.push(stats.exec_per_sec);
+            Ok(())
+        };
+        if round % 2 == 0 {
+            run_ours(log)?;
+            run_theirs(log)?;
+        } else {
+            run_theirs(log)?;
+            run_ours(log)?;
+        }
+    }
+    let mut data = Vec::new();
+    for (k, at) in EQUAL_TIME.iter().enumerate() {
+        let a: Vec<f64> = ours.iter().map(|c| c[k] as f64).collect();
+        let b: Vec<f64> = theirs.iter().map(|c| c[k] as f64).collect();
+        let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y.max(1.0)).collect();
+        t.row(
+            format!("edges after {at} s, capisan vs atheris (median of {rounds} alternated pairs)"),
+            format!("{:.0} vs {:.0}", super::median(a.clone()), super::median(b.clone())),
+            format!(
+                "capisan {a:?}, atheris {b:?}; per-pair ratio {:.2?} (median {:.2}x); libFuzzer's cov: CPython's C edges plus the harness's own (Rust for capisan, Python bytecode for atheris); the same ops on the same ASan interpreter, no seeds, wall time from launch",
+                ratios,
+                super::median(ratios.clone())
+            ),
+        );
+        data.push(json!({"seconds": at, "capisan": a, "atheris": b, "ratios": ratios}));
+    }
+    t.row(
+        format!("exec/s over {end} s, capisan vs atheris (secondary)"),
+        format!(
+            "{:.0} vs {:.0}",
+            super::median(our_eps.clone()),
+            super::median(their_eps.clone())
+        ),
+        format!("capisan {our_eps:?}, atheris {their_eps:?}"),
+    );
+    t.data(
+        "equal_time",
+        json!({"checkpoints": data, "exec_per_sec": {"capisan": our_eps, "atheris": their_eps}}),
+    );
+    Ok(())
 }
 
 /// "real-package campaign rows": exec/s and coverage of the campaigns (without
