@@ -310,6 +310,33 @@ pub struct StdlibOptions {
     pub version: Option<String>,
     /// libFuzzer's seed; default its own (random).
     pub seed: Option<u64>,
+    /// Only shard `k` of `n` (1-based) of the planned modules: those at positions `k - 1`,
+    /// `k - 1 + n`, … (see [`parse_shard`]); a matrix of `n` jobs covers every module once.
+    pub shard: Option<(usize, usize)>,
+}
+
+/// `K/N` (1 <= K <= N) as `fuzz-stdlib --shard` takes it.
+pub fn parse_shard(text: &str) -> std::result::Result<(usize, usize), String> {
+    let bad = || format!("--shard {text:?}: expected K/N with 1 <= K <= N, e.g. 3/8");
+    let (k, n) = text.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if k == 0 || n == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
+/// The modules of shard `k` of `n` (1-based) of `modules`, in order.
+pub fn shard_of<T: Clone>(modules: &[T], (k, n): (usize, usize)) -> Vec<T> {
+    modules
+        .iter()
+        .skip(k.saturating_sub(1))
+        .step_by(n.max(1))
+        .cloned()
+        .collect()
 }
 
 impl StdlibOptions {
@@ -326,6 +353,7 @@ impl StdlibOptions {
             no_seeds: false,
             version: None,
             seed: None,
+            shard: None,
         }
     }
 }
@@ -384,6 +412,20 @@ pub fn run(opts: &StdlibOptions, say: &mut dyn FnMut(&str)) -> Result<StdlibOutc
         fuzz: modules,
         skipped,
     } = plan(&table, &listed, opts.variant, &opts.modules)?;
+    let planned = modules.len();
+    let modules = match opts.shard {
+        Some(shard) => {
+            let mine = shard_of(&modules, shard);
+            say(&format!(
+                "shard {}/{}: {} of the {planned} planned module(s)",
+                shard.0,
+                shard.1,
+                mine.len()
+            ));
+            mine
+        }
+        None => modules,
+    };
     let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
     let found = discover(&manifest, &names)?;
     say(&format!(
@@ -544,6 +586,22 @@ mod tests {
             .into(),
             ..Discovered::default()
         }
+    }
+
+    #[test]
+    fn shards_of_a_matrix_cover_every_module_once() {
+        assert_eq!(parse_shard("3/8"), Ok((3, 8)));
+        assert_eq!(parse_shard(" 1 / 1 "), Ok((1, 1)));
+        for bad in ["0/8", "9/8", "3", "a/b", "3/0", ""] {
+            let e = parse_shard(bad).unwrap_err();
+            assert!(e.contains("K/N"), "{bad}: {e}");
+        }
+        let modules: Vec<u32> = (0..23).collect();
+        let mut seen: Vec<u32> = (1..=5).flat_map(|k| shard_of(&modules, (k, 5))).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, modules);
+        assert_eq!(shard_of(&modules, (2, 5)), vec![1, 6, 11, 16, 21]);
+        assert_eq!(shard_of(&modules, (1, 1)), modules);
     }
 
     #[test]

@@ -23,12 +23,17 @@ pub struct FuzzStdlibArgs {
     /// Variant to fuzz (its newest 3.13 build).
     #[arg(long, default_value = "asan")]
     pub variant: capisan_build::Variant,
+    /// Only shard K of N (K/N, 1-based) of the planned modules, every N-th from the K-th: a
+    /// matrix of N jobs covers every module once (the nightly workflow does).
+    #[arg(long, value_name = "K/N", value_parser = stdlib::parse_shard)]
+    pub shard: Option<(usize, usize)>,
 }
 
 pub fn fuzz_stdlib(a: FuzzStdlibArgs) -> Result<()> {
     let cache = crate::cache().resolve();
     let mut o = StdlibOptions::new(crate::fuzz::workspace_root(), cache, a.variant);
     (o.modules, o.seconds, o.jobs, o.out) = (a.modules, a.time, a.jobs, a.out);
+    o.shard = a.shard;
     let outcome = stdlib::run(&o, &mut |line| eprintln!("{line}"))?;
     print!("{}", stdlib::summary_text(&outcome));
     Ok(())
