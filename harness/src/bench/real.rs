@@ -1065,8 +1065,9 @@ fn zoo_vs_atheris_rows(
 /// Checkpoints of the equal-time comparison against atheris, in seconds of wall time.
 pub const EQUAL_TIME: [u64; 2] = [30, 120];
 
-/// Coverage against atheris at equal time: capisan's `capi_sequences` and its Python twin on
-/// atheris (the same ops, the same ASan interpreter relinked with libFuzzer), each a 120-s
+/// Coverage against atheris at equal time: capisan's `capi_sequences` and atheris running its
+/// Python twin of the C-API ops (the API ops are capisan's alone; the same ASan interpreter,
+/// relinked with libFuzzer for atheris), each a 120-s
 /// campaign without seeds stopping at its first finding, their edges read at 30 s and 120 s of
 /// wall time (start-up included); 3 pairs (1 with `--quick`), the order alternated (capisan
 /// first, then atheris first); medians. exec/s is kept as a secondary row.
@@ -1122,7 +1123,7 @@ fn equal_time_rows(bench: &Bench, t: &mut Table, log: &mut dyn FnMut(&str)) -> s
             format!("edges after {at} s, capisan vs atheris (median of {rounds} alternated pairs)"),
             format!("{:.0} vs {:.0}", super::median(a.clone()), super::median(b.clone())),
             format!(
-                "capisan {a:?}, atheris {b:?}; per-pair ratio {:.2?} (median {:.2}x); libFuzzer's cov: CPython's C edges plus the harness's own (Rust for capisan, Python bytecode for atheris); the same ops on the same ASan interpreter, no seeds, wall time from launch",
+                "capisan {a:?}, atheris {b:?}; per-pair ratio {:.2?} (median {:.2}x); libFuzzer's cov: CPython's C edges plus the harness's own (Rust for capisan, Python bytecode for atheris); the same ASan interpreter, no seeds, wall time from launch; atheris runs fuzz/atheris/capi_sequences.py, the Python twin of capisan's 39 C-API ops, while capisan's target also has its API ops (the value vocabulary with evil objects, methods, protocol operations) that the twin does not copy: the tools as shipped, not op for op",
                 ratios,
                 super::median(ratios.clone())
             ),
