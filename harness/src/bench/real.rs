@@ -787,10 +787,8 @@ pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> sup
                 Ok(r) => r,
                 Err(why) => {
                     log(&why);
-                    t.row(measure, "not run", why.clone());
-                    data.push(json!({"id": bug.id, "not_run": why}));
-                    t.data("bugs", json!(data.clone()));
-                    bench.write(&t, "real")?;
+                    let record = json!({"id": bug.id, "not_run": why});
+                    not_run_row(bench, &mut t, &mut data, measure, &why, record)?;
                     continue;
                 }
             };
@@ -836,19 +834,16 @@ pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> sup
             Ok(v) => v,
             Err(why) => {
                 log(&why);
-                t.row(measure, "not run", why.clone());
-                data.push(json!({"id": bug.id, "not_run": why}));
-                t.data("bugs", json!(data.clone()));
-                bench.write(&t, "real")?;
+                let record = json!({"id": bug.id, "not_run": why});
+                not_run_row(bench, &mut t, &mut data, measure, &why, record)?;
                 continue;
             }
         };
         if let Some(why) = on_buggy.iter().chain(&on_fixed).find_map(stalled) {
             log(&why);
-            t.row(measure, "not run", why.clone());
-            data.push(json!({"id": bug.id, "not_run": why, "buggy": on_buggy, "fixed": on_fixed}));
-            t.data("bugs", json!(data.clone()));
-            bench.write(&t, "real")?;
+            let record =
+                json!({"id": bug.id, "not_run": why, "buggy": on_buggy, "fixed": on_fixed});
+            not_run_row(bench, &mut t, &mut data, measure, &why, record)?;
             continue;
         }
         let (value, notes, json) = verdict_row(bug, runs, &on_buggy, &on_fixed, None);
@@ -859,6 +854,22 @@ pub fn rows(bench: &Bench, opts: &RealOptions, log: &mut dyn FnMut(&str)) -> sup
     }
     campaign_rows(&mut t, &done, secs);
     bench.write(&t, "real")
+}
+
+/// A bug's "not run" row with `why`, its JSON `record`, and the files written again.
+fn not_run_row(
+    bench: &Bench,
+    t: &mut Table,
+    data: &mut Vec<serde_json::Value>,
+    measure: String,
+    why: &str,
+    record: serde_json::Value,
+) -> super::Result<()> {
+    t.row(measure, "not run", why);
+    data.push(record);
+    t.data("bugs", json!(data.clone()));
+    bench.write(t, "real")?;
+    Ok(())
 }
 
 /// The row of one bug from its campaigns: the value (detected in how many runs, named, median
@@ -980,18 +991,11 @@ fn zoo_vs_atheris_rows(
     t: &mut Table,
     log: &mut dyn FnMut(&str),
 ) -> super::Result<()> {
-    let atheris = match super::atheris::setup(&bench.asan, &bench.cache, log) {
-        Ok(a) => a,
-        Err(e) => {
-            t.row(
-                "zoo time-to-detect, capisan vs atheris",
-                "not measured",
-                format!("atheris setup failed: {}", e.to_string().replace('\n', " ")),
-            );
-            return Ok(());
-        }
+    let Some((atheris, harness)) =
+        atheris_or_row(bench, t, log, "zoo time-to-detect, capisan vs atheris")
+    else {
+        return Ok(());
     };
-    let harness = bench.root.join("fuzz/atheris/capi_sequences.py");
     let zoo = bench.root.join("tests/bugzoo/bugzoo.c");
     let ext = bench.cache.root().join("bench").join("bugzoo-asan");
     capisan_build::extension::build_extension(&bench.cache, &bench.asan, &zoo, Some(&ext))?;
@@ -1035,13 +1039,7 @@ fn zoo_vs_atheris_rows(
                 theirs.push(if r.crashed { r.seconds } else { f64::INFINITY });
                 Ok(())
             };
-            if seed % 2 == 1 {
-                run_ours(log)?;
-                run_theirs(log)?;
-            } else {
-                run_theirs(log)?;
-                run_ours(log)?;
-            }
+            alternated(seed % 2 == 1, &mut run_ours, &mut run_theirs, log)?;
         }
         let (a, b) = (super::median(ours.clone()), super::median(theirs.clone()));
         t.row(
@@ -1062,6 +1060,47 @@ fn zoo_vs_atheris_rows(
     Ok(())
 }
 
+/// The atheris baseline (cached after its first setup) and its harness, or a "not measured"
+/// row named `measure` saying why it could not be set up.
+fn atheris_or_row(
+    bench: &Bench,
+    t: &mut Table,
+    log: &mut dyn FnMut(&str),
+    measure: &str,
+) -> Option<(super::atheris::Atheris, PathBuf)> {
+    match super::atheris::setup(&bench.asan, &bench.cache, log) {
+        Ok(a) => Some((a, bench.root.join("fuzz/atheris/capi_sequences.py"))),
+        Err(e) => {
+            t.row(
+                measure,
+                "not measured",
+                format!("atheris setup failed: {}", e.to_string().replace('\n', " ")),
+            );
+            None
+        }
+    }
+}
+
+/// One campaign of a pair, given the progress log.
+type OneRun<'a> = dyn FnMut(&mut dyn FnMut(&str)) -> super::Result<()> + 'a;
+
+/// One pair of campaigns, capisan's first when `ours_first`, else atheris' (alternated pairs
+/// share out the machine's drift).
+fn alternated(
+    ours_first: bool,
+    ours: &mut OneRun,
+    theirs: &mut OneRun,
+    log: &mut dyn FnMut(&str),
+) -> super::Result<()> {
+    if ours_first {
+        ours(log)?;
+        theirs(log)
+    } else {
+        theirs(log)?;
+        ours(log)
+    }
+}
+
 /// Checkpoints of the equal-time comparison against atheris, in seconds of wall time.
 pub const EQUAL_TIME: [u64; 2] = [30, 120];
 
@@ -1072,18 +1111,11 @@ pub const EQUAL_TIME: [u64; 2] = [30, 120];
 /// wall time (start-up included); 3 pairs (1 with `--quick`), the order alternated (capisan
 /// first, then atheris first); medians. exec/s is kept as a secondary row.
 fn equal_time_rows(bench: &Bench, t: &mut Table, log: &mut dyn FnMut(&str)) -> super::Result<()> {
-    let atheris = match super::atheris::setup(&bench.asan, &bench.cache, log) {
-        Ok(a) => a,
-        Err(e) => {
-            t.row(
-                "edges at equal time, capisan vs atheris",
-                "not measured",
-                format!("atheris setup failed: {}", e.to_string().replace('\n', " ")),
-            );
-            return Ok(());
-        }
+    let Some((atheris, harness)) =
+        atheris_or_row(bench, t, log, "edges at equal time, capisan vs atheris")
+    else {
+        return Ok(());
     };
-    let harness = bench.root.join("fuzz/atheris/capi_sequences.py");
     let end = EQUAL_TIME[EQUAL_TIME.len() - 1];
     let rounds = if bench.quick { 1 } else { 3 };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -1106,13 +1138,7 @@ fn equal_time_rows(bench: &Bench, t: &mut Table, log: &mut dyn FnMut(&str)) -> s
             their_eps.push(stats.exec_per_sec);
             Ok(())
         };
-        if round % 2 == 0 {
-            run_ours(log)?;
-            run_theirs(log)?;
-        } else {
-            run_theirs(log)?;
-            run_ours(log)?;
-        }
+        alternated(round % 2 == 0, &mut run_ours, &mut run_theirs, log)?;
     }
     let mut data = Vec::new();
     for (k, at) in EQUAL_TIME.iter().enumerate() {
