@@ -25,6 +25,19 @@ pub(super) fn is_header(line: &str) -> bool {
     header().is_match(line)
 }
 
+/// A line of the memory dump a UBSan report may print between its header and its stack:
+/// `0x7bd0f385a1d2: note: pointer points here`, then hex bytes, then a line of spaces and a
+/// caret.
+fn is_note_line(line: &str) -> bool {
+    let t = line.trim();
+    if t.is_empty() {
+        return false;
+    }
+    (t.starts_with("0x") && t.contains(": note: "))
+        || t.chars().all(|c| c.is_ascii_hexdigit() || c == ' ')
+        || t.chars().all(|c| matches!(c, '^' | '~' | ' '))
+}
+
 /// Every UBSan runtime error in `lines` that is a finding, in order.
 pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -35,9 +48,14 @@ pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
             continue;
         };
         let message = c[4].trim();
-        // The stack is the run of frame lines right after the header.
+        // The stack is the run of frame lines right after the header, and after the memory
+        // dump some reports print first (a misaligned load: `0x…: note: pointer points here`,
+        // the bytes, a caret line).
         let mut stack = Vec::new();
         i += 1;
+        while lines.get(i).is_some_and(|l| is_note_line(l)) {
+            i += 1;
+        }
         while let Some(frame) = lines.get(i).and_then(|l| parse_sanitizer_frame(l)) {
             stack.push(frame);
             i += 1;
@@ -71,6 +89,35 @@ pub(super) fn parse(lines: &[&str]) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misaligned_load_keeps_its_stack_past_the_memory_dump() {
+        // mmh3 5.0.1's mmh3_32_digest on an odd memoryview slice (a real report).
+        let log = "src/mmh3/murmurhash3.h:109:12: runtime error: load of misaligned address 0x7bd0f385a1d2 for type 'const uint32_t' (aka 'const unsigned int'), which requires 4 byte alignment
+0x7bd0f385a1d2: note: pointer points here
+ 00 00  30 31 32 33 34 35 36 37  38 39 61 62 63 64 65 66  00 00 00 00 00 00 00 00  00 00 00 00 00 00
+              ^ 
+    #0 0x7fa0f416042e in getblock32 /tmp/pip/./src/mmh3/murmurhash3.h:109:12
+    #1 0x7fa0f416042e in murmurhash3_x86_32 /tmp/pip/./src/mmh3/murmurhash3.c:43:23
+    #2 0x7fa0f4156628 in mmh3_mmh3_32_digest /tmp/pip/./src/mmh3/mmh3module.c:559:5
+SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior src/mmh3/murmurhash3.h:109:12";
+        let lines: Vec<&str> = log.lines().collect();
+        let f = parse(&lines);
+        assert_eq!(f.len(), 1);
+        let names: Vec<&str> = f[0]
+            .access_stack
+            .iter()
+            .map(|fr| fr.function.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["getblock32", "murmurhash3_x86_32", "mmh3_mmh3_32_digest"]
+        );
+        assert!(!is_note_line("    #0 0x7fa0f416042e in getblock32 x.h:1:2"));
+        assert!(!is_note_line(
+            "SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior x.h:1:2"
+        ));
+    }
 
     #[test]
     fn without_stacktrace_the_location_is_the_frame() {
