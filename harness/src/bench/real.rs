@@ -1356,7 +1356,8 @@ mod tests {
         assert_eq!(chosen[0].id, one[0]);
         let err = select(&bugs, &["nope".to_string()]).unwrap_err();
         assert!(err.contains("\"nope\"") && err.contains("ujson-dumps-indent-overflow"));
-        assert!(known_miss_reason(&bug("ujson-loads-bigint-buffer-leak")).contains("raw-memory verdict"));
+        assert!(known_miss_reason(&bug("ujson-loads-bigint-buffer-leak"))
+            .contains("raw-memory verdict"));
         assert!(bug("cpython-array-iter-setstate-exhausted").is_cpython());
     }
 
