@@ -1173,12 +1173,15 @@ fn equal_time_rows(bench: &Bench, t: &mut Table, log: &mut dyn FnMut(&str)) -> s
 }
 
 /// "real-package campaign rows": exec/s and coverage of the campaigns (without
-/// `--fail-alloc`) of the first two packages run, medians over their runs.
+/// `--fail-alloc`) of the first two PyPI packages run (by requirement), medians over their
+/// runs.
 fn campaign_rows(t: &mut Table, done: &RunCache, secs: u64) {
     let mut packages: Vec<(String, String)> = Vec::new();
     for (req, module, fail_alloc, _) in done.keys() {
         let pkg = req.split("==").next().unwrap_or(req).to_string();
-        if !fail_alloc
+        // CPython rows are fuzz-stdlib campaigns, not a package's.
+        if pkg != "cpython"
+            && !fail_alloc
             && !packages
                 .iter()
                 .any(|(r, _)| r.split("==").next() == Some(&pkg))
