@@ -444,8 +444,9 @@ struct Held {
 
 /// What the objects `objs` reach hold: a call that stores its argument in its receiver grows
 /// the edges and the argument's count by one, one that grows its receiver grows the bytes; the
-/// leak verdicts subtract them. All zero if the helper fails.
-fn held(objs: &[*mut PyObject]) -> Held {
+/// leak verdicts subtract them. The bytes are summed only when `sizes` (the raw-memory verdict
+/// runs: the asan variant with its allocator counters), else 0. All zero if the helper fails.
+fn held(objs: &[*mut PyObject], sizes: bool) -> Held {
     let zero = Held {
         counts: vec![0; objs.len()],
         ..Held::default()
@@ -457,7 +458,14 @@ fn held(objs: &[*mut PyObject]) -> Held {
     // here is released before returning.
     unsafe {
         let t = tuple_of(objs);
-        let r = raw::PyObject_CallOneArg(interp::get().held_refs, t);
+        let flag = raw::PyBool_FromLong(std::os::raw::c_long::from(sizes));
+        let r = raw::PyObject_CallFunctionObjArgs(
+            interp::get().held_refs,
+            t,
+            flag,
+            std::ptr::null_mut::<PyObject>(),
+        );
+        shim_Py_DECREF(flag);
         shim_Py_DECREF(t);
         if r.is_null() {
             raw::PyErr_Clear();
@@ -615,7 +623,7 @@ unsafe fn regrtest_repeat(
     let cleanup = regrtest_cleanup;
     // References the watched objects hold are not leaked (see [`held`]): subtracted.
     let read = || {
-        let Held { edges, counts, .. } = held(watched);
+        let Held { edges, counts, .. } = held(watched, false);
         let t = interp::total_refcount().unwrap_or(0) as i64 - edges;
         // SAFETY: watched objects are alive (caller's contract).
         let a: Vec<i64> = watched
@@ -860,7 +868,7 @@ unsafe fn raw_leak_verdict(
     let mut measured = Vec::with_capacity(STAGE2_RUNS);
     // The bytes the receiver and arguments hold are not leaked (see [`held`]): subtracted.
     let read = || {
-        let h = held(watched).bytes;
+        let h = held(watched, true).bytes;
         crate::rawmem::allocated_bytes().unwrap_or(0) - h
     };
     cleanup();
@@ -2382,9 +2390,11 @@ impl<'a> Executor<'a> {
         };
         // What the receiver and arguments hold is subtracted (a call that stores its argument
         // keeps it alive on purpose, see [`held`]).
+        // The bytes they hold matter only where the raw-memory verdict runs.
+        let sizes = self.config.gc_raw && crate::rawmem::allocated_bytes().is_some();
         for _ in 0..2 {
             settle();
-            let h0 = held(&distinct);
+            let h0 = held(&distinct, sizes);
             let t0 = interp::total_refcount();
             // SAFETY: GIL held; the arguments are alive (held by `tuple`).
             let a0: Vec<isize> = distinct
@@ -2401,7 +2411,7 @@ impl<'a> Executor<'a> {
                 .iter()
                 .map(|&a| unsafe { shim_Py_REFCNT(a) })
                 .collect();
-            let h1 = held(&distinct);
+            let h1 = held(&distinct, sizes);
             if let (Some(b0), Some(b1)) = (b0, b1) {
                 byte_deltas.push(b1 - b0 - (h1.bytes - h0.bytes));
             }

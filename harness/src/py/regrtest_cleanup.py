@@ -92,9 +92,9 @@ def _regrtest_sizeof(o):
         return 0
 
 
-def held_refs(objs):
+def held_refs(objs, sizes=True):
     """(references held by everything `objs` reach, [how many point at each of objs],
-    bytes of everything `objs` reach as sys.getsizeof counts them)."""
+    bytes of everything `objs` reach as sys.getsizeof counts them, 0 unless `sizes`)."""
     index = {id(o): k for k, o in enumerate(objs)}
     counts = [0] * len(objs)
     seen = set()
@@ -110,7 +110,7 @@ def held_refs(objs):
         seen.add(id(o))
         if isinstance(o, _regrtest_not_followed):
             continue
-        if id(o) not in sized:
+        if sizes and id(o) not in sized:
             sized.add(id(o))
             nbytes += _regrtest_sizeof(o)
         for r in _regrtest_gc.get_referents(o):
@@ -122,7 +122,7 @@ def held_refs(objs):
             if (id(r) not in seen and _regrtest_gc.is_tracked(r)
                     and not isinstance(r, _regrtest_not_followed)):
                 stack.append(r)
-            elif id(r) not in sized and not isinstance(r, _regrtest_not_followed):
+            elif sizes and id(r) not in sized and not isinstance(r, _regrtest_not_followed):
                 sized.add(id(r))
                 nbytes += _regrtest_sizeof(r)
     return edges, counts, nbytes
