@@ -171,3 +171,38 @@ fn a_weakref_callback_released_at_death_is_not_a_traverse_bug() {
     assert!(text.contains("Executed"), "the input did not run:\n{text}");
     assert!(ok && !text.contains("VIOLATION"), "{text}");
 }
+
+/// The `delattrs` protocol deletes every data attribute of an object of the module under
+/// test, so a C setter gets its NULL value. On a suspended generator's frame (a vocabulary
+/// value) it reaches a real CPython bug present from 3.13.5 through 3.13.15, fixed in 3.13.16
+/// (gh-156189): `frame_settrace_opcodes` passes NULL to `PyBool_Check`. Plain python:
+/// `import sys; del sys._getframe().f_trace_opcodes` crashes the same way.
+#[test]
+fn deleting_a_frames_attributes_reaches_the_f_trace_opcodes_crash() {
+    let out = tempfile::tempdir().unwrap();
+    let r = xtask(
+        &[
+            "fuzz-stdlib",
+            "--module",
+            "builtins",
+            "--time",
+            "3",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let camp = capisan::campaign::Campaign::load(&out.path().join("builtins")).unwrap();
+    let input = out.path().join("frame.json");
+    // make_value(127) is the frame; protocol 27 is `delattrs`.
+    let ops =
+        r#"[{"NewValue":{"dst":0,"code":127}},{"Protocol":{"obj":0,"which":27,"arg":0,"dst":1}}]"#;
+    std::fs::write(&input, ops).unwrap();
+    let (ok, text) = camp.run_once(&input, &[]).unwrap();
+    assert!(!ok, "the frame's setters ran clean:\n{text}");
+    assert!(
+        text.contains("frame_settrace_opcodes") && text.contains("Protocol delattrs"),
+        "{text}"
+    );
+}

@@ -54,9 +54,13 @@ pub const MACHINERY_FUNCTIONS: &[&str] = &[
 ];
 
 /// Source paths of machinery whose function names are too generic to list: the sanitizer runtimes
-/// (compiler-rt), libFuzzer and the `libfuzzer-sys` crate (its `main` is FuzzerMain.cpp's), and
-/// cargo-fuzz targets (the capisan entry point, not code under test).
+/// (compiler-rt), libFuzzer and the `libfuzzer-sys` crate (its `main` is FuzzerMain.cpp's),
+/// cargo-fuzz targets (the capisan entry point, not code under test), and CPython's headers
+/// (`Py_TYPE`, `Py_IS_TYPE`, `PyTuple_GET_ITEM`…: static inline accessors that notice a bad
+/// pointer their caller passed; `del frame.f_trace_opcodes` is `frame_settrace_opcodes`'s
+/// bug, not `Py_TYPE`'s).
 pub const MACHINERY_FILES: &[&str] = &[
+    r"(^|/)Include/",
     r"(^|/)compiler-rt/lib/",
     r"(^|/)libfuzzer-sys-[^/]*/",
     r"(^|/)libfuzzer/Fuzzer[A-Za-z]*\.cpp$",

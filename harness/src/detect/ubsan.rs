@@ -120,6 +120,22 @@ SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior src/mmh3/murmurhash3.h:1
     }
 
     #[test]
+    fn a_null_passed_to_a_header_accessor_blames_its_caller() {
+        // `del frame.f_trace_opcodes` on CPython 3.13.5 (gh-156189; a real report, paths cut).
+        let log = "/s/Python-3.13.5/Include/object.h:336:16: runtime error: member access within null pointer of type 'PyObject' (aka 'struct _object')
+    #0 0x56278ff7ebf9 in Py_TYPE /s/Python-3.13.5/Include/object.h:336:16
+    #1 0x56278ff7ebf9 in Py_IS_TYPE /s/Python-3.13.5/Include/object.h:369:12
+    #2 0x56278ff7ebf9 in frame_settrace_opcodes /s/Python-3.13.5/Objects/frameobject.c:982:10
+    #3 0x5627900bc33f in _PyObject_GenericSetAttrWithDict /s/Python-3.13.5/Objects/object.c:1782:19
+    #4 0x5627900b755f in PyObject_SetAttr /s/Python-3.13.5/Objects/object.c:1415:15
+SUMMARY: UndefinedBehaviorSanitizer: undefined-behavior /s/Python-3.13.5/Include/object.h:336:16";
+        let lines: Vec<&str> = log.lines().collect();
+        let f = parse(&lines);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].culprit().as_deref(), Some("frame_settrace_opcodes"));
+    }
+
+    #[test]
     fn without_stacktrace_the_location_is_the_frame() {
         let lines =
             ["ext.c:7:9: runtime error: shift exponent 40 is too large for 32-bit type 'int'"];

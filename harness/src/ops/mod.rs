@@ -223,8 +223,9 @@ pub enum Op {
     },
     /// A language-level operation on `obj` (len, iter, next, getitem, setitem, contains,
     /// number conversions, arithmetic, buffer, with, str, format, reversed, bytes, call,
-    /// comparisons, hash, copy, pickle: `protocol(which, obj, arg)`), which runs the object's
-    /// hooks — new.
+    /// comparisons, hash, copy, pickle, setting or deleting every data attribute:
+    /// `protocol(which, obj, arg)`), which runs the object's hooks — new. `arg` is a slot or,
+    /// as a call argument, a fresh vocabulary value ([`Slot::value_code`]).
     Protocol {
         obj: Slot,
         which: u8,
@@ -489,7 +490,7 @@ impl fmt::Display for Op {
                 which,
                 arg,
                 dst,
-            } => write!(f, "{dst} = Protocol #{which}({obj}, {arg})"),
+            } => write!(f, "{dst} = Protocol #{which}({obj}, {})", arg.arg_text()),
             FailNext { nth, count } => {
                 let spec = FailSpec {
                     nth: *nth,

@@ -181,7 +181,9 @@ impl Model {
             }
             Protocol { obj, arg, .. } => {
                 *obj = rd(*obj);
-                *arg = rd(*arg);
+                if arg.value_code().is_none() {
+                    *arg = rd(*arg);
+                }
             }
             _ => {}
         }
@@ -311,7 +313,10 @@ impl Model {
                 (uses, Some(ResultKind::New), true)
             }
             Protocol { obj, arg, dst, .. } => (
-                vec![r(obj), r(arg), (dst.index(), Write)],
+                std::iter::once(r(obj))
+                    .chain(arg.value_code().is_none().then(|| r(arg)))
+                    .chain([(dst.index(), Write)])
+                    .collect(),
                 Some(ResultKind::New),
                 true,
             ),

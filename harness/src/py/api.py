@@ -258,6 +258,17 @@ def _released_view():
     return m
 
 
+def _suspended_frame():
+    """The frame of a suspended generator: no caller frame (f_back is None while it is not
+    running), and its globals and builtins are its own throwaway dicts, so ops on the frame's
+    attributes cannot reach the harness's namespace."""
+    g = {'__builtins__': {}}
+    exec('def gen():\n    yield 1\n    yield 2\n', g)
+    it = g['gen']()
+    next(it)
+    return it.gi_frame
+
+
 def _value_factories():
     import array
     ints = [0, 1, -1, 2 ** 7, 2 ** 8, 2 ** 15, 2 ** 16, 2 ** 31 - 1, 2 ** 31, 2 ** 32,
@@ -296,6 +307,9 @@ def _value_factories():
     # call argument names (Slot::value_code).
     out += [(lambda h=h: _Evil(h)) for h in range(16)]
     out += [(lambda h=h: _EvilFile(h)) for h in range(16)]
+    # Exceptions (to raise, chain, group) and a frame: the last three codes of the 7 bits.
+    out += [lambda: ValueError('capisan', 1), lambda: [KeyError('k'), OSError(2, 'x')],
+            _suspended_frame]
     return out
 
 
@@ -616,7 +630,39 @@ _PROTOCOLS = [
     ('hash', lambda o, a: hash(o)),
     ('copy', lambda o, a: __import__('copy').copy(o)),
     ('pickle', lambda o, a: __import__('pickle').dumps(o)),
+    ('setattrs', lambda o, a: _set_data_attrs(o, a)),
+    ('delattrs', lambda o, a: _set_data_attrs(o, None, delete=True)),
 ]
+
+
+_data_attrs = {}
+
+
+def _set_data_attrs(o, a, delete=False):
+    """Set (or delete) every data attribute the object's type defines in C or in Python
+    (getset and member descriptors, properties) to `a`, each on its own: the setters' checks of
+    odd values and of deletion (their value argument is NULL), and whatever later reads the
+    attribute. Not on classes and modules: those are shared by every input of the process."""
+    import types
+    if isinstance(o, (type, types.ModuleType)):
+        return None
+    tp = type(o)
+    names = _data_attrs.get(tp)
+    if names is None:
+        import inspect
+        names = [n for n in dir(tp) if inspect.isdatadescriptor(getattr(tp, n, None))]
+        _data_attrs[tp] = names
+    done = 0
+    for n in names:
+        try:
+            if delete:
+                delattr(o, n)
+            else:
+                setattr(o, n, a)
+            done += 1
+        except Exception:
+            pass
+    return done
 
 
 def protocol_name(which):

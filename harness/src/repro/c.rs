@@ -229,13 +229,13 @@ fn op_c(op: &Op, r: &Resolved, expect: Expect) -> String {
         Protocol {
             obj,
             which,
-            arg,
+            arg: a,
             dst,
         } => format!(
             "    put({}, PyObject_CallFunction(PyDict_GetItemString(g, \"protocol\"), \"iOO\", {which}, {}, {}), 1); PyErr_Clear(); /* new */\n",
             d(dst),
             s(obj),
-            s(arg)
+            arg(a)
         ),
         // Arms the allocator wrappers (pasted above main) for the next extension call.
         FailNext { nth, count } => {

@@ -126,7 +126,7 @@ fn op_py(op: &Op, r: &Resolved, expect: Expect) -> Option<String> {
             which,
             arg,
             dst,
-        } => format!("{dst} = protocol({which}, {obj}, {arg})"),
+        } => format!("{dst} = protocol({which}, {obj}, {})", py_arg(*arg)),
         CallExt { func, dst, kw, .. } if *kw != 0 => {
             let (m, f) = callee(r, *func);
             let argv: Vec<String> = op.ext_args().iter().map(|a| format!("{}, ", py_arg(*a))).collect();
