@@ -640,9 +640,10 @@ _data_attrs = {}
 
 def _set_data_attrs(o, a, delete=False):
     """Set (or delete) every data attribute the object's type defines in C or in Python
-    (getset and member descriptors, properties) to `a`, each on its own: the setters' checks of
-    odd values and of deletion (their value argument is NULL), and whatever later reads the
-    attribute. Not on classes and modules: those are shared by every input of the process."""
+    (getset and member descriptors, properties) to `a`, each on its own, then take the
+    object's repr: the setters' checks of odd values and of deletion (their value argument is
+    NULL), and what reads the attributes later. Not on classes and modules: those are shared by
+    every input of the process."""
     import types
     if isinstance(o, (type, types.ModuleType)):
         return None
@@ -662,7 +663,9 @@ def _set_data_attrs(o, a, delete=False):
             done += 1
         except Exception:
             pass
-    return done
+    # Read the object back: a repr that trusts the fields its setters let through (a NULL
+    # left by a deletion, a tuple of the wrong size) reads them here.
+    return done, repr(o)
 
 
 def protocol_name(which):
