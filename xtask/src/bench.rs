@@ -35,7 +35,8 @@ pub struct BenchArgs {
     /// every check but those, and with none (alternated 30-s campaigns, 3 rounds).
     #[arg(long)]
     pub gc_cost: bool,
-    /// Only the real-bug rows (bench/real.md, .json): without --real-only, first the edges at
+    /// Only the real-bug rows (bench/real.md, .json, and their section of bench/results.md,
+    /// which the full run keeps): without --real-only, first the edges at
     /// 30 s and 120 s against atheris (3 alternated pairs) and the zoo crashes' time-to-detect
     /// against atheris, then every bug of bench/real-bugs.toml (package bugs with fuzz-pkg on
     /// the buggy and the fixed release, CPython bugs with fuzz-stdlib on the CPython builds

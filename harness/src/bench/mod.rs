@@ -267,17 +267,68 @@ impl Table {
         self.write_as(dir, "results", quick)
     }
 
-    /// Write `<dir>/<name>.md` and `<dir>/<name>.json`; returns the Markdown.
+    /// Write `<dir>/<name>.md` and `<dir>/<name>.json`; returns the Markdown. The suites of
+    /// [`IN_RESULTS`] also write their table as a section of `<dir>/results.md` (replacing
+    /// that section), which the full suite's own writes keep: one file holds every table.
     pub fn write_as(&self, dir: &Path, name: &str, quick: bool) -> Result<String> {
         let md = self.markdown(quick);
         io(dir, fs::create_dir_all(dir))?;
         let path = dir.join(format!("{name}.md"));
-        io(&path, fs::write(&path, &md))?;
+        let results = dir.join("results.md");
+        let old = fs::read_to_string(&results).unwrap_or_default();
+        if name == "results" {
+            let kept: String = IN_RESULTS
+                .iter()
+                .filter_map(|n| section_of(&old, n))
+                .collect();
+            io(&path, fs::write(&path, format!("{md}{kept}")))?;
+        } else {
+            io(&path, fs::write(&path, &md))?;
+            if IN_RESULTS.contains(&name) {
+                let body = md.replacen(
+                    "# capisan benchmarks",
+                    &format!("## `cargo xtask bench --{name}` (also bench/{name}.md)"),
+                    1,
+                );
+                io(&results, fs::write(&results, splice(&old, name, &body)))?;
+            }
+        }
         let path = dir.join(format!("{name}.json"));
         let json = serde_json::to_vec_pretty(&Value::Object(self.data.clone()))
             .expect("a JSON map serializes");
         io(&path, fs::write(&path, json))?;
         Ok(md)
+    }
+}
+
+/// The suites whose table `bench/results.md` also holds, as a section of its own.
+pub const IN_RESULTS: &[&str] = &["real"];
+
+fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- bench --{name}: written by that run -->\n"),
+        format!("<!-- end bench --{name} -->\n"),
+    )
+}
+
+/// The section `name` of a results file, markers included, or `None`.
+pub fn section_of(text: &str, name: &str) -> Option<String> {
+    let (open, close) = markers(name);
+    let start = text.find(&open)?;
+    let end = text[start..].find(&close)? + start + close.len();
+    Some(format!("\n{}", &text[start..end]))
+}
+
+/// `text` with its section `name` replaced by `body` (appended when it has none).
+pub fn splice(text: &str, name: &str, body: &str) -> String {
+    let (open, close) = markers(name);
+    let section = format!("{open}{body}{close}");
+    match section_of(text, name) {
+        Some(old) => text.replacen(old.trim_start_matches('\n'), &section, 1),
+        None => format!(
+            "{}\n{section}",
+            text.trim_end_matches('\n').to_string() + "\n"
+        ),
     }
 }
 
@@ -683,6 +734,46 @@ pub fn refleak_vs_regrtest(pydebug: &Manifest) -> Result<RefleakRound> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(value: &str) -> Table {
+        let mut t = Table::default();
+        t.row("m", value, "n");
+        t
+    }
+
+    /// `bench --real` puts its table in results.md as a section; the full suite's later write
+    /// keeps it, and a second `--real` run replaces it (never two copies).
+    #[test]
+    fn the_real_table_is_a_section_of_results_md_that_every_write_keeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = || fs::read_to_string(dir.path().join("results.md")).unwrap();
+        table("full-1").write(dir.path(), false).unwrap();
+        table("real-1").write_as(dir.path(), "real", false).unwrap();
+        let text = read();
+        assert!(text.contains("full-1") && text.contains("real-1"), "{text}");
+        assert!(text.contains("## `cargo xtask bench --real`"), "{text}");
+        table("real-2").write_as(dir.path(), "real", false).unwrap();
+        table("full-2").write(dir.path(), false).unwrap();
+        let text = read();
+        assert!(text.contains("full-2") && text.contains("real-2"), "{text}");
+        assert!(
+            !text.contains("full-1") && !text.contains("real-1"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("<!-- end bench --real -->").count(),
+            1,
+            "{text}"
+        );
+        let real = fs::read_to_string(dir.path().join("real.md")).unwrap();
+        assert!(
+            real.contains("real-2") && !real.contains("full-2"),
+            "{real}"
+        );
+        // Another suite's file does not touch results.md.
+        table("trust").write_as(dir.path(), "trust", false).unwrap();
+        assert!(!read().contains("trust"));
+    }
 
     #[test]
     fn final_stats_come_from_libfuzzer_s_last_lines() {
