@@ -195,9 +195,9 @@ fn deleting_a_frames_attributes_reaches_the_f_trace_opcodes_crash() {
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
     let camp = capisan::campaign::Campaign::load(&out.path().join("builtins")).unwrap();
     let input = out.path().join("frame.json");
-    // make_value(127) is the frame; protocol 27 is `delattrs`.
+    // make_value(127) is the frame; protocol 28 is `delattrs`.
     let ops =
-        r#"[{"NewValue":{"dst":0,"code":127}},{"Protocol":{"obj":0,"which":27,"arg":0,"dst":1}}]"#;
+        r#"[{"NewValue":{"dst":0,"code":127}},{"Protocol":{"obj":0,"which":28,"arg":0,"dst":1}}]"#;
     std::fs::write(&input, ops).unwrap();
     let (ok, text) = camp.run_once(&input, &[]).unwrap();
     assert!(!ok, "the frame's setters ran clean:\n{text}");

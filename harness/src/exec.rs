@@ -2050,13 +2050,13 @@ impl<'a> Executor<'a> {
     unsafe fn call_protocol(&self, o: *mut PyObject, which: u8, a: *mut PyObject) -> Done {
         // SAFETY: GIL held; `protocol_name` is borrowed from the prelude.
         let name = unsafe { self.py_name(self.interp.protocol_name, None, which) };
-        // Setting or deleting every data attribute of a CPython object is CPython fuzzing, not
-        // the extension's (as for `CallMethod`): with an extension under test it runs on that
-        // extension's objects only.
-        let attrs = name == "setattrs" || name == "delattrs";
+        // Setting or deleting every data attribute of a CPython object, or a weak reference to
+        // one, is CPython fuzzing, not the extension's (as for `CallMethod`): with an extension
+        // under test these run on that extension's objects only.
+        let own_only = matches!(name.as_str(), "setattrs" | "delattrs" | "weakref");
         note_name(name);
         // SAFETY: GIL held; `o` live (caller's contract).
-        if attrs && self.interp.ext_module.is_some() && !unsafe { self.interp.is_ext_type(o) } {
+        if own_only && self.interp.ext_module.is_some() && !unsafe { self.interp.is_ext_type(o) } {
             return Done::skip();
         }
         // SAFETY: GIL held; `t` is a fresh 3-tuple we own: SET_ITEM steals the new int and the

@@ -50,6 +50,9 @@ pub struct Interp {
     pub ext_names: Vec<String>,
     /// The extension module under test (`CAPISAN_EXT`).
     pub ext_module: Option<String>,
+    /// The classes that module exposes (prelude `ext_types`), borrowed from a list kept in
+    /// globals: its own types whatever their `__module__` says.
+    pub ext_types: Vec<*mut PyObject>,
     /// Interned attribute names, indexed like [`crate::ops::AttrName`].
     pub names: [*mut PyObject; 3],
 }
@@ -201,6 +204,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
     let mut ext = Vec::new();
     let mut ext_kw = Vec::new();
     let mut ext_arity = Vec::new();
+    let mut ext_types = Vec::new();
     let env = crate::env::HarnessEnv::from_env();
     if let Some(module) = &env.ext {
         let path = env
@@ -243,6 +247,16 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         unsafe {
             for i in 0..raw::PyList_Size(kw_lists) {
                 ext_kw.push(raw::PyList_GetItem(kw_lists, i));
+            }
+        }
+        // SAFETY: GIL held; `globals` is a live dict.
+        unsafe { run_code(&format!("__ext_types = ext_types({module:?})"), globals)? };
+        let types = get(c"__ext_types")?;
+        // SAFETY: GIL held; `__ext_types` is a list of types; its items are borrowed, kept
+        // alive by the list in `globals`.
+        unsafe {
+            for i in 0..raw::PyList_Size(types) {
+                ext_types.push(raw::PyList_GetItem(types, i));
             }
         }
         let list = get(c"__ext")?;
@@ -288,6 +302,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         method_arity: get(c"method_arity")?,
         ext_names: ext.iter().map(|e| e.0.clone()).collect(),
         ext_module: env.ext.clone(),
+        ext_types,
         ext,
         names,
     })
@@ -295,7 +310,7 @@ unsafe fn init_prelude() -> Result<Interp, String> {
 
 impl Interp {
     /// Whether `o`'s type belongs to the extension under test (its `__module__` is the
-    /// extension module or inside it). Checks meant for the extension's own types (tp_clear)
+    /// extension module or inside it, or it is, or derives from, a class the module exposes). Checks meant for the extension's own types (tp_clear)
     /// are not run on CPython's, whose contracts differ (a subclass of a builtin without
     /// tp_clear keeps its items after clearing).
     ///
@@ -326,7 +341,16 @@ impl Interp {
             shim_Py_DECREF(m);
             name
         };
-        name == module || name.starts_with(&format!("{module}."))
+        if name == module || name.starts_with(&format!("{module}.")) {
+            return true;
+        }
+        // SAFETY: GIL held; `o`'s type is borrowed from it; `ext_types` are live types.
+        unsafe {
+            let t = shim_Py_TYPE(o);
+            self.ext_types
+                .iter()
+                .any(|&e| raw::PyType_IsSubtype(t, e as *mut raw::PyTypeObject) != 0)
+        }
     }
 }
 

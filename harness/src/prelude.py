@@ -60,3 +60,18 @@ def ext_callables(modname, path, only):
     set_arg_kinds([(f, kinds[q.rsplit('.', 1)[-1]]) for q, f in out
                    if q.rsplit('.', 1)[-1] in kinds])
     return out + subs
+
+
+def ext_types(modname):
+    """The classes the module under test exposes, whatever their __module__ says
+    (typing.ParamSpecArgs is _typing's, xml.etree.ElementTree.Element _elementtree's,
+    multidict.MultiDict multidict._multidict's); a builtin it re-exports is not its own,
+    unless the module is builtins. object and type never are (every object is an object)."""
+    import sys
+    m = sys.modules.get(modname)
+    if m is None:
+        return []
+    own = modname == 'builtins'
+    return [v for v in vars(m).values()
+            if isinstance(v, type) and v not in (object, type)
+            and (own or v.__module__ != 'builtins')]

@@ -232,6 +232,31 @@ mod tests {
     }
 
     #[test]
+    fn a_weakref_reading_its_freed_referent_blames_the_referents_dealloc() {
+        // gh-157621 on CPython 3.13.15 (a real report, paths and harness frames cut):
+        // ParamSpecArgs' dealloc does not clear its weak references.
+        let log = "==1==ERROR: AddressSanitizer: heap-use-after-free on address 0x7c1a5ac78b88 at pc 0x5635ce6a823c bp 0x7ffe60036010 sp 0x7ffe60036008
+READ of size 8 at 0x7c1a5ac78b88 thread T0
+    #0 0x5635ce6a823b in Py_TYPE /s/Include/object.h:336:16
+    #1 0x5635ce6a823b in PyType_Check /s/Include/object.h:1257:32
+    #2 0x5635ce6a823b in _PyObject_GET_WEAKREFS_LISTPTR /s/Include/internal/pycore_object.h:686:9
+    #3 0x5635ce6a86ae in clear_weakref_lock_held /s/Objects/weakrefobject.c:82:34
+    #4 0x5635ce6a9145 in clear_weakref /s/Objects/weakrefobject.c:113:5
+    #5 0x5635ce6a9145 in weakref_dealloc /s/Objects/weakrefobject.c:142:5
+    #6 0x5635ce439c6d in _Py_Dealloc /s/Objects/object.c:2939:5
+0x7c1a5ac78b88 is located 40 bytes inside of 56-byte region [0x7c1a5ac78b60,0x7c1a5ac78b98)
+freed by thread T0 here:
+    #0 0x5635cd646186 in free /rustc/llvm/src/llvm-project/compiler-rt/lib/asan/asan_malloc_linux.cpp:51:3
+    #1 0x5635ce5a0046 in paramspecattr_dealloc /s/Objects/typevarobject.c:696:5
+    #2 0x5635ce439c6d in _Py_Dealloc /s/Objects/object.c:2939:5
+SUMMARY: AddressSanitizer: heap-use-after-free /s/Include/object.h:336:16 in Py_TYPE";
+        let lines: Vec<&str> = log.lines().collect();
+        let f = parse(&lines);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].culprit().as_deref(), Some("paramspecattr_dealloc"));
+    }
+
+    #[test]
     fn only_the_zero_page_is_a_null_dereference() {
         assert_eq!(
             zero_page_address("SEGV on unknown address 0x000000000008 (pc 0x1 bp 0x2 sp 0x3 T0)"),

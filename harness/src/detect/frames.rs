@@ -128,6 +128,14 @@ pub fn is_interpreter_core(frame: &Frame) -> bool {
         || set(INTERPRETER_CORE_FUNCTIONS, &FUNCTIONS).is_match(&frame.function)
 }
 
+/// True when `frame` is CPython's weak-reference code (Objects/weakrefobject.c).
+pub fn is_weakref_machinery(frame: &Frame) -> bool {
+    frame
+        .file
+        .as_deref()
+        .is_some_and(|f| f.ends_with("Objects/weakrefobject.c"))
+}
+
 /// True when the tool printed no function name for `frame` (a module without symbols, or the
 /// symbolizer failed): only its module and offset say where it is.
 pub fn is_unsymbolized(frame: &Frame) -> bool {

@@ -303,6 +303,18 @@ impl Finding {
             .iter()
             .flat_map(|s| s.iter())
             .find(|f| !frames::is_machinery(f) && !frames::is_interpreter_core(f))
+            // A weak reference reading its freed referent: the referent's dealloc skipped
+            // PyObject_ClearWeakRefs, so the free stack's dealloc names the bug, not the
+            // weakref code that tripped over it (gh-157621, ParamSpecArgs on 3.13.15).
+            .or_else(|| {
+                let access = self
+                    .access_stack
+                    .iter()
+                    .find(|f| !frames::is_machinery(f))?;
+                frames::is_weakref_machinery(access)
+                    .then(|| self.free_stack.iter().find(|f| !frames::is_machinery(f)))
+                    .flatten()
+            })
             .or_else(|| {
                 stacks
                     .iter()

@@ -630,9 +630,22 @@ _PROTOCOLS = [
     ('hash', lambda o, a: hash(o)),
     ('copy', lambda o, a: __import__('copy').copy(o)),
     ('pickle', lambda o, a: __import__('pickle').dumps(o)),
+    ('weakref', lambda o, a: _weakref_to(o)),
     ('setattrs', lambda o, a: _set_data_attrs(o, a)),
     ('delattrs', lambda o, a: _set_data_attrs(o, None, delete=True)),
 ]
+
+
+def _weak_callback(ref):
+    return None
+
+
+def _weakref_to(o):
+    """A weak reference with a callback, as the op's result: the sequence may drop the
+    object before the reference, and a type whose dealloc does not clear its weak references
+    (PyObject_ClearWeakRefs) leaves the reference pointing at freed memory."""
+    import weakref
+    return weakref.ref(o, _weak_callback)
 
 
 _data_attrs = {}
