@@ -85,13 +85,6 @@ fn marshal_a_builtin_module() {
     fuzz_stdlib("marshal", "built-in");
 }
 
-/// itertools (built in): its iterators have no tp_clear (a cycle through one is broken by
-/// another member's), which the tp_clear-leftover rule once reported for their evil subclasses.
-#[test]
-fn itertools_a_builtin_module() {
-    fuzz_stdlib("itertools", "built-in");
-}
-
 /// A module the table excludes is refused with the table's reason, before anything is built.
 #[test]
 fn an_excluded_module_is_refused_with_its_reason() {

@@ -29,21 +29,6 @@ int shim_tp_clear(PyObject *o) {
     inquiry c = Py_TYPE(o)->tp_clear;
     return c ? c(o) : -1;
 }
-/* CPython's subtype_clear (static in typeobject.c): the tp_clear of every Python class with
-   an instance dict, learnt from one by shim_learn_subtype_clear. */
-static inquiry capisan_subtype_clear = NULL;
-void shim_learn_subtype_clear(PyObject *python_class) {
-    capisan_subtype_clear = ((PyTypeObject *)python_class)->tp_clear;
-}
-/* Whether C code defines a tp_clear for o: its type's own, or, for a Python class (whose
-   subtype_clear clears the instance dict, then calls the nearest base's), a base's. */
-int shim_has_own_tp_clear(PyObject *o) {
-    PyTypeObject *t = Py_TYPE(o);
-    while (t != NULL && t->tp_clear != NULL && t->tp_clear == capisan_subtype_clear) {
-        t = t->tp_base;
-    }
-    return t != NULL && t->tp_clear != NULL;
-}
 /* PyUnstable_IsImmortal (3.14+) / _Py_IsImmortal (3.12, 3.13). Before 3.12 no object is
    immortal, but the objects 3.12 made immortal are already shared by the whole interpreter,
    their refcounts moving with every unrelated reference: the singletons, the small ints, the

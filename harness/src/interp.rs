@@ -279,11 +279,8 @@ unsafe fn init_prelude() -> Result<Interp, String> {
             ));
         }
     }
-    let plain = get(c"Plain")?;
-    // SAFETY: GIL held; `Plain` is a live Python class with an instance dict.
-    unsafe { shim_learn_subtype_clear(plain) };
     Ok(Interp {
-        plain,
+        plain: get(c"Plain")?,
         evil: get(c"Evil")?,
         make_callable: get(c"make_callable")?,
         gc_collect: get(c"gc_collect")?,

@@ -121,14 +121,7 @@ pub unsafe fn release_audited(
     // SAFETY: GIL held; `obj` is alive until the DECREF below; `after` is alive and unborrowed
     // during the traversal; visited objects are alive (held by `obj`), their type names are
     // copied at once.
-    // A type without a tp_clear of its own (a Python subclass of one included: its
-    // subtype_clear only clears the instance dict) keeps its references until dealloc by
-    // design, as CPython's iterators and tuples do: a cycle through it is broken by another
-    // member's tp_clear. The leftover rule judges the tp_clear a type defines.
-    if clear_first
-        && unsafe { shim_has_own_tp_clear(obj) } != 0
-        && unsafe { shim_tp_clear(obj) } == 0
-    {
+    if clear_first && unsafe { shim_tp_clear(obj) } == 0 {
         let mut after: Vec<*mut PyObject> = Vec::new();
         let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
         unsafe {

@@ -38,12 +38,6 @@ extern "C" {
     pub fn shim_tp_traverse(o: *mut PyObject, visit: visitproc, arg: *mut c_void) -> c_int;
     /// `Py_TYPE(o)->tp_clear(o)` (-1 without tp_clear).
     pub fn shim_tp_clear(o: *mut PyObject) -> c_int;
-    /// Note CPython's `subtype_clear`: the `tp_clear` of `python_class`, a Python class with
-    /// an instance dict.
-    pub fn shim_learn_subtype_clear(python_class: *mut PyObject);
-    /// Whether C code defines a `tp_clear` for `o`: its type's, or for a Python class the
-    /// nearest base's (`subtype_clear` only clears the instance dict, then calls that one).
-    pub fn shim_has_own_tp_clear(o: *mut PyObject) -> c_int;
     /// Whether `o` is immortal (3.12+), or on 3.11 one of the interpreter-wide shared objects
     /// 3.12 made immortal (singletons, small ints, empty/one-character str and bytes, the empty
     /// tuple, interned strings, static types), whose refcounts the ownership checks must skip alike.
