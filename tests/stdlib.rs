@@ -140,19 +140,15 @@ fn the_table_covers_the_variant_and_every_included_module_loads() {
     assert!(found.shared.contains_key("_struct"));
 }
 
-/// A weak reference's callback is released when its referent dies; the GC audit of the dying
-/// object must not charge that release to it (it is the weakref's reference, and the callback
-/// runs Python code). `_weakref.ReferenceType(plain, callback)`, then the slot holding `plain`
-/// is overwritten: once reported as "Plain: dealloc released 1 reference(s) to the Plain in
-/// s1, tp_traverse visited it 0 time(s)" by fuzz-stdlib on _weakref.
-#[test]
-fn a_weakref_callback_released_at_death_is_not_a_traverse_bug() {
+/// Run the JSON `ops` once in a 3-second `fuzz-stdlib --module MODULE` campaign's setting (its
+/// binary and environment, plus `extra`); returns (clean exit, output).
+fn run_in_campaign_of(module: &str, ops: &str, extra: &[(&str, String)]) -> (bool, String) {
     let out = tempfile::tempdir().unwrap();
     let r = xtask(
         &[
             "fuzz-stdlib",
             "--module",
-            "_weakref",
+            module,
             "--time",
             "3",
             "--out",
@@ -161,13 +157,28 @@ fn a_weakref_callback_released_at_death_is_not_a_traverse_bug() {
         &[],
     );
     assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
-    let camp = capisan::campaign::Campaign::load(&out.path().join("_weakref")).unwrap();
-    let input = out.path().join("weakref.json");
+    let camp = capisan::campaign::Campaign::load(&out.path().join(module)).unwrap();
+    let input = out.path().join("input.json");
+    std::fs::write(&input, ops).unwrap();
+    let (ok, text) = camp.run_once(&input, extra).unwrap();
+    assert!(
+        text.contains("Executed") || !ok,
+        "the input did not run:\n{text}"
+    );
+    (ok, text)
+}
+
+/// A weak reference's callback is released when its referent dies; the GC audit of the dying
+/// object must not charge that release to it (it is the weakref's reference, and the callback
+/// runs Python code). `_weakref.ReferenceType(plain, callback)`, then the slot holding `plain`
+/// is overwritten: once reported as "Plain: dealloc released 1 reference(s) to the Plain in
+/// s1, tp_traverse visited it 0 time(s)" by fuzz-stdlib on _weakref.
+#[test]
+fn a_weakref_callback_released_at_death_is_not_a_traverse_bug() {
     // Only ReferenceType is callable, as callable 0.
     let ops = r#"[{"NewInstance":{"dst":3,"class":"Plain"}},{"NewInstance":{"dst":1,"class":"Plain"}},{"CallExt":{"func":0,"nargs":2,"args":[3,1,0],"dst":3}},{"NewInstance":{"dst":4,"class":"Plain"}},{"CallExt":{"func":0,"nargs":2,"args":[4,1,0],"dst":5}},{"Release":{"slot":4}}]"#;
-    std::fs::write(&input, ops).unwrap();
     let extra = [("CAPISAN_EXT_FUNCS", "ReferenceType".to_string())];
-    let (ok, text) = camp.run_once(&input, &extra).unwrap();
+    let (ok, text) = run_in_campaign_of("_weakref", ops, &extra);
     assert!(text.contains("Executed"), "the input did not run:\n{text}");
     assert!(ok && !text.contains("VIOLATION"), "{text}");
 }
@@ -179,30 +190,34 @@ fn a_weakref_callback_released_at_death_is_not_a_traverse_bug() {
 /// `import sys; del sys._getframe().f_trace_opcodes` crashes the same way.
 #[test]
 fn deleting_a_frames_attributes_reaches_the_f_trace_opcodes_crash() {
-    let out = tempfile::tempdir().unwrap();
-    let r = xtask(
-        &[
-            "fuzz-stdlib",
-            "--module",
-            "builtins",
-            "--time",
-            "3",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
-    let camp = capisan::campaign::Campaign::load(&out.path().join("builtins")).unwrap();
-    let input = out.path().join("frame.json");
     // make_value(127) is the frame; protocol 28 is `delattrs`.
     let ops =
         r#"[{"NewValue":{"dst":0,"code":127}},{"Protocol":{"obj":0,"which":28,"arg":0,"dst":1}}]"#;
-    std::fs::write(&input, ops).unwrap();
-    let (ok, text) = camp.run_once(&input, &[]).unwrap();
+    let (ok, text) = run_in_campaign_of("builtins", ops, &[]);
     assert!(!ok, "the frame's setters ran clean:\n{text}");
     assert!(
         text.contains("frame_settrace_opcodes") && text.contains("Protocol delattrs"),
+        "{text}"
+    );
+}
+
+/// The `weakref` protocol keeps a weak reference with a callback as the op's result, and the
+/// sequence's end drops the object before it. `typing.ParamSpecArgs` (_typing's) is freed with
+/// its weak references uncleared (gh-157621, 3.13.5 through 3.13.15, fixed in 3.13.16), so
+/// dropping the reference reads freed memory. Plain python: `obj = typing.ParamSpec('P').args;
+/// r = weakref.ref(obj, lambda r: None); del obj; del r`.
+#[test]
+fn a_weak_reference_outliving_a_paramspecargs_reaches_its_use_after_free() {
+    // ParamSpecArgs alone is callable 0, called with make_value(37) ('ascii'); protocol 26
+    // is `weakref`.
+    let ops = r#"[{"CallExt":{"func":0,"nargs":1,"args":[165,0,0],"kw":0,"dst":0}},{"Protocol":{"obj":0,"which":26,"arg":0,"dst":1}}]"#;
+    let extra = [("CAPISAN_EXT_FUNCS", "ParamSpecArgs".to_string())];
+    let (ok, text) = run_in_campaign_of("_typing", ops, &extra);
+    assert!(!ok, "the weak reference was dropped cleanly:\n{text}");
+    assert!(
+        text.contains("heap-use-after-free")
+            && text.contains("paramspecattr_dealloc")
+            && text.contains("Protocol weakref"),
         "{text}"
     );
 }
