@@ -314,10 +314,25 @@ pub unsafe fn release_in_cycle(obj: *mut PyObject) -> Option<Uncollectable> {
         return None;
     };
     // SAFETY: GIL held; `obj` alive until the caller's reference is given up right after the
-    // call; `attached` is a new reference (or NULL) released last; the weakref, the names list
+    // call; `own` (obj's instance dict, or None) is a new reference released after the call;
+    // `attached` is a new reference (or NULL) released last; the weakref, the names list
     // and its items are borrowed from it, the UTF-8 names copied at once; `freed` is new.
     unsafe {
-        let attached = raw::PyObject_CallOneArg(h.attach_cycle, obj);
+        // The instance dict C code stores attributes in (new, or NULL without one).
+        let own = raw::PyObject_GenericGetDict(obj, std::ptr::null_mut());
+        let own = if own.is_null() {
+            raw::PyErr_Clear();
+            raw::Py_BuildValue(c"".as_ptr())
+        } else {
+            own
+        };
+        let attached = raw::PyObject_CallFunctionObjArgs(
+            h.attach_cycle,
+            obj,
+            own,
+            std::ptr::null_mut::<PyObject>(),
+        );
+        shim_Py_DECREF(own);
         shim_Py_DECREF(obj);
         if attached.is_null() {
             raw::PyErr_Clear();

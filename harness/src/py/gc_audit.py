@@ -40,15 +40,24 @@ class _CycleList(list):
     pass
 
 
-def attach_cycle(obj):
+def attach_cycle(obj, own_dict=None):
     # Make obj -> probe -> obj through every writable attribute of obj (its __dict__, writable
     # members and getsets). Returns (weakref to the probe, attribute names), or None when obj
-    # has no attribute that takes a list.
+    # has no attribute that takes a list. own_dict is obj's instance dict as C code stores it
+    # (PyObject_GenericGetDict), or None: an attribute set that does not land there (a proxy
+    # forwards it to the object it wraps, which others may hold) makes no cycle through obj and
+    # is undone.
     probe = _CycleList([obj])
     names = []
     try:
         obj.__capisan_cycle__ = probe
-        names.append('__dict__')
+        if own_dict is not None and own_dict.get('__capisan_cycle__') is probe:
+            names.append('__dict__')
+        else:
+            try:
+                del obj.__capisan_cycle__
+            except Exception:
+                pass
     except Exception:
         pass
     for name in list(_attributes(obj)):
