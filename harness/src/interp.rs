@@ -310,9 +310,10 @@ unsafe fn init_prelude() -> Result<Interp, String> {
 
 impl Interp {
     /// Whether `o`'s type belongs to the extension under test (its `__module__` is the
-    /// extension module or inside it, or it is, or derives from, a class the module exposes). Checks meant for the extension's own types (tp_clear)
-    /// are not run on CPython's, whose contracts differ (a subclass of a builtin without
-    /// tp_clear keeps its items after clearing).
+    /// extension module or inside it, or it is, or derives from, a class the module exposes).
+    /// Checks meant for the extension's own types (tp_clear) are not run on CPython's, whose
+    /// contracts differ (a subclass of a builtin without tp_clear keeps its items after
+    /// clearing).
     ///
     /// # Safety
     /// GIL held; `o` a live object.
