@@ -253,17 +253,10 @@ unsafe fn init_prelude() -> Result<Interp, String> {
         unsafe { run_code(&format!("__ext_types = ext_types({module:?})"), globals)? };
         let types = get(c"__ext_types")?;
         // SAFETY: GIL held; `__ext_types` is a list of types; its items are borrowed, kept
-        // alive by the list in `globals`; `Plain` is a live Python class. Classes defined in
-        // Python (their dealloc is Plain's, CPython's subtype_dealloc: `_decimal`'s
-        // DecimalTuple is a namedtuple) are not the module's C types.
+        // alive by the list in `globals`.
         unsafe {
-            let plain = get(c"Plain")? as *mut raw::PyTypeObject;
             for i in 0..raw::PyList_Size(types) {
-                let t = raw::PyList_GetItem(types, i);
-                let dealloc = |ty: *mut raw::PyTypeObject| (*ty).tp_dealloc.map(|f| f as usize);
-                if dealloc(t as *mut raw::PyTypeObject) != dealloc(plain) {
-                    ext_types.push(t);
-                }
+                ext_types.push(raw::PyList_GetItem(types, i));
             }
         }
         let list = get(c"__ext")?;
